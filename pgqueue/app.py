@@ -1,0 +1,358 @@
+"""The application object: task registry, configuration, and the producer side of the queue."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as dt
+import fnmatch
+import importlib
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+import psycopg
+import psycopg.errors
+
+from . import migrate as migrations
+from . import queries
+from .conf import Settings
+from .db import ConnectionHolder, connect, resolve_dsn, translate_errors
+from .exceptions import ConfigurationError, DatabaseUnavailable, NotRegistered
+from .result import AsyncResult
+from .serialization import dumps_args
+from .task import PER_CALL_OPTIONS, Signature, Task
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_default_app: PgQueue | None = None
+_bound_connection: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "pgqueue_connection", default=None
+)
+
+
+def default_app() -> PgQueue:
+    """The most recently created app, for objects made without one (Celery's current_app)."""
+    if _default_app is None:
+        raise ConfigurationError("no PgQueue app has been created yet")
+    return _default_app
+
+
+class PgQueue:
+    """A pgqueue application, the counterpart of ``celery.Celery``.
+
+    ``PgQueue("shop", dsn="postgresql://localhost/shop")``; the DSN defaults to the
+    ``PGQUEUE_DSN`` environment variable. Settings may be passed as keywords or set later on
+    ``app.conf`` with Celery's names (``task_default_queue``, ``result_expires``, ...).
+    ``include`` lists modules the worker imports to find tasks.
+    """
+
+    def __init__(
+        self,
+        main: str | None = None,
+        *,
+        dsn: str | None = None,
+        include: Sequence[str] = (),
+        **settings: Any,
+    ) -> None:
+        global _default_app
+        self.main = main
+        self.conf = Settings(**settings)
+        self.include = list(include)
+        self.tasks: dict[str, Task] = {}
+        self._dsn = dsn
+        self._connections = ConnectionHolder(dsn)
+        _default_app = self
+
+    def __repr__(self) -> str:
+        return f"<PgQueue {self.main or '__main__'}>"
+
+    @property
+    def dsn(self) -> str:
+        """The DSN in use: the one given, else ``PGQUEUE_DSN``."""
+        return resolve_dsn(self._dsn)
+
+    # -- tasks -------------------------------------------------------------------------
+
+    @overload
+    def task(self, fun: F) -> Task: ...
+
+    @overload
+    def task(self, fun: None = None, **options: Any) -> Callable[[F], Task]: ...
+
+    def task(self, fun: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., queue=...)``.
+
+        Options: ``name``, ``bind``, ``queue``, ``priority``, ``ignore_result``,
+        ``max_retries``, ``default_retry_delay``, ``autoretry_for``, ``retry_kwargs``,
+        ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``, ``acks_late``,
+        ``time_limit``, ``soft_time_limit``, ``expires``.
+        """
+
+        def register(f: Callable[..., Any]) -> Task:
+            name = options.pop("name", None) or f"{f.__module__}.{f.__qualname__}"
+            task = Task(self, f, name=name, **options)
+            self.tasks[name] = task
+            return task
+
+        if fun is not None:
+            return register(fun)
+        return register
+
+    def import_task_modules(self) -> None:
+        """Import the modules named by ``include`` and ``conf.imports`` so their tasks register."""
+        for module in [*self.include, *self.conf.imports]:
+            importlib.import_module(module)
+
+    def route(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The options ``task_routes`` gives for a task name (``{}`` when no route matches)."""
+        routes = self.conf.task_routes
+        if not routes:
+            return {}
+        for table in routes if isinstance(routes, list | tuple) else [routes]:
+            if callable(table):
+                found = table(name, args, kwargs, {})
+                if found:
+                    return dict(found)
+                continue
+            for pattern, target in table.items():
+                if pattern == name or fnmatch.fnmatchcase(name, pattern):
+                    return {"queue": target} if isinstance(target, str) else dict(target)
+        return {}
+
+    # -- producing -----------------------------------------------------------------------
+
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: dt.datetime | None = None,
+        expires: float | dt.timedelta | dt.datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        task_id: str | None = None,
+        connection: Any = None,
+        max_retries: int | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Queue a task by name; the task need not be registered in this process.
+
+        ``countdown`` (seconds) or ``eta`` (a datetime; naive means UTC) delay the start;
+        ``expires`` (seconds, timedelta or datetime) drops a job not started by then (it ends
+        REVOKED). Higher ``priority`` runs first. With ``connection`` (a psycopg connection
+        or cursor, or any DB-API cursor) the job is written in the caller's transaction and
+        exists only if it commits; inside ``with app.transaction(conn):`` that connection is
+        used. Otherwise the job is committed at once.
+        """
+        params = self._job_params(
+            name,
+            args or (),
+            kwargs or {},
+            dict(
+                countdown=countdown,
+                eta=eta,
+                expires=expires,
+                queue=queue,
+                priority=priority,
+                task_id=task_id,
+                max_retries=max_retries,
+                time_limit=time_limit,
+                soft_time_limit=soft_time_limit,
+                **options,
+            ),
+        )
+        params["args"] = params.pop("args_json")
+        params["kwargs"] = params.pop("kwargs_json")
+        params["options"] = params.pop("options_json")
+        self._execute(queries.get("enqueue"), params, connection)
+        return AsyncResult(params["id"], app=self, task_name=name)
+
+    def enqueue_many(
+        self, signatures: Iterable[Signature], *, connection: Any = None
+    ) -> list[AsyncResult]:
+        """Queue many calls in one statement (one round trip); all or none are inserted.
+
+        ``app.enqueue_many([add.s(1, 2), send.s("a@b.c").set(countdown=10)])``; with
+        ``connection`` the batch joins the caller's transaction.
+        """
+        parts = []
+        results = []
+        for sig in signatures:
+            p = self._job_params(sig.task, sig.args, sig.kwargs, sig.options)
+            args_json = p.pop("args_json")
+            kwargs_json = p.pop("kwargs_json")
+            options_json = p.pop("options_json")
+            head = json.dumps(p, separators=(",", ":"))
+            parts.append(
+                f'{head[:-1]},"args":{args_json},"kwargs":{kwargs_json},"options":{options_json}}}'
+            )
+            results.append(AsyncResult(p["id"], app=self, task_name=sig.task))
+        if parts:
+            self._execute(queries.get("enqueue_many"), {"jobs": f"[{','.join(parts)}]"}, connection)
+        return results
+
+    def _job_params(
+        self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: dict[str, Any]
+    ) -> dict[str, Any]:
+        if not isinstance(name, str) or not name:
+            raise NotRegistered(f"task name must be a non-empty string, got {name!r}")
+        if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+            raise TypeError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
+        if not isinstance(kwargs, Mapping):
+            raise TypeError(f"{name}: kwargs must be a dict, got {type(kwargs).__name__}")
+        options = {k: v for k, v in options.items() if v is not None}
+        unknown = set(options) - _SEND_OPTIONS
+        if unknown:
+            raise TypeError(f"{name}: unknown option(s) {', '.join(sorted(unknown))}")
+        task = self.tasks.get(name)
+        route = self.route(name, args, kwargs)
+        args_json, kwargs_json = dumps_args(name, args, kwargs)
+
+        expires = options.get("expires", task.expires if task else None)
+        expires_at: str | None = None
+        expires_in: float | None = None
+        if isinstance(expires, dt.datetime):
+            expires_at = _aware(expires).isoformat()
+        elif isinstance(expires, dt.timedelta):
+            expires_in = expires.total_seconds()
+        elif expires is not None:
+            expires_in = float(expires)
+
+        eta = options.get("eta")
+        countdown = options.get("countdown")
+        if eta is not None and countdown is not None:
+            raise TypeError(f"{name}: give eta or countdown, not both")
+        per_call = {k: options[k] for k in PER_CALL_OPTIONS if k in options}
+        task_id = options.get("task_id")
+        return {
+            "id": str(uuid.UUID(str(task_id))) if task_id else str(uuid.uuid4()),
+            "task_name": name,
+            "args_json": args_json,
+            "kwargs_json": kwargs_json,
+            "queue": options.get("queue")
+            or route.get("queue")
+            or (task.queue if task else None)
+            or self.conf.task_default_queue,
+            "priority": int(
+                _first(
+                    options.get("priority"),
+                    route.get("priority"),
+                    task.priority if task else None,
+                    self.conf.task_default_priority,
+                )
+            ),
+            "run_at": _aware(eta).isoformat() if eta is not None else None,
+            "countdown": float(countdown) if countdown is not None else None,
+            "expires_at": expires_at,
+            "expires_in": expires_in,
+            "max_retries": options.get("max_retries"),
+            "time_limit": options.get("time_limit"),
+            "soft_time_limit": options.get("soft_time_limit"),
+            "options_json": json.dumps(per_call, separators=(",", ":")),
+        }
+
+    def _execute(self, sql: str, params: Mapping[str, Any], connection: Any) -> None:
+        target = connection if connection is not None else _bound_connection.get()
+        if target is not None:
+            with translate_errors():
+                _execute_on(target, sql, params)
+            return
+        # Our own autocommit connection. A connection gone stale since its last use (server
+        # restart) is replaced once; the job id is the primary key, so a retried insert
+        # cannot create the job twice.
+        for attempt in (1, 2):
+            conn = self._connections.get()
+            try:
+                with translate_errors():
+                    conn.execute(sql, params)
+                return
+            except psycopg.errors.UniqueViolation:
+                if attempt == 2:
+                    return
+                raise
+            except DatabaseUnavailable:
+                self._connections.discard()
+                if attempt == 2:
+                    raise
+
+    @contextlib.contextmanager
+    def transaction(self, connection: Any) -> Iterator[Any]:
+        """Enqueue through the caller's connection for the duration of the block.
+
+        With a psycopg 3 connection the block is also a transaction (``conn.transaction()``:
+        committed at the end, rolled back on an exception, a savepoint when nested), so::
+
+            with app.transaction(conn):
+                conn.execute("INSERT INTO orders ...")
+                send_confirmation.delay(order_id)   # exists only if the order does
+
+        Other DB-API connections are used as they are; commit them yourself.
+        """
+        token = _bound_connection.set(connection)
+        try:
+            if isinstance(connection, psycopg.Connection):
+                with connection.transaction():
+                    yield connection
+            else:
+                yield connection
+        finally:
+            _bound_connection.reset(token)
+
+    # -- results and schema ------------------------------------------------------------
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:
+        """A handle on the result of the task with this id."""
+        return AsyncResult(task_id, app=self)
+
+    def connection(self) -> Any:
+        """This thread's autocommit connection used by the producer API."""
+        return self._connections.get()
+
+    def connect(self, **kwargs: Any) -> Any:
+        """A new connection to the app's database (the caller closes it)."""
+        return connect(self.dsn, **kwargs)
+
+    def migrate(self) -> list[migrations.Migration]:
+        """Create or upgrade the pgqueue schema; safe to run any number of times at once."""
+        with connect(self.dsn) as conn:
+            return migrations.migrate(conn)
+
+    def close(self) -> None:
+        """Close this thread's producer connection."""
+        self._connections.close()
+
+
+_SEND_OPTIONS = {
+    "countdown",
+    "eta",
+    "expires",
+    "queue",
+    "priority",
+    "task_id",
+    "max_retries",
+    "time_limit",
+    "soft_time_limit",
+    *PER_CALL_OPTIONS,
+}
+
+
+def _first(*values: Any) -> Any:
+    return next(v for v in values if v is not None)
+
+
+def _aware(when: dt.datetime) -> dt.datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
+
+
+def _execute_on(target: Any, sql: str, params: Mapping[str, Any]) -> None:
+    if hasattr(target, "fetchone"):  # a cursor
+        target.execute(sql, params)
+        return
+    with contextlib.closing(target.cursor()) as cur:
+        cur.execute(sql, params)

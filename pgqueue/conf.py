@@ -1,0 +1,81 @@
+"""App configuration, with Celery's setting names where Celery has one."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    # Where jobs go when neither the call, a route nor the task names a queue.
+    "task_default_queue": "default",
+    "task_default_priority": 0,
+    # {"name or glob": {"queue": ..., "priority": ...}}, a list of such dicts, or a callable
+    # (name, args, kwargs, options) -> dict | None.
+    "task_routes": None,
+    # True (pgqueue's default): a job whose worker dies runs again elsewhere (at-least-once).
+    # False: such a job ends FAILURE with WorkerLostError (at-most-once).
+    "task_acks_late": True,
+    "task_ignore_result": False,
+    "task_time_limit": None,
+    "task_soft_time_limit": None,
+    "task_default_retry_delay": 180,
+    "task_max_retries": 3,
+    "worker_concurrency": None,  # None: the number of CPUs
+    "worker_prefetch_multiplier": 4,
+    "worker_pool": "prefork",
+    # Seconds between fallback polls when no notification arrives.
+    "worker_poll_interval": 5.0,
+    # Seconds a finished result is kept; None keeps results for ever.
+    "result_expires": dt.timedelta(days=1),
+    "timezone": "UTC",
+    "imports": (),
+    "beat_schedule": {},
+}
+
+
+class Settings(MutableMapping[str, Any]):
+    """``app.conf``: read and set by attribute (``app.conf.timezone``) or by key.
+
+    Unknown names are refused so that a typo does not silently do nothing.
+    """
+
+    def __init__(self, **overrides: Any) -> None:
+        object.__setattr__(self, "_data", dict(DEFAULTS))
+        self.update(overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(f"unknown pgqueue setting {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in DEFAULTS:
+            raise KeyError(
+                f"unknown pgqueue setting {key!r}; known settings: {', '.join(sorted(DEFAULTS))}"
+            )
+        self._data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self._data[key] = DEFAULTS[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def result_expires_seconds(self) -> float | None:
+        value = self._data["result_expires"]
+        if value is None:
+            return None
+        if isinstance(value, dt.timedelta):
+            return value.total_seconds()
+        return float(value)

@@ -1,0 +1,196 @@
+"""Running one claimed job and turning what happened into an Outcome.
+
+This is the part of the worker that runs inside a pool slot (a prefork child, a thread, or
+the worker process itself with ``solo``); it never touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import states
+from .exceptions import EncodeError, Ignore, Reject, Retry
+from .serialization import dumps_result
+from .task import Request, reset_current_request, set_current_request
+
+if TYPE_CHECKING:
+    from .app import PgQueue
+
+
+@dataclass
+class Job:
+    """A claimed job, as the claim query returns it."""
+
+    id: str
+    seq: int
+    task_name: str
+    queue: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    priority: int
+    run_at: dt.datetime
+    expires_at: dt.datetime | None
+    expired: bool
+    retries: int
+    max_retries: int | None
+    time_limit: float | None
+    soft_time_limit: float | None
+    options: dict[str, Any]
+    attempt: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.task_name}[{self.id}]"
+
+
+@dataclass
+class Outcome:
+    """What became of one job; the worker writes it to the database."""
+
+    job_id: str
+    attempt: int
+    state: str
+    task_name: str = ""
+    result_json: str | None = None
+    exc_type: str | None = None
+    exc_message: str | None = None
+    traceback: str | None = None
+    time_taken: float = 0.0
+    store: bool = True
+    # for state RETRY: seconds from now, or an absolute time
+    countdown: float | None = None
+    eta: dt.datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_job(cls, job: Job, state: str, **fields: Any) -> Outcome:
+        return cls(job.id, job.attempt, state, job.task_name, **fields)
+
+    @classmethod
+    def failure(
+        cls, job: Job, exc: BaseException, *, tb: str | None = None, time_taken: float = 0.0
+    ) -> Outcome:
+        return cls.for_job(
+            job,
+            states.FAILURE,
+            exc_type=exception_name(exc),
+            exc_message=str(exc),
+            traceback=tb,
+            time_taken=time_taken,
+        )
+
+
+def exception_name(exc: BaseException) -> str:
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def execute(app: PgQueue, job: Job, hostname: str) -> Outcome:
+    """Run the job's task and report its outcome; never raises for the task's own errors."""
+    task = app.tasks.get(job.task_name)
+    if task is None:  # the claim only takes registered names; kept for safety
+        return Outcome.for_job(job, states.FAILURE,
+            exc_type="pgqueue.exceptions.NotRegistered",
+            exc_message=f"task {job.task_name!r} is not registered on worker {hostname}",
+        )
+    request = Request(
+        id=job.id,
+        task=job.task_name,
+        args=list(job.args),
+        kwargs=dict(job.kwargs),
+        retries=job.retries,
+        eta=job.run_at,
+        expires=job.expires_at,
+        hostname=hostname,
+        queue=job.queue,
+        priority=job.priority,
+        attempt=job.attempt,
+        max_retries=job.max_retries,
+        options=dict(job.options),
+        called_directly=False,
+    )
+    store = not job.options.get("ignore_result", task.ignore_result)
+    token = set_current_request(request)
+    started = time.perf_counter()
+    try:
+        try:
+            value = task(*job.args, **job.kwargs)
+            if inspect.isawaitable(value):
+                value = asyncio.run(_await(value))
+        except Exception as exc:
+            if (
+                task.autoretry_for
+                and isinstance(exc, task.autoretry_for)
+                and not isinstance(exc, Retry | Ignore | Reject)
+            ):
+                countdown = task.backoff_countdown(job.retries, job.options)
+                kwargs = {"countdown": countdown, **task.retry_kwargs}
+                task.retry(exc=exc, **kwargs)  # raises Retry, or exc when exhausted
+            raise
+    except Retry as retry:
+        return _retry_outcome(job, retry, time.perf_counter() - started, store)
+    except Ignore:
+        return Outcome.for_job(job, states.IGNORED, time_taken=_since(started))
+    except Reject as reject:
+        if reject.requeue:
+            return Outcome.for_job(job, states.RETRY,
+                countdown=0.0,
+                store=store,
+                exc_type="pgqueue.exceptions.Reject",
+                exc_message=str(reject),
+                time_taken=_since(started),
+                extra={"requeue": True},
+            )
+        return Outcome.for_job(job, states.FAILURE,
+            store=True,
+            exc_type="pgqueue.exceptions.Reject",
+            exc_message=str(reject),
+            time_taken=_since(started),
+        )
+    except BaseException as exc:
+        return Outcome.failure(job, exc, tb=traceback.format_exc(), time_taken=_since(started))
+    finally:
+        reset_current_request(token)
+    elapsed = _since(started)
+    try:
+        result_json = dumps_result(value) if store else None
+    except EncodeError as exc:
+        return Outcome.failure(job, exc, tb=None, time_taken=elapsed)
+    return Outcome.for_job(job, states.SUCCESS,
+        result_json=result_json,
+        time_taken=elapsed,
+        store=store,
+    )
+
+
+async def _await(value: Any) -> Any:
+    return await value
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
+
+
+def _retry_outcome(job: Job, retry: Retry, elapsed: float, store: bool) -> Outcome:
+    exc = retry.exc
+    outcome = Outcome.for_job(job, states.RETRY,
+        exc_type=exception_name(exc) if exc is not None else "pgqueue.exceptions.Retry",
+        exc_message=str(exc) if exc is not None else str(retry),
+        traceback="".join(traceback.format_exception(exc)) if exc is not None else None,
+        time_taken=elapsed,
+        store=store,
+    )
+    if isinstance(retry.when, dt.datetime):
+        when = retry.when
+        outcome.eta = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    else:
+        outcome.countdown = float(retry.when or 0.0)
+    return outcome

@@ -1,0 +1,86 @@
+"""Apply the numbered SQL files in ``sql/migrations`` in order, once, under an advisory lock."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import queries
+from .exceptions import SchemaMissingError
+
+log = logging.getLogger("pgqueue.migrate")
+
+# pg_advisory_xact_lock key shared by every process migrating the same database.
+MIGRATION_LOCK = 0x70677175_0001
+
+_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+
+def available() -> list[Migration]:
+    """Every migration shipped with this version of pgqueue, in order."""
+    found = []
+    for path in sorted((queries.sql_dir() / "migrations").glob("*.sql")):
+        match = _FILE.match(path.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), path))
+    return found
+
+
+def latest_version() -> int:
+    return max(m.version for m in available())
+
+
+def migrate(conn: Any) -> list[Migration]:
+    """Bring the schema up to date; returns the migrations it applied (none if current).
+
+    All pending files run in one transaction while holding a transaction-level advisory lock,
+    so two processes migrating at once apply each file exactly once, and a failing file
+    leaves the schema as it was.
+    """
+    applied_now = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute("CREATE SCHEMA IF NOT EXISTS pgqueue")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS pgqueue.schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute(queries.get("schema_versions"))}
+        for migration in available():
+            if migration.version in done:
+                continue
+            log.info("applying migration %04d_%s", migration.version, migration.name)
+            conn.execute(migration.path.read_text())
+            conn.execute(
+                "INSERT INTO pgqueue.schema_migrations (version, name) VALUES (%s, %s)",
+                (migration.version, migration.name),
+            )
+            applied_now.append(migration)
+    return applied_now
+
+
+def check(conn: Any) -> None:
+    """Raise SchemaMissingError unless every shipped migration has been applied."""
+    row = conn.execute("SELECT to_regclass('pgqueue.schema_migrations') IS NOT NULL").fetchone()
+    if not row[0]:
+        raise SchemaMissingError(
+            "this database has no pgqueue schema: run `pgqueue migrate` (or app.migrate()) first"
+        )
+    done = {r[0] for r in conn.execute(queries.get("schema_versions"))}
+    missing = [m for m in available() if m.version not in done]
+    if missing:
+        raise SchemaMissingError(
+            f"the pgqueue schema is out of date (missing migration "
+            f"{', '.join(f'{m.version:04d}_{m.name}' for m in missing)}): run `pgqueue migrate`"
+        )

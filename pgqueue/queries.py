@@ -1,0 +1,38 @@
+"""The one module that owns pgqueue's SQL.
+
+Statements live in ``sql/queries.sql`` under ``-- name: ...`` headers and are loaded once;
+the rest of the package asks for them by name. Migrations live in ``sql/migrations``.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+
+def sql_dir() -> Path:
+    """Where the SQL files are: inside the installed package, or beside it in a checkout."""
+    packaged = Path(__file__).resolve().parent / "sql"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "sql"
+
+
+_HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+@cache
+def _load() -> dict[str, str]:
+    text = (sql_dir() / "queries.sql").read_text()
+    parts = _HEADER.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2]):
+        lines = [line for line in body.strip().splitlines() if not line.startswith("--")]
+        queries[name] = "\n".join(lines).strip()
+    return queries
+
+
+def get(name: str) -> str:
+    """The SQL text of the statement called ``name``."""
+    return _load()[name]

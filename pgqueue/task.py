@@ -1,0 +1,329 @@
+"""Tasks: the functions users decorate with ``@app.task``, and how a call becomes a job."""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import MaxRetriesExceededError, Retry
+
+if TYPE_CHECKING:
+    from .app import PgQueue
+    from .result import AsyncResult
+
+
+@dataclass
+class Request:
+    """What a running task knows about the call that started it (``self.request``)."""
+
+    id: str | None = None
+    task: str = ""
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    eta: dt.datetime | None = None
+    expires: dt.datetime | None = None
+    hostname: str | None = None
+    queue: str | None = None
+    priority: int = 0
+    attempt: int = 0
+    max_retries: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    called_directly: bool = True
+
+
+_current_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
+    "pgqueue_request", default=None
+)
+
+# Options apply_async accepts and stores with the job, overriding the task's own.
+PER_CALL_OPTIONS = (
+    "ignore_result",
+    "acks_late",
+    "retry_backoff",
+    "retry_backoff_max",
+    "retry_jitter",
+    "default_retry_delay",
+)
+
+
+class Task:
+    """A registered task. Call it to run it here; ``delay``/``apply_async`` to queue it."""
+
+    def __init__(
+        self,
+        app: PgQueue,
+        fun: Callable[..., Any],
+        *,
+        name: str,
+        bind: bool = False,
+        queue: str | None = None,
+        priority: int | None = None,
+        ignore_result: bool | None = None,
+        max_retries: int | object | None = ...,
+        default_retry_delay: float | None = None,
+        autoretry_for: Sequence[type[BaseException]] = (),
+        retry_kwargs: Mapping[str, Any] | None = None,
+        retry_backoff: bool | float = False,
+        retry_backoff_max: float = 600,
+        retry_jitter: bool = True,
+        acks_late: bool | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        expires: float | dt.timedelta | dt.datetime | None = None,
+    ) -> None:
+        self.app = app
+        self.run = fun
+        self.name = name
+        self.bind = bind
+        self.queue = queue
+        self.priority = priority
+        self._ignore_result = ignore_result
+        self._max_retries = max_retries
+        self._default_retry_delay = default_retry_delay
+        self.autoretry_for = tuple(autoretry_for)
+        self.retry_kwargs = dict(retry_kwargs or {})
+        self.retry_backoff = retry_backoff
+        self.retry_backoff_max = retry_backoff_max
+        self.retry_jitter = retry_jitter
+        self._acks_late = acks_late
+        self._time_limit = time_limit
+        self._soft_time_limit = soft_time_limit
+        self.expires = expires
+        self.__doc__ = fun.__doc__
+        self.__name__ = getattr(fun, "__name__", name)
+        self.__module__ = getattr(fun, "__module__", "")
+        self.__wrapped__ = fun
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name}>"
+
+    # Options that fall back to app.conf when the decorator did not set them.
+    @property
+    def ignore_result(self) -> bool:
+        if self._ignore_result is None:
+            return bool(self.app.conf.task_ignore_result)
+        return self._ignore_result
+
+    @property
+    def max_retries(self) -> int | None:
+        if self._max_retries is ...:
+            value: int | None = self.app.conf.task_max_retries
+            return value
+        return self._max_retries  # type: ignore[return-value]
+
+    @property
+    def default_retry_delay(self) -> float:
+        if self._default_retry_delay is None:
+            return float(self.app.conf.task_default_retry_delay)
+        return self._default_retry_delay
+
+    @property
+    def acks_late(self) -> bool:
+        if self._acks_late is None:
+            return bool(self.app.conf.task_acks_late)
+        return self._acks_late
+
+    @property
+    def time_limit(self) -> float | None:
+        if self._time_limit is None:
+            value: float | None = self.app.conf.task_time_limit
+            return value
+        return self._time_limit
+
+    @property
+    def soft_time_limit(self) -> float | None:
+        if self._soft_time_limit is None:
+            value: float | None = self.app.conf.task_soft_time_limit
+            return value
+        return self._soft_time_limit
+
+    @property
+    def request(self) -> Request:
+        """The request of the call running now in this thread (empty when called directly)."""
+        return _current_request.get() or Request(task=self.name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.bind:
+            return self.run(self, *args, **kwargs)
+        return self.run(*args, **kwargs)
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Queue a call with these arguments; shortcut for ``apply_async(args, kwargs)``."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: dt.datetime | None = None,
+        expires: float | dt.timedelta | dt.datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        task_id: str | None = None,
+        connection: Any = None,
+        max_retries: int | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Queue a call. See ``PgQueue.send_task`` for every option."""
+        return self.app.send_task(
+            self.name,
+            args,
+            kwargs,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            queue=queue,
+            priority=priority,
+            task_id=task_id,
+            connection=connection,
+            max_retries=max_retries,
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
+            **options,
+        )
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task with these arguments, to queue later or in bulk."""
+        return Signature(self.name, args, kwargs, app=self.app)
+
+    def signature(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature:
+        return Signature(self.name, args or (), kwargs or {}, options, app=self.app)
+
+    def enqueue_many(
+        self,
+        arguments: Sequence[Sequence[Any]],
+        *,
+        connection: Any = None,
+        **options: Any,
+    ) -> list[AsyncResult]:
+        """Queue one job per argument tuple, in one statement: ``add.enqueue_many([(1, 2), ...])``."""
+        return self.app.enqueue_many(
+            [Signature(self.name, a, {}, options, app=self.app) for a in arguments],
+            connection=connection,
+        )
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:
+        from .result import AsyncResult
+
+        return AsyncResult(task_id, app=self.app)
+
+    def retry(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: dt.datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | object | None = ...,
+        **options: Any,
+    ) -> Retry:
+        """Ask for another attempt of the running task: ``raise self.retry(exc=exc)``.
+
+        When the retries are used up, re-raises ``exc`` if given, else raises
+        ``MaxRetriesExceededError``; the job then ends FAILURE.
+        """
+        request = self.request
+        if request.called_directly:
+            # Like Celery: outside a worker there is nothing to retry, so fail loudly.
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(f"{self.name}: retry() called outside a worker")
+        limit: int | None
+        if max_retries is not ...:
+            limit = max_retries  # type: ignore[assignment]
+        elif request.max_retries is not None:
+            limit = request.max_retries
+        else:
+            limit = self.max_retries
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args} "
+                f"kwargs:{request.kwargs}: max retries ({limit}) exceeded"
+            )
+        when: float | dt.datetime
+        if eta is not None:
+            when = eta
+        elif countdown is not None:
+            when = float(countdown)
+        else:
+            when = float(request.options.get("default_retry_delay", self.default_retry_delay))
+        error = Retry(exc=exc, when=when)
+        if throw:
+            raise error
+        return error
+
+    def backoff_countdown(self, retries: int, options: Mapping[str, Any]) -> float:
+        """Seconds before the next automatic retry, exponential when retry_backoff is set."""
+        backoff = options.get("retry_backoff", self.retry_backoff)
+        if not backoff:
+            return float(options.get("default_retry_delay", self.default_retry_delay))
+        factor = 1.0 if backoff is True else float(backoff)
+        maximum = float(options.get("retry_backoff_max", self.retry_backoff_max))
+        countdown = min(maximum, factor * (2**retries))
+        if options.get("retry_jitter", self.retry_jitter):
+            countdown = random.uniform(0, countdown)
+        return countdown
+
+
+class Signature:
+    """A task name with arguments and options, not yet queued (Celery's ``task.s(...)``)."""
+
+    def __init__(
+        self,
+        task: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        app: PgQueue | None = None,
+    ) -> None:
+        self.task = task
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        self.options = dict(options or {})
+        self.app = app
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"{self.task}({', '.join(parts)})"
+
+    def set(self, **options: Any) -> Signature:
+        self.options.update(options)
+        return self
+
+    def apply_async(self, **options: Any) -> AsyncResult:
+        from .app import default_app
+
+        app = self.app or default_app()
+        return app.send_task(self.task, self.args, self.kwargs, **{**self.options, **options})
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        from .app import default_app
+
+        app = self.app or default_app()
+        return app.send_task(self.task, self.args + args, {**self.kwargs, **kwargs}, **self.options)
+
+
+def set_current_request(request: Request | None) -> contextvars.Token[Request | None]:
+    return _current_request.set(request)
+
+
+def reset_current_request(token: contextvars.Token[Request | None]) -> None:
+    _current_request.reset(token)

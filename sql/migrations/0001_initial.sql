@@ -1,0 +1,167 @@
+-- pgqueue schema, version 1.
+--
+-- Two tables carry the data path: `jobs` holds only live work (queued, scheduled,
+-- claimed, running); `results` holds outcomes. A finished job leaves `jobs` in the
+-- same transaction that writes its result, so the hot table never grows with history.
+
+CREATE TABLE pgqueue.jobs (
+    id              uuid PRIMARY KEY,
+    -- enqueue order, the last tie-breaker of the claim order
+    seq             bigint GENERATED ALWAYS AS IDENTITY,
+    task_name       text NOT NULL,
+    queue           text NOT NULL DEFAULT 'default',
+    args            jsonb NOT NULL DEFAULT '[]',
+    kwargs          jsonb NOT NULL DEFAULT '{}',
+    priority        integer NOT NULL DEFAULT 0,
+    state           text NOT NULL DEFAULT 'PENDING'
+                    CHECK (state IN ('PENDING', 'RETRY', 'STARTED')),
+    run_at          timestamptz NOT NULL DEFAULT now(),
+    expires_at      timestamptz,
+    retries         integer NOT NULL DEFAULT 0,
+    -- NULL: the task's own default
+    max_retries     integer,
+    time_limit      double precision,
+    soft_time_limit double precision,
+    -- per-call overrides of task options (retry_backoff, ignore_result, ...)
+    options         jsonb NOT NULL DEFAULT '{}',
+    -- the claim: which worker holds the job, since when, and the fencing token.
+    -- attempt grows by one at every claim; a worker may only finish a job whose
+    -- attempt is still the one it claimed.
+    worker_id       uuid,
+    claimed_at      timestamptz,
+    started_at      timestamptz,
+    attempt         integer NOT NULL DEFAULT 0,
+    -- the last error, kept while the job waits for its next retry
+    exc_type        text,
+    exc_message     text,
+    traceback       text,
+    enqueued_at     timestamptz NOT NULL DEFAULT now(),
+    CHECK (jsonb_typeof(args) = 'array'),
+    CHECK (jsonb_typeof(kwargs) = 'object')
+);
+
+-- Exactly the claim predicate and order: unclaimed jobs, by queue, then
+-- priority (higher first), run_at, enqueue order.
+CREATE INDEX jobs_claim_idx ON pgqueue.jobs (queue, priority DESC, run_at, seq)
+    WHERE worker_id IS NULL;
+-- Finding the jobs a worker holds (release, rescue).
+CREATE INDEX jobs_worker_idx ON pgqueue.jobs (worker_id) WHERE worker_id IS NOT NULL;
+
+CREATE TABLE pgqueue.results (
+    task_id      uuid PRIMARY KEY,
+    task_name    text NOT NULL,
+    queue        text NOT NULL,
+    state        text NOT NULL
+                 CHECK (state IN ('SUCCESS', 'FAILURE', 'REVOKED', 'IGNORED')),
+    result       jsonb,
+    exc_type     text,
+    exc_message  text,
+    traceback    text,
+    retries      integer NOT NULL DEFAULT 0,
+    -- kept for failed and revoked jobs so they can be inspected and retried
+    args         jsonb,
+    kwargs       jsonb,
+    worker       text,
+    date_started timestamptz,
+    date_done    timestamptz NOT NULL DEFAULT now(),
+    time_taken   double precision,
+    expires_at   timestamptz
+);
+CREATE INDEX results_expires_idx ON pgqueue.results (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE pgqueue.workers (
+    id           uuid PRIMARY KEY,
+    -- the key of the session advisory lock the worker holds while it lives:
+    -- Postgres releases it the moment the worker's connection dies
+    lock_key     integer GENERATED ALWAYS AS IDENTITY UNIQUE,
+    name         text NOT NULL,
+    hostname     text NOT NULL,
+    pid          integer NOT NULL,
+    queues       text[] NOT NULL,
+    tasks        text[] NOT NULL,
+    pool         text NOT NULL,
+    concurrency  integer NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    jobs_done    bigint NOT NULL DEFAULT 0
+);
+
+-- Wake idle workers: one notification per queue per statement, not per row.
+CREATE FUNCTION pgqueue.notify_jobs() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('pgqueue_jobs', q.queue)
+       FROM (SELECT DISTINCT queue FROM new_jobs) AS q;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER jobs_notify
+    AFTER INSERT ON pgqueue.jobs
+    REFERENCING NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.notify_jobs();
+
+-- Wake AsyncResult.get(): ids of finished tasks, comma-separated, in chunks that
+-- stay under the 8000-byte payload limit.
+CREATE FUNCTION pgqueue.notify_results() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('pgqueue_results', string_agg(c.task_id::text, ','))
+       FROM (SELECT task_id, (row_number() OVER ()) / 150 AS chunk FROM new_results) AS c
+      GROUP BY c.chunk;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER results_notify_insert
+    AFTER INSERT ON pgqueue.results
+    REFERENCING NEW TABLE AS new_results
+    FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.notify_results();
+
+CREATE TRIGGER results_notify_update
+    AFTER UPDATE ON pgqueue.results
+    REFERENCING NEW TABLE AS new_results
+    FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.notify_results();
+
+-- Enqueue from plain SQL, in the caller's transaction:
+--   SELECT pgqueue.enqueue('emails.send', '["a@b.c"]');
+--   SELECT pgqueue.enqueue('reports.build', kwargs => '{"day": "2026-01-01"}',
+--                          queue => 'reports', countdown => 60);
+CREATE FUNCTION pgqueue.enqueue(
+    task_name       text,
+    args            jsonb DEFAULT '[]',
+    kwargs          jsonb DEFAULT '{}',
+    queue           text DEFAULT 'default',
+    priority        integer DEFAULT 0,
+    run_at          timestamptz DEFAULT NULL,
+    countdown       double precision DEFAULT NULL,
+    expires_at      timestamptz DEFAULT NULL,
+    expires_in      double precision DEFAULT NULL,
+    max_retries     integer DEFAULT NULL,
+    time_limit      double precision DEFAULT NULL,
+    soft_time_limit double precision DEFAULT NULL,
+    options         jsonb DEFAULT '{}',
+    id              uuid DEFAULT NULL
+) RETURNS uuid
+LANGUAGE sql AS $$
+    INSERT INTO pgqueue.jobs (id, task_name, args, kwargs, queue, priority, run_at,
+                              expires_at, max_retries, time_limit, soft_time_limit, options)
+    VALUES (
+        coalesce(enqueue.id, gen_random_uuid()),
+        enqueue.task_name,
+        coalesce(enqueue.args, '[]'),
+        coalesce(enqueue.kwargs, '{}'),
+        coalesce(enqueue.queue, 'default'),
+        coalesce(enqueue.priority, 0),
+        coalesce(enqueue.run_at,
+                 statement_timestamp() + make_interval(secs => enqueue.countdown),
+                 now()),
+        coalesce(enqueue.expires_at,
+                 statement_timestamp() + make_interval(secs => enqueue.expires_in)),
+        enqueue.max_retries,
+        enqueue.time_limit,
+        enqueue.soft_time_limit,
+        coalesce(enqueue.options, '{}')
+    )
+    RETURNING jobs.id
+$$;

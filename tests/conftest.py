@@ -1,0 +1,165 @@
+"""Fixtures: a fresh database per test, created from a migrated template, and real workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pytest_postgresql import factories
+
+from pgqueue import migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# PGQUEUE_TEST_DSN names the server the tests may create databases on (default: local).
+_server = conninfo_to_dict(
+    os.environ.get("PGQUEUE_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+)
+
+
+def _load_schema(**kwargs: Any) -> None:
+    with psycopg.connect(**{**kwargs, "autocommit": True}) as conn:
+        migrate.migrate(conn)
+        conn.execute("CREATE TABLE public.test_runs (tag text, pid int, at timestamptz DEFAULT clock_timestamp())")
+
+
+_server_args = dict(
+    host=str(_server.get("host", "127.0.0.1")),
+    port=int(_server.get("port", 5432)),
+    user=str(_server.get("user", "postgres")),
+    password=str(_server.get("password", "")) or None,
+)
+
+# Per-run names, so that two test runs on one server never share a template database.
+_run = os.getpid()
+pg_migrated = factories.postgresql_noproc(
+    **_server_args, dbname=f"pgqueue_test_{_run}", load=[_load_schema]
+)
+postgresql = factories.postgresql("pg_migrated")
+pg_bare = factories.postgresql_noproc(**_server_args, dbname=f"pgqueue_test_bare_{_run}")
+bare_postgresql = factories.postgresql("pg_bare")
+
+
+def dsn_of(conn: psycopg.Connection[Any]) -> str:
+    info = conn.info
+    params = {"host": info.host, "port": str(info.port), "user": info.user, "dbname": info.dbname}
+    if info.password:
+        params["password"] = info.password
+    return make_conninfo(**params)
+
+
+@pytest.fixture
+def dsn(postgresql: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch) -> str:
+    """DSN of this test's migrated database, also exported as PGQUEUE_DSN."""
+    value = dsn_of(postgresql)
+    monkeypatch.setenv("PGQUEUE_DSN", value)
+    postgresql.autocommit = True
+    return value
+
+
+@pytest.fixture
+def app(dsn: str) -> Iterator[Any]:
+    from tests.taskapp import app
+
+    app.close()
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def db(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """A separate autocommit connection to the test database, for checking rows."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        yield conn
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class WorkerProcess:
+    """A real ``pgqueue worker`` process against the test database."""
+
+    def __init__(self, dsn: str, args: list[str], db: psycopg.Connection[Any]) -> None:
+        self.dsn = dsn
+        self.db = db
+        env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(ROOT)}
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"pgqueue-worker-{id(self)}.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pgqueue.cli", "worker", "-A", "tests.taskapp:app",
+             "--loglevel", "DEBUG", *args],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 30) -> WorkerProcess:
+        def registered() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.output()}")
+            row = self.db.execute(
+                "SELECT 1 FROM pgqueue.workers WHERE pid = %s", (self.pid,)
+            ).fetchone()
+            return row is not None
+
+        wait_for(registered, timeout, "worker to register")
+        return self
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"worker did not stop in {timeout}s:\n{self.output()}") from None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+        self.log_path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def worker(dsn: str, db: psycopg.Connection[Any]) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start workers: ``worker("-c", "2")``; all are stopped at the end of the test."""
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, ready: bool = True) -> WorkerProcess:
+        w = WorkerProcess(dsn, list(args), db)
+        started.append(w)
+        return w.wait_ready() if ready else w
+
+    yield start
+    for w in started:
+        w.close()
