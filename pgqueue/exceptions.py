@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime as dt
 from typing import Any
 
@@ -80,7 +81,7 @@ class Ignore(PgQueueError):
 
 
 class Reject(PgQueueError):
-    """Raise inside a task to reject it: ``requeue=True`` puts it back, otherwise it ends FAILURE."""
+    """Raise inside a task to reject it: with ``requeue=True`` it goes back, else it fails."""
 
     def __init__(self, reason: str | None = None, requeue: bool = False) -> None:
         self.reason = reason
@@ -126,10 +127,9 @@ def rebuild_exception(
     original = _original_class(exc_type)
     cls: type[TaskFailure] = type(name, bases, {})
     if original is not None and not issubclass(original, TaskFailure):
-        try:
+        # incompatible instance layouts (e.g. OSError subclasses) keep the plain class
+        with contextlib.suppress(TypeError):
             cls = type(name, (TaskFailure, original), {})
-        except TypeError:  # incompatible instance layouts (e.g. OSError subclasses)
-            pass
     error = cls.__new__(cls)
     Exception.__init__(error, message or "")
     error.exc_type = exc_type

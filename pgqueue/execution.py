@@ -97,7 +97,9 @@ def execute(app: PgQueue, job: Job, hostname: str) -> Outcome:
     """Run the job's task and report its outcome; never raises for the task's own errors."""
     task = app.tasks.get(job.task_name)
     if task is None:  # the claim only takes registered names; kept for safety
-        return Outcome.for_job(job, states.FAILURE,
+        return Outcome.for_job(
+            job,
+            states.FAILURE,
             exc_type="pgqueue.exceptions.NotRegistered",
             exc_message=f"task {job.task_name!r} is not registered on worker {hostname}",
         )
@@ -141,7 +143,9 @@ def execute(app: PgQueue, job: Job, hostname: str) -> Outcome:
         return Outcome.for_job(job, states.IGNORED, time_taken=_since(started))
     except Reject as reject:
         if reject.requeue:
-            return Outcome.for_job(job, states.RETRY,
+            return Outcome.for_job(
+                job,
+                states.RETRY,
                 countdown=0.0,
                 store=store,
                 exc_type="pgqueue.exceptions.Reject",
@@ -149,7 +153,9 @@ def execute(app: PgQueue, job: Job, hostname: str) -> Outcome:
                 time_taken=_since(started),
                 extra={"requeue": True},
             )
-        return Outcome.for_job(job, states.FAILURE,
+        return Outcome.for_job(
+            job,
+            states.FAILURE,
             store=True,
             exc_type="pgqueue.exceptions.Reject",
             exc_message=str(reject),
@@ -164,7 +170,9 @@ def execute(app: PgQueue, job: Job, hostname: str) -> Outcome:
         result_json = dumps_result(value) if store else None
     except EncodeError as exc:
         return Outcome.failure(job, exc, tb=None, time_taken=elapsed)
-    return Outcome.for_job(job, states.SUCCESS,
+    return Outcome.for_job(
+        job,
+        states.SUCCESS,
         result_json=result_json,
         time_taken=elapsed,
         store=store,
@@ -181,7 +189,9 @@ def _since(started: float) -> float:
 
 def _retry_outcome(job: Job, retry: Retry, elapsed: float, store: bool) -> Outcome:
     exc = retry.exc
-    outcome = Outcome.for_job(job, states.RETRY,
+    outcome = Outcome.for_job(
+        job,
+        states.RETRY,
         exc_type=exception_name(exc) if exc is not None else "pgqueue.exceptions.Retry",
         exc_message=str(exc) if exc is not None else str(retry),
         traceback="".join(traceback.format_exception(exc)) if exc is not None else None,

@@ -357,7 +357,7 @@ class ThreadPool(Pool):
             if job is None:
                 return
             with self._lock:
-                ident, slot = self._slots[job.id]
+                _ident, slot = self._slots[job.id]
                 self._slots[job.id] = (threading.get_ident(), slot)
             try:
                 outcome = execute(self.app, job, self.hostname)
@@ -457,6 +457,6 @@ class SoloPool(Pool):
         return done
 
 
-POOLS = {"prefork": PreforkPool, "threads": ThreadPool, "solo": SoloPool}
+POOLS: dict[str, type[Pool]] = {"prefork": PreforkPool, "threads": ThreadPool, "solo": SoloPool}
 
 __all__ = ["POOLS", "Outcome", "Pool", "PreforkPool", "SoloPool", "ThreadPool", "states"]

@@ -27,7 +27,7 @@ def _load() -> dict[str, str]:
     text = (sql_dir() / "queries.sql").read_text()
     parts = _HEADER.split(text)
     queries: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2]):
+    for name, body in zip(parts[1::2], parts[2::2], strict=False):
         lines = [line for line in body.strip().splitlines() if not line.startswith("--")]
         queries[name] = "\n".join(lines).strip()
     return queries

@@ -210,7 +210,7 @@ class Task:
         connection: Any = None,
         **options: Any,
     ) -> list[AsyncResult]:
-        """Queue one job per argument tuple, in one statement: ``add.enqueue_many([(1, 2), ...])``."""
+        """Queue one job per argument tuple in one statement: ``add.enqueue_many([(1, 2)])``."""
         return self.app.enqueue_many(
             [Signature(self.name, a, {}, options, app=self.app) for a in arguments],
             connection=connection,
@@ -276,7 +276,7 @@ class Task:
             return float(options.get("default_retry_delay", self.default_retry_delay))
         factor = 1.0 if backoff is True else float(backoff)
         maximum = float(options.get("retry_backoff_max", self.retry_backoff_max))
-        countdown = min(maximum, factor * (2**retries))
+        countdown = min(maximum, factor * (2.0**retries))
         if options.get("retry_jitter", self.retry_jitter):
             countdown = random.uniform(0, countdown)
         return countdown

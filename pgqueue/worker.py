@@ -73,6 +73,10 @@ class Worker:
         self.id = str(uuid.uuid4())
         self._stopping = False
         self._signals = 0
+        # Written by signal handlers and stop() so that select() returns at once.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._buffer: collections.deque[Job] = collections.deque()
         self._outcomes: list[Outcome] = []
         self._pool: Pool | None = None
@@ -132,6 +136,7 @@ class Worker:
                 signal.Signals(signum).name,
             )
             self._stopping = True
+            self._wake()
             return
         log.warning("second signal: cold shutdown, leaving running jobs to be recovered")
         if self._pool is not None:
@@ -141,6 +146,11 @@ class Worker:
     def stop(self) -> None:
         """Ask the loop for a warm shutdown (from another thread or a signal handler)."""
         self._stopping = True
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -193,10 +203,11 @@ class Worker:
         last_poll = time.monotonic()
         while True:
             self._outcomes.extend(pool.collect())
+            if self._stopping:
+                self._release_buffer()
             self._dispatch()
             self._flush_outcomes()
             if self._stopping:
-                self._release_buffer()
                 if not pool.running():
                     return
             elif want_claim or (next_due is not None and time.monotonic() >= next_due):
@@ -218,7 +229,12 @@ class Worker:
                 timeout = min(timeout, deadline - time.monotonic())
             if want_claim and len(pool.running()) + len(self._buffer) < capacity:
                 timeout = 0
-            ready = wait_for_fds([self._listener.fileno(), *pool.fds()], max(0.0, timeout))
+            ready = wait_for_fds(
+                [self._wake_r, self._listener.fileno(), *pool.fds()], max(0.0, timeout)
+            )
+            if self._wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 1024)
             if self._listener.fileno() in ready:
                 with translate_errors():
                     woken = list(self._listener.notifies(timeout=0))
@@ -249,7 +265,7 @@ class Worker:
             ).fetchone()
         if row[0] is None:
             return None
-        delay = (row[0] - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        delay: float = (row[0] - dt.datetime.now(dt.timezone.utc)).total_seconds()
         return time.monotonic() + max(0.0, delay)
 
     def _dispatch(self) -> None:
@@ -262,7 +278,9 @@ class Worker:
             if job.expired or (job.expires_at is not None and job.expires_at <= now):
                 log.info("%s expired before it started: revoked", job.label)
                 self._outcomes.append(
-                    Outcome.for_job(job, states.REVOKED,
+                    Outcome.for_job(
+                        job,
+                        states.REVOKED,
                         exc_type="pgqueue.exceptions.TaskRevokedError",
                         exc_message="expired",
                     )
@@ -354,16 +372,16 @@ class Worker:
         )
 
     def _log_outcome(self, o: Outcome) -> None:
+        # One line per finished job: task name, id, state, duration (and the error).
+        label = f"{o.task_name}[{o.job_id}]"
         if o.state == states.SUCCESS:
-            log.info("task %s succeeded in %.3fs", o.job_id, o.time_taken)
-        elif o.state == states.RETRY:
-            log.info("task %s retry: %s: %s", o.job_id, o.exc_type, o.exc_message)
+            log.info("task %s SUCCESS in %.3fs", label, o.time_taken)
         elif o.state == states.FAILURE:
             log.error(
-                "task %s failed in %.3fs: %s: %s", o.job_id, o.time_taken, o.exc_type, o.exc_message
+                "task %s FAILURE in %.3fs: %s: %s", label, o.time_taken, o.exc_type, o.exc_message
             )
         else:
-            log.info("task %s %s", o.job_id, o.state.lower())
+            log.info("task %s %s in %.3fs: %s", label, o.state, o.time_taken, o.exc_message or "")
 
     def _release_buffer(self) -> None:
         if not self._buffer:
@@ -395,4 +413,6 @@ class Worker:
                     conn.execute(queries.get("unregister_worker"), {"id": self.id})
             with contextlib.suppress(Exception):
                 conn.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
         log.info("worker %s stopped after %d job(s)", self.name, self.jobs_done)

@@ -29,7 +29,10 @@ _server = conninfo_to_dict(
 def _load_schema(**kwargs: Any) -> None:
     with psycopg.connect(**{**kwargs, "autocommit": True}) as conn:
         migrate.migrate(conn)
-        conn.execute("CREATE TABLE public.test_runs (tag text, pid int, at timestamptz DEFAULT clock_timestamp())")
+        conn.execute(
+            "CREATE TABLE public.test_runs"
+            " (tag text, pid int, at timestamptz DEFAULT clock_timestamp())"
+        )
 
 
 _server_args = dict(
@@ -104,9 +107,21 @@ class WorkerProcess:
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"pgqueue-worker-{id(self)}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pgqueue.cli", "worker", "-A", "tests.taskapp:app",
-             "--loglevel", "DEBUG", *args],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "pgqueue.cli",
+                "worker",
+                "-A",
+                "tests.taskapp:app",
+                "--loglevel",
+                "DEBUG",
+                *args,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     @property

@@ -35,9 +35,7 @@ def add(x: int, y: int) -> int:
 @app.task(name="tests.record")
 def record(tag: str) -> int:
     """Append a row to test_runs and return the time it ran, for order and once-only checks."""
-    db().execute(
-        "INSERT INTO test_runs (tag, pid) VALUES (%s, %s)", (tag, os.getpid())
-    )
+    db().execute("INSERT INTO test_runs (tag, pid) VALUES (%s, %s)", (tag, os.getpid()))
     return time.time_ns()
 
 

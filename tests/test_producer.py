@@ -1,0 +1,178 @@
+"""Enqueueing: transactional, bulk, validation, routing and options, all against Postgres."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import psycopg
+import pytest
+
+from pgqueue import PgQueue, states
+from pgqueue.exceptions import EncodeError
+from tests import taskapp
+
+
+def job_count(db) -> int:
+    return db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone()[0]
+
+
+def test_rollback_leaves_no_job(app, dsn, db):
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+        conn.execute("INSERT INTO orders VALUES (1)")
+        result = taskapp.add.apply_async((1, 2), connection=conn)
+        assert job_count(db) == 0  # not visible before commit
+        conn.rollback()
+    assert job_count(db) == 0
+    assert result.state == states.PENDING
+
+
+def test_commit_makes_the_job_exist_with_the_business_row(app, dsn, db):
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+        conn.commit()
+        with app.transaction(conn):
+            conn.execute("INSERT INTO orders VALUES (7)")
+            result = taskapp.add.delay(3, 4)
+            assert job_count(db) == 0
+    assert db.execute("SELECT count(*) FROM orders").fetchone()[0] == 1
+    row = db.execute("SELECT task_name, args FROM pgqueue.jobs WHERE id = %s", (result.id,))
+    assert row.fetchone() == ("tests.taskapp.add", [3, 4])
+
+
+def test_transaction_block_rolls_back_on_error(app, dsn, db):
+    with psycopg.connect(dsn) as conn, pytest.raises(RuntimeError), app.transaction(conn):
+        taskapp.add.delay(1, 1)
+        raise RuntimeError("order failed")
+    assert job_count(db) == 0
+
+
+def test_cursor_is_accepted_as_connection(app, dsn, db):
+    with psycopg.connect(dsn) as conn:
+        with conn.cursor() as cur:
+            taskapp.add.apply_async((1, 2), connection=cur)
+        conn.commit()
+    assert job_count(db) == 1
+
+
+def test_bulk_enqueue_is_one_statement_in_the_callers_transaction(app, dsn, db):
+    with psycopg.connect(dsn) as conn:
+        results = app.enqueue_many(
+            [taskapp.add.s(i, i) for i in range(500)] + [taskapp.send_email.s("a@b.c")],
+            connection=conn,
+        )
+        assert job_count(db) == 0
+        conn.rollback()
+    assert job_count(db) == 0
+    results = taskapp.add.enqueue_many([(i, 1) for i in range(300)], priority=3)
+    assert len({r.id for r in results}) == 300
+    rows = db.execute("SELECT args, priority FROM pgqueue.jobs ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == [[i, 1] for i in range(300)]
+    assert {r[1] for r in rows} == {3}
+
+
+def test_non_json_argument_is_refused_naming_it_and_nothing_is_inserted(app, db):
+    with pytest.raises(TypeError, match=r"keyword argument 'when'.*datetime"):
+        taskapp.add.delay(1, when=dt.datetime.now())
+    with pytest.raises(EncodeError, match="positional argument 1"):
+        taskapp.add.delay(1, object())
+    with pytest.raises(TypeError, match="positional argument 0"):
+        app.enqueue_many([taskapp.add.s(1, 2), taskapp.add.s({1, 2}, 3)])
+    with pytest.raises(TypeError, match="cannot be sent as JSON"):
+        taskapp.add.delay(float("nan"), 1)
+    assert job_count(db) == 0
+
+
+def test_options_are_stored_as_columns(app, db):
+    eta = dt.datetime(2030, 1, 1, 12, 0)  # naive means UTC
+    r1 = taskapp.add.apply_async(
+        (1, 2),
+        eta=eta,
+        expires=60,
+        priority=9,
+        queue="q1",
+        max_retries=5,
+        time_limit=30,
+        soft_time_limit=20,
+    )
+    r2 = taskapp.add.apply_async((1, 2), countdown=100)
+    row = db.execute(
+        "SELECT run_at, expires_at - enqueued_at, priority, queue, max_retries, time_limit,"
+        " soft_time_limit, state FROM pgqueue.jobs WHERE id = %s",
+        (r1.id,),
+    ).fetchone()
+    assert row[0] == dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+    assert dt.timedelta(seconds=59) < row[1] < dt.timedelta(seconds=62)
+    assert row[2:] == (9, "q1", 5, 30.0, 20.0, "PENDING")
+    delay = db.execute(
+        "SELECT run_at - enqueued_at FROM pgqueue.jobs WHERE id = %s", (r2.id,)
+    ).fetchone()[0]
+    assert dt.timedelta(seconds=99) < delay < dt.timedelta(seconds=101)
+
+
+def test_task_id_may_be_chosen_and_unknown_ids_are_pending(app):
+    chosen = str(uuid.uuid4())
+    assert taskapp.add.apply_async((1, 2), task_id=chosen).id == chosen
+    assert app.AsyncResult(str(uuid.uuid4())).state == states.PENDING
+
+
+def test_queue_precedence_call_then_route_then_task_then_default(app, db):
+    app.conf.task_routes = {"tests.taskapp.*": {"queue": "routed"}}
+    try:
+        a = taskapp.add.delay(1, 2)
+        b = taskapp.add.apply_async((1, 2), queue="explicit")
+        c = app.send_task("emails.send", ["x@y.z"])  # task queue "emails", not matched by route
+        d = app.send_task("unknown.task")
+    finally:
+        app.conf.task_routes = None
+    queue_of = dict(db.execute("SELECT id::text, queue FROM pgqueue.jobs").fetchall())
+    assert queue_of[a.id] == "routed"
+    assert queue_of[b.id] == "explicit"
+    assert queue_of[c.id] == "emails"
+    assert queue_of[d.id] == "default"
+
+
+def test_sql_function_enqueues_in_plain_sql(db):
+    job_id = db.execute(
+        "SELECT pgqueue.enqueue('tests.taskapp.add', '[1, 2]', queue => 'sql', countdown => 5)"
+    ).fetchone()[0]
+    row = db.execute(
+        "SELECT task_name, args, queue, run_at > now() FROM pgqueue.jobs WHERE id = %s",
+        (job_id,),
+    ).fetchone()
+    assert row == ("tests.taskapp.add", [1, 2], "sql", True)
+
+
+def test_sql_function_refuses_non_array_args(db):
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute("SELECT pgqueue.enqueue('t', '{\"a\": 1}')")
+
+
+def test_enqueue_without_schema_says_to_migrate(bare_postgresql):
+    from tests.conftest import dsn_of
+
+    app = PgQueue("bare", dsn=dsn_of(bare_postgresql))
+
+    @app.task
+    def nothing() -> None: ...
+
+    try:
+        with pytest.raises(Exception, match="run `pgqueue migrate`"):
+            nothing.delay()
+    finally:
+        app.close()
+
+
+def test_wrong_dsn_gives_a_clear_error():
+    app = PgQueue("nowhere", dsn="postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=2")
+    with pytest.raises(psycopg.OperationalError, match="cannot connect to Postgres"):
+        app.send_task("x")
+
+
+def test_unknown_setting_is_refused():
+    app = PgQueue("conf")
+    with pytest.raises(KeyError, match="task_acks_lat"):
+        app.conf.task_acks_lat = True
+    app.conf.update(task_default_queue="work")
+    assert app.conf.task_default_queue == "work"
