@@ -76,6 +76,7 @@ class Outcome:
     def failure(
         cls, job: Job, exc: BaseException, *, tb: str | None = None, time_taken: float = 0.0
     ) -> Outcome:
+        """A FAILURE outcome; see ``lost`` for failures decided outside the task."""
         return cls.for_job(
             job,
             states.FAILURE,
@@ -177,6 +178,14 @@ def execute(app: PgQueue, job: Job, hostname: str) -> Outcome:
         time_taken=elapsed,
         store=store,
     )
+
+
+def lost(job: Job, exc: BaseException, time_taken: float) -> Outcome:
+    """A failure the pool decided on (hard time limit, dead child); the worker applies the
+    task's autoretry policy to it, so it carries the job and the error class."""
+    outcome = Outcome.failure(job, exc, time_taken=time_taken)
+    outcome.extra.update(job=job, error=type(exc))
+    return outcome
 
 
 async def _await(value: Any) -> Any:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import states
 from .exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
-from .execution import Job, Outcome, execute
+from .execution import Job, Outcome, execute, lost
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -227,13 +227,12 @@ class PreforkPool(Pool):
                     child.process.pid,
                 )
                 self._replace(index, kill=True)
+                limit = slot.hard_deadline - slot.started
                 outcomes.append(
-                    Outcome.failure(
+                    lost(
                         slot.job,
-                        TimeLimitExceeded(
-                            f"TimeLimitExceeded({slot.hard_deadline - slot.started:g})"
-                        ),
-                        time_taken=now - slot.started,
+                        TimeLimitExceeded(f"TimeLimitExceeded({limit:g})"),
+                        now - slot.started,
                     )
                 )
                 continue
@@ -242,25 +241,16 @@ class PreforkPool(Pool):
             try:
                 outcome: Outcome = child.conn.recv()
             except (EOFError, OSError):
-                code = child.process.exitcode if not child.process.is_alive() else None
+                reason = _exit_reason(child.process)
                 self._replace(index, kill=True)
                 if slot is not None:
                     log.error(
-                        "%s: child process exited (%s) while running it",
-                        slot.job.label,
-                        _exit_reason(child.process),
+                        "%s: child process exited (%s) while running it", slot.job.label, reason
                     )
-                    outcomes.append(
-                        Outcome.failure(
-                            slot.job,
-                            WorkerLostError(
-                                f"worker child exited prematurely: {_exit_reason(child.process)}"
-                            ),
-                            time_taken=now - slot.started,
-                        )
-                    )
+                    error = WorkerLostError(f"worker child exited prematurely: {reason}")
+                    outcomes.append(lost(slot.job, error, now - slot.started))
                 else:
-                    log.warning("idle child process exited (%s); replaced", code)
+                    log.warning("idle child process exited (%s); replaced", reason)
                 continue
             child.slot = None
             child.tasks_done += 1

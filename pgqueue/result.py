@@ -171,6 +171,11 @@ class AsyncResult:
                         if self.id in note.payload.split(","):
                             break
 
+    def revoke(self, terminate: bool = False) -> bool:
+        """Revoke this task (see ``app.control.revoke``); True if it was revoked now."""
+        self._cache = None
+        return bool(self.app.control.revoke(self.id, terminate=terminate))
+
     def forget(self) -> None:
         """Delete the stored result."""
         with translate_errors():

@@ -1,7 +1,9 @@
 """The worker: claims jobs with SKIP LOCKED, runs them in a pool, writes their outcomes.
 
-One process, one loop, two connections: ``conn`` runs every statement, ``listener`` only
-LISTENs so that a notification can wake the loop while it sleeps in ``select``.
+One process, one loop, two connections: ``conn`` runs every statement and holds the worker's
+session advisory lock (its liveness: Postgres drops the lock the moment the connection dies);
+``listener`` only LISTENs, so a notification can wake the loop while it sleeps in ``select``.
+A small heartbeat thread keeps ``workers.heartbeat_at`` fresh even while a solo task runs.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from multiprocessing.connection import wait as wait_for_fds
@@ -20,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import migrate, queries, states
 from .db import JOBS_CHANNEL, connect, translate_errors
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, DatabaseUnavailable
 from .execution import Job, Outcome
+from .maintenance import Maintenance
 from .pools import POOLS, Pool, PreforkPool
 
 if TYPE_CHECKING:
@@ -29,8 +34,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pgqueue.worker")
 
+CONTROL_CHANNEL = "pgqueue_control"
 # First key of every worker's session advisory lock (the second is workers.lock_key).
 WORKER_LOCK_CLASS = 0x70677175
+# A warm shutdown during an outage gives up on the database after this many seconds.
+SHUTDOWN_OUTAGE_LIMIT = 30.0
 
 
 class Worker:
@@ -71,6 +79,7 @@ class Worker:
         self.max_tasks_per_child = max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child
         self.id = str(uuid.uuid4())
+        self.jobs_done = 0
         self._stopping = False
         self._signals = 0
         # Written by signal handlers and stop() so that select() returns at once.
@@ -82,8 +91,12 @@ class Worker:
         self._pool: Pool | None = None
         self._conn: Any = None
         self._listener: Any = None
+        self._backend_pid: int | None = None
         self._tasks: list[str] = []
-        self.jobs_done = 0
+        self._maintenance = Maintenance(app, lock_class=WORKER_LOCK_CLASS)
+        self._heartbeat: _Heartbeat | None = None
+        # Set by the heartbeat when our row was removed: re-register through a reconnection.
+        self._lost = False
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -99,29 +112,55 @@ class Worker:
         return POOLS[self.pool_name](self.app, self.concurrency, self.name)
 
     def _connect(self) -> None:
-        self._conn = connect(self.app.dsn, application_name=f"pgqueue worker {self.name}")
+        """Open both connections, register (again) and take the liveness lock."""
+        conn = connect(self.app.dsn, application_name=f"pgqueue worker {self.name}")
+        listener = connect(self.app.dsn, application_name=f"pgqueue listener {self.name}")
         with translate_errors():
-            migrate.check(self._conn)
-        self._listener = connect(self.app.dsn, application_name=f"pgqueue listener {self.name}")
-        self._listener.execute(f"LISTEN {JOBS_CHANNEL}")
-        with translate_errors():
-            row = self._conn.execute(
-                queries.get("register_worker"),
-                {
-                    "id": self.id,
-                    "name": self.name,
-                    "hostname": self.hostname,
-                    "pid": os.getpid(),
-                    "queues": self.queues,
-                    "tasks": self._tasks,
-                    "pool": self.pool_name,
-                    "concurrency": self.concurrency,
-                },
+            migrate.check(conn)
+            if self._backend_pid is not None:
+                # Our previous session may still look alive to the server (a cut network):
+                # end it, or it would keep our lock and later release it under our feet.
+                conn.execute("SELECT pg_terminate_backend(%s)", (self._backend_pid,))
+            # Registering and locking in one transaction: no one sees the row unlocked.
+            with conn.transaction():
+                (lock_key,) = conn.execute(
+                    queries.get("register_worker"),
+                    {
+                        "id": self.id,
+                        "name": self.name,
+                        "hostname": self.hostname,
+                        "pid": os.getpid(),
+                        "queues": self.queues,
+                        "tasks": self._tasks,
+                        "pool": self.pool_name,
+                        "concurrency": self.concurrency,
+                    },
+                ).fetchone()
+                self._take_lock(conn, lock_key)
+            listener.execute(f"LISTEN {JOBS_CHANNEL}")
+            listener.execute(f"LISTEN {CONTROL_CHANNEL}")
+        self._conn, self._listener = conn, listener
+        self._backend_pid = conn.info.backend_pid
+
+    @staticmethod
+    def _take_lock(conn: Any, lock_key: int) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            (got,) = conn.execute(
+                queries.get("lock_worker"), {"lock_class": WORKER_LOCK_CLASS, "lock_key": lock_key}
             ).fetchone()
-            # Held for the life of the connection: Postgres releases it when we die.
-            self._conn.execute(
-                queries.get("lock_worker"), {"lock_class": WORKER_LOCK_CLASS, "lock_key": row[0]}
-            )
+            if got:
+                return
+            if time.monotonic() > deadline:
+                raise DatabaseUnavailable("could not take the worker's liveness lock")
+            time.sleep(0.1)
+
+    def _close_connections(self) -> None:
+        for conn in (self._listener, self._conn):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+        self._conn = self._listener = None
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -135,8 +174,7 @@ class Worker:
                 "(send it again to exit at once)",
                 signal.Signals(signum).name,
             )
-            self._stopping = True
-            self._wake()
+            self.stop()
             return
         log.warning("second signal: cold shutdown, leaving running jobs to be recovered")
         if self._pool is not None:
@@ -146,13 +184,14 @@ class Worker:
     def stop(self) -> None:
         """Ask the loop for a warm shutdown (from another thread or a signal handler)."""
         self._stopping = True
-        self._wake()
+        self.stop_waiting()
 
-    def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
+    def stop_waiting(self) -> None:
+        """Make the loop's select() return now."""
+        with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"x")
 
-    # -- the loop --------------------------------------------------------------------------
+    # -- running -----------------------------------------------------------------------------
 
     def run(self, *, install_signals: bool = True) -> int:
         """Run until a warm shutdown; returns the process exit code."""
@@ -166,14 +205,24 @@ class Worker:
         self._connect()
         self._pool = self._make_pool()
         self._pool.start()
+        self._heartbeat = _Heartbeat(self)
+        self._heartbeat.start()
         if install_signals:
             self._install_signals()
         self._log_start()
+        code = 0
         try:
-            self._loop()
+            while True:
+                try:
+                    self._loop()
+                    break
+                except DatabaseUnavailable as exc:
+                    if not self._ride_out_outage(exc):
+                        code = 1
+                        break
         finally:
             self._shutdown()
-        return 0
+        return code
 
     def _log_start(self) -> None:
         log.info(
@@ -186,7 +235,7 @@ class Worker:
         )
         assert self._pool is not None
         if not self._pool.enforces_hard_limit and (
-            self.app.conf.task_time_limit or any(t._time_limit for t in self.app.tasks.values())
+            self.app.conf.task_time_limit or any(t.time_limit for t in self.app.tasks.values())
         ):
             log.warning(
                 "the %s pool cannot enforce hard time limits (time_limit): tasks past them "
@@ -202,61 +251,157 @@ class Worker:
         next_due: float | None = None  # monotonic time of the earliest future job
         last_poll = time.monotonic()
         while True:
-            self._outcomes.extend(pool.collect())
+            self._collect()
+            if self._lost:
+                self._lost = False
+                raise DatabaseUnavailable("this worker was taken for lost; registering again")
             if self._stopping:
                 self._release_buffer()
-            self._dispatch()
-            self._flush_outcomes()
+            to_start = self._startable()
+            room = 0
+            if not self._stopping and (
+                want_claim or (next_due is not None and time.monotonic() >= next_due)
+            ):
+                room = capacity - len(pool.running()) - len(self._buffer) - len(to_start)
+                # Claim in batches: wait until half the capacity is free, unless idle.
+                if room < capacity // 2 and (self._buffer or pool.running() or to_start):
+                    room = 0
+            if to_start or self._outcomes or room > 0:
+                claimed = self._sync(to_start, room)
+                if room > 0:
+                    last_poll = time.monotonic()
+                    # A full batch means more may be waiting; a short one means the ready
+                    # jobs are drained and a NOTIFY (or a due run_at) tells of more.
+                    want_claim = len(claimed) == room
+                    next_due = None if want_claim else self._next_due()
+                if claimed or (self._buffer and pool.free_slots()):
+                    continue
             if self._stopping:
                 if not pool.running():
                     return
-            elif want_claim or (next_due is not None and time.monotonic() >= next_due):
-                room = capacity - len(pool.running()) - len(self._buffer)
-                if room > 0:
-                    claimed = self._claim(room)
-                    last_poll = time.monotonic()
-                    # A full batch means more may be waiting; a short one means the ready
-                    # jobs are drained and a NOTIFY (or a due run_at) will tell us of more.
-                    want_claim = len(claimed) == room
-                    next_due = None if want_claim else self._next_due()
-                    if claimed:
-                        continue
-            timeout = self.poll_interval - (time.monotonic() - last_poll)
+            else:
+                with translate_errors():
+                    self._maintenance.run_due(self._conn)
+            now = time.monotonic()
+            timeouts = [self.poll_interval - (now - last_poll), self._maintenance.next_due() - now]
             if next_due is not None:
-                timeout = min(timeout, next_due - time.monotonic())
+                timeouts.append(next_due - now)
             deadline = pool.next_deadline()
             if deadline is not None:
-                timeout = min(timeout, deadline - time.monotonic())
+                timeouts.append(deadline - now)
             if want_claim and len(pool.running()) + len(self._buffer) < capacity:
-                timeout = 0
+                timeouts.append(0)
             ready = wait_for_fds(
-                [self._wake_r, self._listener.fileno(), *pool.fds()], max(0.0, timeout)
+                [self._wake_r, self._listener.fileno(), *pool.fds()], max(0.0, min(timeouts))
             )
             if self._wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 1024)
-            if self._listener.fileno() in ready:
-                with translate_errors():
-                    woken = list(self._listener.notifies(timeout=0))
-                if any(n.payload in self.queues for n in woken):
-                    want_claim = True
+            if self._listener.fileno() in ready and self._on_notifications():
+                want_claim = True
             if time.monotonic() - last_poll >= self.poll_interval:
                 want_claim = True
 
-    def _claim(self, limit: int) -> list[Job]:
-        with translate_errors():
-            rows = self._conn.execute(
-                queries.get("claim_jobs"),
-                {"queues": self.queues, "tasks": self._tasks, "limit": limit, "worker_id": self.id},
-            ).fetchall()
+    def _sync(self, to_start: list[Job], claim: int) -> list[Job]:
+        """One round trip and one commit: write the outcomes, mark jobs STARTED, claim more.
+
+        The statements go out together in pipeline mode and run as one implicit
+        transaction. Jobs marked STARTED are handed to the pool afterwards; a job revoked
+        since its claim is not returned by mark_started and is dropped instead of run.
+        """
+        assert self._pool is not None
+        outcomes = self._outcomes
+        finished = [o for o in outcomes if o.state != states.RETRY]
+        retried = [o for o in outcomes if o.state == states.RETRY]
+        with translate_errors(), self._conn.pipeline():
+            done = started = claimed = None
+            if finished:
+                done = self._conn.execute(queries.get("finish_jobs"), self._finish_params(finished))
+            if retried:
+                self._conn.execute(queries.get("retry_jobs"), self._retry_params(retried))
+            if to_start:
+                started = self._conn.execute(
+                    queries.get("mark_started"),
+                    {
+                        "ids": [j.id for j in to_start],
+                        "attempts": [j.attempt for j in to_start],
+                        "acks_late": [self._acks_late(j) for j in to_start],
+                        "worker_id": self.id,
+                    },
+                )
+            if claim > 0:
+                claimed = self._conn.execute(
+                    queries.get("claim_jobs"),
+                    {
+                        "queues": self.queues,
+                        "tasks": self._tasks,
+                        "limit": claim,
+                        "worker_id": self.id,
+                    },
+                )
+        # Cleared only once written: after an outage the same outcomes are written again,
+        # and the (id, attempt) fence makes that idempotent.
+        self._outcomes = []
+        written = {str(r[0]) for r in done.fetchall()} if done is not None else set()
+        for o in outcomes:
+            self._log_outcome(o, o.state == states.RETRY or o.job_id in written)
+        self.jobs_done += len(outcomes)
+        ours = {str(r[0]) for r in started.fetchall()} if started is not None else set()
+        for job in to_start:
+            if job.id not in ours:
+                log.info("task %s was revoked or rescued before it started; skipped", job.label)
+                continue
+            soft, hard = self._limits(job)
+            log.debug("task %s started", job.label)
+            self._pool.submit(job, soft, hard)
+            if self._pool.name == "solo":
+                self._collect()
+        if claimed is None:
+            return []
         # UPDATE ... RETURNING does not keep the subquery's order.
         jobs = sorted(
-            (Job(str(row[0]), *row[1:]) for row in rows),
+            (Job(str(row[0]), *row[1:]) for row in claimed.fetchall()),
             key=lambda j: (-j.priority, j.run_at, j.seq),
         )
         self._buffer.extend(jobs)
-        self._dispatch()
         return jobs
+
+    def _on_notifications(self) -> bool:
+        """Handle what woke us; True if new work may be ready in our queues."""
+        with translate_errors():
+            notes = list(self._listener.notifies(timeout=0))
+        if not notes and self._listener.closed:
+            raise DatabaseUnavailable("the listening connection closed")
+        work = False
+        for note in notes:
+            if note.channel == JOBS_CHANNEL:
+                work = work or note.payload in self.queues
+            elif note.channel == CONTROL_CHANNEL:
+                self._on_control(note.payload)
+        return work
+
+    def _on_control(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            log.warning("ignoring a malformed control message: %r", payload[:200])
+            return
+        if message.get("revoke") and message.get("worker") == self.id:
+            job_id = str(message["revoke"])
+            before = len(self._buffer)
+            self._buffer = collections.deque(j for j in self._buffer if j.id != job_id)
+            if len(self._buffer) < before:
+                log.info("job %s revoked before it started", job_id)
+            elif message.get("terminate") and self._pool is not None:
+                if self._pool.terminate(job_id):
+                    log.warning("job %s revoked: terminated its process", job_id)
+                else:
+                    log.warning(
+                        "job %s revoked with terminate, but the %s pool cannot stop a running "
+                        "task; it runs to the end and its outcome is discarded",
+                        job_id,
+                        self.pool_name,
+                    )
 
     def _next_due(self) -> float | None:
         with translate_errors():
@@ -268,15 +413,16 @@ class Worker:
         delay: float = (row[0] - dt.datetime.now(dt.timezone.utc)).total_seconds()
         return time.monotonic() + max(0.0, delay)
 
-    def _dispatch(self) -> None:
-        """Start buffered jobs in free slots; expired ones end REVOKED without running."""
+    def _startable(self) -> list[Job]:
+        """Take from the buffer as many jobs as the pool has free slots; expired ones end
+        REVOKED instead, without running."""
         assert self._pool is not None
         now = dt.datetime.now(dt.timezone.utc)
         starting: list[Job] = []
         while self._buffer and len(starting) < self._pool.free_slots():
             job = self._buffer.popleft()
             if job.expired or (job.expires_at is not None and job.expires_at <= now):
-                log.info("%s expired before it started: revoked", job.label)
+                log.info("task %s expired before it started: REVOKED", job.label)
                 self._outcomes.append(
                     Outcome.for_job(
                         job,
@@ -287,23 +433,12 @@ class Worker:
                 )
                 continue
             starting.append(job)
-        if not starting:
-            return
-        # STARTED is written before the task begins, so a reader never sees it late.
-        with translate_errors():
-            self._conn.execute(
-                queries.get("mark_started"),
-                {
-                    "ids": [j.id for j in starting],
-                    "attempts": [j.attempt for j in starting],
-                    "worker_id": self.id,
-                },
-            )
-        for job in starting:
-            soft, hard = self._limits(job)
-            log.debug("%s started", job.label)
-            self._pool.submit(job, soft, hard)
-            self._outcomes.extend(self._pool.collect() if self._pool.name == "solo" else [])
+        return starting
+
+    def _acks_late(self, job: Job) -> bool:
+        task = self.app.tasks.get(job.task_name)
+        default = task.acks_late if task else bool(self.app.conf.task_acks_late)
+        return bool(job.options.get("acks_late", default))
 
     def _limits(self, job: Job) -> tuple[float | None, float | None]:
         task = self.app.tasks.get(job.task_name)
@@ -311,70 +446,65 @@ class Worker:
         hard = job.time_limit or (task.time_limit if task else None)
         return soft, hard
 
-    def _flush_outcomes(self) -> None:
-        if not self._outcomes:
-            return
-        outcomes, self._outcomes = self._outcomes, []
-        finished = [o for o in outcomes if o.state != states.RETRY]
-        retried = [o for o in outcomes if o.state == states.RETRY]
-        with translate_errors():
-            if finished:
-                self._finish(finished)
-            if retried:
-                self._retry(retried)
-        for o in outcomes:
-            self._log_outcome(o)
-        self.jobs_done += len(outcomes)
+    def _collect(self) -> None:
+        """Take finished outcomes from the pool. Failures the pool decided on (hard time
+        limit, lost child) get the task's autoretry policy like the task's own errors."""
+        assert self._pool is not None
+        for outcome in self._pool.collect():
+            job, error = outcome.extra.pop("job", None), outcome.extra.pop("error", None)
+            task = self.app.tasks.get(outcome.task_name)
+            if (
+                job is not None
+                and error is not None
+                and task is not None
+                and (task.autoretry_for and issubclass(error, task.autoretry_for))
+            ):
+                limit = job.max_retries if job.max_retries is not None else task.max_retries
+                if limit is None or job.retries < limit:
+                    outcome.state = states.RETRY
+                    outcome.countdown = task.backoff_countdown(job.retries, job.options)
+            self._outcomes.append(outcome)
 
-    def _finish(self, outcomes: list[Outcome]) -> None:
-        expires = self.app.conf.result_expires_seconds()
-        rows = self._conn.execute(
-            queries.get("finish_jobs"),
-            {
-                "ids": [o.job_id for o in outcomes],
-                "attempts": [o.attempt for o in outcomes],
-                "states": [o.state for o in outcomes],
-                "results": [o.result_json for o in outcomes],
-                "exc_types": [o.exc_type for o in outcomes],
-                "exc_messages": [o.exc_message for o in outcomes],
-                "tracebacks": [o.traceback for o in outcomes],
-                "times": [o.time_taken for o in outcomes],
-                "store": [o.store or o.state == states.FAILURE for o in outcomes],
-                "worker_id": self.id,
-                "worker_name": self.name,
-                "result_expires": expires,
-            },
-        ).fetchall()
-        written = {str(r[0]) for r in rows}
-        for o in outcomes:
-            if o.job_id not in written:
-                log.warning(
-                    "job %s: outcome %s not written, the job is no longer ours "
-                    "(rescued and handed to another worker, or revoked)",
-                    o.job_id,
-                    o.state,
-                )
+    def _finish_params(self, outcomes: list[Outcome]) -> dict[str, Any]:
+        return {
+            "ids": [o.job_id for o in outcomes],
+            "attempts": [o.attempt for o in outcomes],
+            "states": [o.state for o in outcomes],
+            "results": [o.result_json for o in outcomes],
+            "exc_types": [o.exc_type for o in outcomes],
+            "exc_messages": [o.exc_message for o in outcomes],
+            "tracebacks": [o.traceback for o in outcomes],
+            "times": [o.time_taken for o in outcomes],
+            "store": [o.store or o.state == states.FAILURE for o in outcomes],
+            "worker_id": self.id,
+            "worker_name": self.name,
+            "result_expires": self.app.conf.result_expires_seconds(),
+        }
 
-    def _retry(self, outcomes: list[Outcome]) -> None:
-        self._conn.execute(
-            queries.get("retry_jobs"),
-            {
-                "ids": [o.job_id for o in outcomes],
-                "attempts": [o.attempt for o in outcomes],
-                "countdowns": [o.countdown for o in outcomes],
-                "etas": [o.eta for o in outcomes],
-                "exc_types": [o.exc_type for o in outcomes],
-                "exc_messages": [o.exc_message for o in outcomes],
-                "tracebacks": [o.traceback for o in outcomes],
-                "increments": [0 if o.extra.get("requeue") else 1 for o in outcomes],
-                "worker_id": self.id,
-            },
-        )
+    def _retry_params(self, outcomes: list[Outcome]) -> dict[str, Any]:
+        return {
+            "ids": [o.job_id for o in outcomes],
+            "attempts": [o.attempt for o in outcomes],
+            "countdowns": [o.countdown for o in outcomes],
+            "etas": [o.eta for o in outcomes],
+            "exc_types": [o.exc_type for o in outcomes],
+            "exc_messages": [o.exc_message for o in outcomes],
+            "tracebacks": [o.traceback for o in outcomes],
+            "increments": [0 if o.extra.get("requeue") else 1 for o in outcomes],
+            "worker_id": self.id,
+        }
 
-    def _log_outcome(self, o: Outcome) -> None:
+    def _log_outcome(self, o: Outcome, written: bool) -> None:
         # One line per finished job: task name, id, state, duration (and the error).
         label = f"{o.task_name}[{o.job_id}]"
-        if o.state == states.SUCCESS:
+        if not written:
+            log.warning(
+                "task %s: outcome %s discarded: the job is no longer ours (revoked, or "
+                "rescued after this worker was taken for lost)",
+                label,
+                o.state,
+            )
+        elif o.state == states.SUCCESS:
             log.info("task %s SUCCESS in %.3fs", label, o.time_taken)
         elif o.state == states.FAILURE:
             log.error(
@@ -386,7 +516,7 @@ class Worker:
     def _release_buffer(self) -> None:
         if not self._buffer:
             return
-        jobs, self._buffer = list(self._buffer), collections.deque()
+        jobs = list(self._buffer)
         with translate_errors():
             rows = self._conn.execute(
                 queries.get("release_jobs"),
@@ -396,23 +526,88 @@ class Worker:
                     "worker_id": self.id,
                 },
             ).fetchall()
+        self._buffer.clear()
         log.info("put %d unstarted job(s) back in the queue", sum(r[1] for r in rows))
 
+    # -- outages and shutdown --------------------------------------------------------------
+
+    def _ride_out_outage(self, exc: Exception) -> bool:
+        """Reconnect with backoff while running tasks go on; False to give up (shutdown)."""
+        assert self._pool is not None
+        log.error("database connection lost (%s); reconnecting with backoff", exc)
+        self._close_connections()
+        delay = 0.25
+        started = time.monotonic()
+        while True:
+            if self._stopping and time.monotonic() - started > SHUTDOWN_OUTAGE_LIMIT:
+                log.error(
+                    "still no database %.0f s into a warm shutdown; exiting, the jobs this "
+                    "worker held will be rescued by another worker",
+                    SHUTDOWN_OUTAGE_LIMIT,
+                )
+                return False
+            # Keep enforcing hard time limits and collecting outcomes meanwhile.
+            wait_for_fds([self._wake_r, *self._pool.fds()], delay)
+            self._collect()
+            try:
+                self._connect()
+            except DatabaseUnavailable:
+                delay = min(delay * 2, 10.0)
+                continue
+            log.warning("database connection restored after %.1f s", time.monotonic() - started)
+            return True
+
     def _shutdown(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self._pool is not None:
             with contextlib.suppress(Exception):
-                self._outcomes.extend(self._pool.collect())
-                self._flush_outcomes()
+                self._collect()
+                self._sync([], 0)
                 self._release_buffer()
             self._pool.close()
-        for conn in (self._listener, self._conn):
-            if conn is None:
-                continue
-            if conn is self._conn:
-                with contextlib.suppress(Exception):
-                    conn.execute(queries.get("unregister_worker"), {"id": self.id})
+        if self._conn is not None:
             with contextlib.suppress(Exception):
-                conn.close()
+                self._conn.execute(queries.get("unregister_worker"), {"id": self.id})
+        self._close_connections()
         os.close(self._wake_r)
         os.close(self._wake_w)
         log.info("worker %s stopped after %d job(s)", self.name, self.jobs_done)
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes the worker's heartbeat on its own connection, whatever the loop is doing."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(name="pgqueue-heartbeat", daemon=True)
+        self.worker = worker
+        self.interval = float(worker.app.conf.worker_heartbeat_interval)
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+    def run(self) -> None:
+        conn: Any = None
+        while not self._stop_event.wait(self.interval):
+            try:
+                if conn is None or conn.closed:
+                    conn = connect(self.worker.app.dsn, application_name="pgqueue heartbeat")
+                row = conn.execute(
+                    queries.get("heartbeat"),
+                    {"id": self.worker.id, "jobs_done": self.worker.jobs_done},
+                ).fetchone()
+                if row is None:
+                    log.warning("this worker was taken for lost; registering again")
+                    self.worker._lost = True
+                    self.worker.stop_waiting()
+            except Exception as exc:
+                log.debug("heartbeat failed: %s", exc)
+                with contextlib.suppress(Exception):
+                    if conn is not None:
+                        conn.close()
+                conn = None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()

@@ -69,3 +69,136 @@ def send_email(to: str) -> str:
 @app.task
 def now_ns() -> int:
     return time.time_ns()
+
+
+# -- lifecycle ------------------------------------------------------------------------
+
+# Tests adjust the worker's settings through this variable (JSON of app.conf names).
+if os.environ.get("PGQUEUE_TEST_CONF"):
+    import json
+
+    app.conf.update(json.loads(os.environ["PGQUEUE_TEST_CONF"]))
+
+
+def attempts(tag: str) -> int:
+    return int(db().execute("SELECT count(*) FROM test_runs WHERE tag = %s", (tag,)).fetchone()[0])
+
+
+@app.task(bind=True, max_retries=5)
+def flaky(self: Any, tag: str, failures: int) -> int:
+    """Fails ``failures`` times, retrying after 0.1 s, then succeeds with the retry count."""
+    record(tag)
+    if self.request.retries < failures:
+        raise self.retry(exc=OSError(f"attempt {self.request.retries}"), countdown=0.1)
+    return int(self.request.retries)
+
+
+@app.task(bind=True, max_retries=2)
+def always_retry(self: Any, tag: str, with_exc: bool = True) -> None:
+    record(tag)
+    if with_exc:
+        raise self.retry(exc=OSError("disk on fire"), countdown=0.1)
+    raise self.retry(countdown=0.1)
+
+
+@app.task(
+    autoretry_for=(OSError,),
+    retry_backoff=0.3,
+    retry_backoff_max=0.7,
+    retry_jitter=False,
+    max_retries=3,
+)
+def auto_backoff(tag: str) -> None:
+    record(tag)
+    raise OSError("still broken")
+
+
+@app.task(bind=True, max_retries=None)
+def forever(self: Any, tag: str, until: int) -> int:
+    record(tag)
+    if self.request.retries < until:
+        raise self.retry(countdown=0.05)
+    return int(self.request.retries)
+
+
+@app.task(bind=True)
+def request_info(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    r = self.request
+    return {
+        "id": r.id,
+        "retries": r.retries,
+        "args": r.args,
+        "kwargs": r.kwargs,
+        "hostname": r.hostname,
+        "eta": r.eta.isoformat() if r.eta else None,
+        "expires": r.expires.isoformat() if r.expires else None,
+    }
+
+
+@app.task
+def ignored() -> None:
+    from pgqueue.exceptions import Ignore
+
+    raise Ignore()
+
+
+@app.task(soft_time_limit=0.5)
+def soft_limited() -> str:
+    from pgqueue.exceptions import SoftTimeLimitExceeded
+
+    try:
+        # short sleeps: the threads pool can only interrupt Python code between C calls
+        for _ in range(300):
+            time.sleep(0.1)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "not interrupted"
+
+
+@app.task(time_limit=1)
+def hard_limited() -> str:
+    time.sleep(30)
+    return "not stopped"
+
+
+@app.task(
+    time_limit=1,
+    autoretry_for=(Exception,),
+    max_retries=1,
+    retry_backoff=False,
+    default_retry_delay=0.1,
+)
+def hard_limited_retried(tag: str) -> str:
+    record(tag)
+    time.sleep(30)
+    return "not stopped"
+
+
+@app.task
+def pid() -> int:
+    return os.getpid()
+
+
+@app.task
+def slow_record(tag: str, seconds: float) -> dict[str, int]:
+    """Records its start, sleeps, and says which process ran it."""
+    record(tag)
+    time.sleep(seconds)
+    return {"pid": os.getpid(), "ppid": os.getppid()}
+
+
+@app.task(acks_late=False)
+def at_most_once(tag: str, seconds: float) -> None:
+    record(tag)
+    time.sleep(seconds)
+
+
+@app.task
+def crash_child() -> None:
+    os._exit(3)
+
+
+@app.task
+def allocate(megabytes: int) -> int:
+    block = bytearray(megabytes * 1024 * 1024)
+    return len(block)

@@ -175,7 +175,7 @@ def test_started_state_is_visible_while_running(app, db, worker):
 
 def test_warm_shutdown_finishes_running_task_and_puts_unstarted_back(app, db, worker):
     w = worker("-c", "1", "--prefetch-multiplier", "4")
-    jobs = [taskapp.sleep.delay(1.5) for _ in range(4)]
+    jobs = app.enqueue_many([taskapp.sleep.s(1.5) for _ in range(4)])
     wait_for(
         lambda: (
             db.execute("SELECT count(*) FROM pgqueue.jobs WHERE worker_id IS NOT NULL").fetchone()[

@@ -31,6 +31,8 @@ CREATE TABLE pgqueue.jobs (
     claimed_at      timestamptz,
     started_at      timestamptz,
     attempt         integer NOT NULL DEFAULT 0,
+    -- set when the job starts: false means at-most-once (a lost run is not repeated)
+    acks_late       boolean,
     -- the last error, kept while the job waits for its next retry
     exc_type        text,
     exc_message     text,
@@ -40,12 +42,24 @@ CREATE TABLE pgqueue.jobs (
     CHECK (jsonb_typeof(kwargs) = 'object')
 );
 
+-- A queue table churns: vacuum and analyze it after a small share of changes, so dead
+-- rows are reclaimed and the planner's row counts stay near the truth.
+ALTER TABLE pgqueue.jobs SET (
+    autovacuum_vacuum_scale_factor = 0.01,
+    autovacuum_vacuum_threshold = 1000,
+    autovacuum_analyze_scale_factor = 0.02,
+    autovacuum_analyze_threshold = 1000
+);
+
 -- Exactly the claim predicate and order: unclaimed jobs, by queue, then
 -- priority (higher first), run_at, enqueue order.
 CREATE INDEX jobs_claim_idx ON pgqueue.jobs (queue, priority DESC, run_at, seq)
     WHERE worker_id IS NULL;
 -- Finding the jobs a worker holds (release, rescue).
 CREATE INDEX jobs_worker_idx ON pgqueue.jobs (worker_id) WHERE worker_id IS NOT NULL;
+-- Sweeping expired jobs nobody claimed (e.g. of a task no worker has).
+CREATE INDEX jobs_expires_idx ON pgqueue.jobs (expires_at)
+    WHERE expires_at IS NOT NULL AND worker_id IS NULL;
 
 CREATE TABLE pgqueue.results (
     task_id      uuid PRIMARY KEY,
@@ -122,6 +136,39 @@ CREATE TRIGGER results_notify_update
     AFTER UPDATE ON pgqueue.results
     REFERENCING NEW TABLE AS new_results
     FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.notify_results();
+
+-- End jobs without running them (revoked, expired, lost at-most-once): each leaves the
+-- jobs table and gets a result with the given state and reason, in one statement.
+CREATE FUNCTION pgqueue.end_jobs(
+    job_ids       uuid[],
+    end_state     text,
+    error_type    text,
+    error_message text,
+    keep_for      double precision DEFAULT NULL
+) RETURNS TABLE (id uuid, worker_id uuid, state text)
+LANGUAGE sql AS $$
+    WITH gone AS (
+        DELETE FROM pgqueue.jobs AS j
+         WHERE j.id = ANY(end_jobs.job_ids)
+        RETURNING j.id, j.task_name, j.queue, j.retries, j.args, j.kwargs, j.started_at,
+                  j.worker_id, j.state
+    ), stored AS (
+        INSERT INTO pgqueue.results AS r
+               (task_id, task_name, queue, state, exc_type, exc_message, retries, args, kwargs,
+                date_started, date_done, expires_at)
+        SELECT g.id, g.task_name, g.queue, end_jobs.end_state, end_jobs.error_type,
+               end_jobs.error_message, g.retries, g.args, g.kwargs, g.started_at, now(),
+               now() + make_interval(secs => end_jobs.keep_for)
+          FROM gone AS g
+        ON CONFLICT (task_id) DO UPDATE
+           SET state = excluded.state, result = NULL, exc_type = excluded.exc_type,
+               exc_message = excluded.exc_message, traceback = NULL,
+               retries = excluded.retries, args = excluded.args, kwargs = excluded.kwargs,
+               date_started = excluded.date_started, date_done = excluded.date_done,
+               expires_at = excluded.expires_at
+    )
+    SELECT g.id, g.worker_id, g.state FROM gone AS g
+$$;
 
 -- Enqueue from plain SQL, in the caller's transaction:
 --   SELECT pgqueue.enqueue('emails.send', '["a@b.c"]');

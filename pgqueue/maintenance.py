@@ -1,0 +1,103 @@
+"""Housekeeping run inside workers, by one worker at a time.
+
+Each service has an interval; when one is due, the worker runs it in a transaction that first
+tries a transaction-level advisory lock, so however many workers run, one does the work and
+the others skip it. No external cron is needed.
+
+- rescue: jobs held by lost workers go back to the queue (or end FAILURE when at-most-once);
+- expire: unclaimed jobs past their expiry end REVOKED, whatever their task;
+- results: results past ``result_expires`` are deleted, in batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import queries
+
+if TYPE_CHECKING:
+    from .app import PgQueue
+
+log = logging.getLogger("pgqueue.maintenance")
+
+MAINTENANCE_LOCK = 0x70677175_0002
+BATCH = 5000
+
+
+@dataclass
+class Service:
+    name: str
+    interval: float
+    # returns True when it stopped at a full batch and should run again at once
+    work: Callable[[Any], bool]
+    next_run: float = 0.0
+
+
+class Maintenance:
+    """The housekeeping services of one worker."""
+
+    def __init__(self, app: PgQueue, *, lock_class: int) -> None:
+        self.app = app
+        self.lock_class = lock_class
+        conf = app.conf
+        self.services = [
+            Service("rescue", float(conf.worker_rescue_interval), self.rescue),
+            Service("expire", float(conf.worker_rescue_interval), self.expire),
+            Service("results", float(conf.result_cleanup_interval), self.delete_results),
+        ]
+
+    def next_due(self) -> float:
+        return min(s.next_run for s in self.services)
+
+    def run_due(self, conn: Any) -> None:
+        """Run every service that is due, each in its own transaction under the lock."""
+        now = time.monotonic()
+        for service in self.services:
+            if service.next_run > now:
+                continue
+            service.next_run = now + service.interval
+            with conn.transaction():
+                got = conn.execute(
+                    queries.get("try_maintenance_lock"), {"key": MAINTENANCE_LOCK}
+                ).fetchone()[0]
+                if got and service.work(conn):
+                    service.next_run = now
+
+    def rescue(self, conn: Any) -> bool:
+        lost, requeued, failed, _ = conn.execute(
+            queries.get("rescue_jobs"),
+            {
+                "lost_timeout": float(self.app.conf.worker_lost_timeout),
+                "lock_class": self.lock_class,
+                "keep_for": self.app.conf.result_expires_seconds(),
+            },
+        ).fetchone()
+        if lost or requeued or failed:
+            log.warning(
+                "rescued jobs of %d lost worker(s): %d back in the queue, %d failed (at-most-once)",
+                lost,
+                requeued,
+                failed,
+            )
+        return False
+
+    def expire(self, conn: Any) -> bool:
+        (count,) = conn.execute(
+            queries.get("expire_jobs"),
+            {"limit": BATCH, "keep_for": self.app.conf.result_expires_seconds()},
+        ).fetchone()
+        if count:
+            log.info("revoked %d expired job(s)", count)
+        return bool(count == BATCH)
+
+    def delete_results(self, conn: Any) -> bool:
+        deleted: int = conn.execute(
+            queries.get("delete_expired_results"), {"limit": BATCH}
+        ).rowcount
+        if deleted:
+            log.info("deleted %d expired result(s)", deleted)
+        return deleted == BATCH
