@@ -7,6 +7,7 @@ with jobs enqueued in the caller's own transaction.
 from . import exceptions, states
 from .app import PgQueue
 from .result import AsyncResult
+from .schedules import crontab
 from .task import Request, Signature, Task
 from .version import __version__
 from .worker import Worker
@@ -19,6 +20,7 @@ __all__ = [
     "Task",
     "Worker",
     "__version__",
+    "crontab",
     "exceptions",
     "states",
 ]

@@ -18,6 +18,7 @@ import psycopg.errors
 from . import migrate as migrations
 from . import queries
 from .conf import Settings
+from .control import Control
 from .db import ConnectionHolder, connect, resolve_dsn, translate_errors
 from .exceptions import ConfigurationError, DatabaseUnavailable, NotRegistered
 from .result import AsyncResult
@@ -63,6 +64,7 @@ class PgQueue:
         self.tasks: dict[str, Task] = {}
         self._dsn = dsn
         self._connections = ConnectionHolder(dsn)
+        self.control = Control(self)
         _default_app = self
 
     def __repr__(self) -> str:
@@ -120,6 +122,33 @@ class PgQueue:
                 if pattern == name or fnmatch.fnmatchcase(name, pattern):
                     return {"queue": target} if isinstance(target, str) else dict(target)
         return {}
+
+    def add_periodic_task(
+        self,
+        schedule: Any,
+        sig: Task | Signature,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> str:
+        """Declare a periodic task, as in Celery; returns its name.
+
+        ``app.add_periodic_task(crontab(minute="*/5"), cleanup, name="cleanup")`` or
+        ``app.add_periodic_task(30.0, ping.s("db"))``. ``schedule`` is a ``crontab``, seconds,
+        a ``timedelta`` or a cron string; ``options`` are apply_async options (``queue``,
+        ``priority``, ``expires``, ...) and beat's ``timezone``, ``catch_up`` and
+        ``tick_kwarg``. The entry joins ``conf.beat_schedule``, which a beat writes to the
+        periodic_tasks table when it starts. An invalid schedule raises here.
+        """
+        from .beat import PeriodicEntry, periodic_task_spec
+
+        spec = periodic_task_spec(schedule, sig, args, kwargs, **options)
+        key = name or repr(Signature(spec["task"], spec["args"], spec["kwargs"]))
+        PeriodicEntry.from_spec(key, spec, self.conf.timezone)
+        # A new dict: the default beat_schedule is shared by every app.
+        self.conf.beat_schedule = {**(self.conf.beat_schedule or {}), key: spec}
+        return key
 
     # -- producing -----------------------------------------------------------------------
 

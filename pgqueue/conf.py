@@ -26,11 +26,23 @@ DEFAULTS: dict[str, Any] = {
     "worker_pool": "prefork",
     # Seconds between fallback polls when no notification arrives.
     "worker_poll_interval": 5.0,
+    # Liveness: each worker holds a session advisory lock and beats every interval. A worker
+    # whose lock is gone (its connection died) is lost at once; one whose lock still looks
+    # held but whose heartbeat is older than worker_lost_timeout is lost too (network cut).
+    "worker_heartbeat_interval": 2.0,
+    "worker_lost_timeout": 20.0,
+    # How often some worker looks for lost workers and expired jobs, and deletes old results.
+    "worker_rescue_interval": 2.0,
+    "result_cleanup_interval": 60.0,
     # Seconds a finished result is kept; None keeps results for ever.
     "result_expires": dt.timedelta(days=1),
     "timezone": "UTC",
     "imports": (),
     "beat_schedule": {},
+    # Longest a beat sleeps before re-reading pgqueue.periodic_tasks. Edits wake it at once
+    # (NOTIFY); this bounds the delay should a notification be missed, and how long an
+    # entry that failed to send waits before it is tried again.
+    "beat_max_loop_interval": 60.0,
 }
 
 

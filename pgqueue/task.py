@@ -48,6 +48,8 @@ PER_CALL_OPTIONS = (
     "retry_backoff_max",
     "retry_jitter",
     "default_retry_delay",
+    # the scheduled time of the periodic-task tick that sent the job (set by beat)
+    "beat_tick",
 )
 
 

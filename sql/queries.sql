@@ -40,18 +40,26 @@ SELECT j.id, j.task_name, coalesce(j.args, '[]'), coalesce(j.kwargs, '{}'),
  ORDER BY j.ord
 
 -- name: claim_jobs
--- Take up to %(limit)s ready jobs this worker can run. SKIP LOCKED lets any number
--- of workers claim side by side without waiting on each other's rows.
+-- Take up to %(limit)s ready jobs this worker can run. SKIP LOCKED lets any number of
+-- workers claim side by side without waiting on each other's rows. Each queue is read
+-- through jobs_claim_idx in claim order (a "queue = ANY(...)" filter would make Postgres
+-- read and sort every ready row instead); the best of each queue's candidates win.
 WITH next AS (
-    SELECT id
-      FROM pgqueue.jobs
-     WHERE worker_id IS NULL
-       AND queue = ANY(%(queues)s::text[])
-       AND run_at <= now()
-       AND task_name = ANY(%(tasks)s::text[])
-     ORDER BY priority DESC, run_at, seq
+    SELECT c.id
+      FROM unnest(%(queues)s::text[]) AS q(name),
+           LATERAL (
+               SELECT j.id, j.priority, j.run_at, j.seq
+                 FROM pgqueue.jobs AS j
+                WHERE j.worker_id IS NULL
+                  AND j.queue = q.name
+                  AND j.run_at <= now()
+                  AND j.task_name = ANY(%(tasks)s::text[])
+                ORDER BY j.priority DESC, j.run_at, j.seq
+                LIMIT %(limit)s
+                  FOR UPDATE SKIP LOCKED
+           ) AS c
+     ORDER BY c.priority DESC, c.run_at, c.seq
      LIMIT %(limit)s
-       FOR UPDATE SKIP LOCKED
 )
 UPDATE pgqueue.jobs AS j
    SET worker_id = %(worker_id)s, claimed_at = now(), attempt = j.attempt + 1
@@ -63,17 +71,39 @@ RETURNING j.id, j.seq, j.task_name, j.queue, j.args, j.kwargs, j.priority, j.run
 
 -- name: next_run_at
 -- When the earliest job this worker could run becomes due; drives the idle sleep.
-SELECT min(run_at)
-  FROM pgqueue.jobs
- WHERE worker_id IS NULL
-   AND queue = ANY(%(queues)s::text[])
-   AND task_name = ANY(%(tasks)s::text[])
+-- jobs_claim_idx is ordered by priority, then run_at: visit each distinct priority of each
+-- queue (a skip scan) and take its earliest job, so a million future jobs cost a few index
+-- probes, not a scan.
+WITH RECURSIVE levels AS (
+    SELECT q.name AS queue, l.priority
+      FROM unnest(%(queues)s::text[]) AS q(name),
+           LATERAL (SELECT j.priority FROM pgqueue.jobs AS j
+                     WHERE j.worker_id IS NULL AND j.queue = q.name
+                     ORDER BY j.priority DESC LIMIT 1) AS l
+    UNION ALL
+    SELECT levels.queue, l.priority
+      FROM levels,
+           LATERAL (SELECT j.priority FROM pgqueue.jobs AS j
+                     WHERE j.worker_id IS NULL AND j.queue = levels.queue
+                       AND j.priority < levels.priority
+                     ORDER BY j.priority DESC LIMIT 1) AS l
+)
+SELECT min(f.run_at)
+  FROM levels,
+       LATERAL (SELECT j.run_at FROM pgqueue.jobs AS j
+                 WHERE j.worker_id IS NULL AND j.queue = levels.queue
+                   AND j.priority = levels.priority
+                   AND j.task_name = ANY(%(tasks)s::text[])
+                 ORDER BY j.run_at LIMIT 1) AS f
 
 -- name: mark_started
+-- Returns the jobs still ours: one revoked since the claim is not started.
 UPDATE pgqueue.jobs AS j
-   SET state = 'STARTED', started_at = now()
-  FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS s(id, attempt)
+   SET state = 'STARTED', started_at = now(), acks_late = s.acks_late
+  FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(acks_late)s::boolean[])
+       AS s(id, attempt, acks_late)
  WHERE j.id = s.id AND j.attempt = s.attempt AND j.worker_id = %(worker_id)s
+RETURNING j.id
 
 -- name: finish_jobs
 -- Write outcomes and remove the jobs in one statement. The (id, attempt, worker_id)
@@ -124,13 +154,22 @@ SELECT q.queue, q.n, pg_notify('pgqueue_jobs', q.queue)
   FROM (SELECT queue, count(*) AS n FROM released GROUP BY queue) AS q
 
 -- name: register_worker
+-- Also used on reconnection: the same worker id comes back with its jobs, if nobody
+-- rescued them meanwhile.
 INSERT INTO pgqueue.workers (id, name, hostname, pid, queues, tasks, pool, concurrency)
 VALUES (%(id)s, %(name)s, %(hostname)s, %(pid)s, %(queues)s, %(tasks)s, %(pool)s,
         %(concurrency)s)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
 RETURNING lock_key
 
 -- name: lock_worker
 SELECT pg_try_advisory_lock(%(lock_class)s, %(lock_key)s)
+
+-- name: heartbeat
+UPDATE pgqueue.workers
+   SET heartbeat_at = now(), jobs_done = %(jobs_done)s
+ WHERE id = %(id)s
+RETURNING lock_key
 
 -- name: unregister_worker
 DELETE FROM pgqueue.workers WHERE id = %(id)s
@@ -148,6 +187,96 @@ SELECT state, NULL, exc_type, exc_message, traceback, retries, NULL, NULL, task_
 
 -- name: forget_result
 DELETE FROM pgqueue.results WHERE task_id = %(id)s
+
+-- name: revoke
+-- Queued, scheduled and claimed jobs end REVOKED; a running one only with terminate.
+-- The worker holding a job hears of it on pgqueue_control (and kills it if terminating).
+SELECT e.id, e.worker_id, e.state
+  FROM pgqueue.end_jobs(
+           ARRAY(SELECT j.id FROM pgqueue.jobs AS j
+                  WHERE j.id = ANY(%(ids)s::uuid[])
+                    AND (j.state <> 'STARTED' OR %(terminate)s)
+                    FOR UPDATE),
+           'REVOKED', 'pgqueue.exceptions.TaskRevokedError', 'revoked',
+           %(keep_for)s::double precision) AS e
+  LEFT JOIN LATERAL (
+        SELECT pg_notify('pgqueue_control',
+                         json_build_object('revoke', e.id, 'worker', e.worker_id,
+                                           'terminate', %(terminate)s)::text)
+         WHERE e.worker_id IS NOT NULL) AS n ON true
+
+-- name: try_maintenance_lock
+-- Leader election for housekeeping: whoever holds this for the transaction does the work.
+SELECT pg_try_advisory_xact_lock(%(key)s)
+
+-- name: rescue_jobs
+-- Workers are lost when their session advisory lock is gone (their connection died) or
+-- their heartbeat is older than the lease. Their jobs go back to the queue; a started
+-- at-most-once job (acks_late false) is not repeated: it ends FAILURE instead.
+WITH lost AS (
+    DELETE FROM pgqueue.workers AS w
+     WHERE w.heartbeat_at < now() - make_interval(secs => %(lost_timeout)s)
+        OR NOT EXISTS (
+               SELECT 1 FROM pg_locks AS l
+                WHERE l.locktype = 'advisory'
+                  AND l.database = (SELECT oid FROM pg_database
+                                     WHERE datname = current_database())
+                  AND l.classid = %(lock_class)s::bigint::oid
+                  AND l.objid = w.lock_key::bigint::oid
+                  AND l.objsubid = 2
+                  AND l.granted)
+    RETURNING w.id
+), orphaned AS (
+    SELECT j.id, j.state, j.acks_late
+      FROM pgqueue.jobs AS j
+     WHERE j.worker_id IS NOT NULL
+       AND (j.worker_id IN (SELECT id FROM lost)
+            OR NOT EXISTS (SELECT 1 FROM pgqueue.workers AS w WHERE w.id = j.worker_id))
+       FOR UPDATE OF j SKIP LOCKED
+), requeued AS (
+    UPDATE pgqueue.jobs AS j
+       SET worker_id = NULL, claimed_at = NULL, started_at = NULL,
+           state = CASE WHEN o.state = 'STARTED' THEN 'RETRY' ELSE j.state END,
+           retries = j.retries + CASE WHEN o.state = 'STARTED' THEN 1 ELSE 0 END,
+           exc_type = CASE WHEN o.state = 'STARTED'
+                           THEN 'pgqueue.exceptions.WorkerLostError' ELSE j.exc_type END,
+           exc_message = CASE WHEN o.state = 'STARTED'
+                              THEN 'the worker running this job was lost' ELSE j.exc_message END
+      FROM orphaned AS o
+     WHERE j.id = o.id AND NOT (o.state = 'STARTED' AND o.acks_late IS FALSE)
+    RETURNING j.id, j.queue
+), failed AS (
+    SELECT e.id
+      FROM pgqueue.end_jobs(
+               ARRAY(SELECT o.id FROM orphaned AS o
+                      WHERE o.state = 'STARTED' AND o.acks_late IS FALSE),
+               'FAILURE', 'pgqueue.exceptions.WorkerLostError',
+               'the worker running this at-most-once (acks_late=False) job was lost',
+               %(keep_for)s::double precision) AS e
+), woken AS (
+    SELECT pg_notify('pgqueue_jobs', q.queue) FROM (SELECT DISTINCT queue FROM requeued) AS q
+)
+SELECT (SELECT count(*) FROM lost), (SELECT count(*) FROM requeued),
+       (SELECT count(*) FROM failed), (SELECT count(*) FROM woken)
+
+-- name: expire_jobs
+-- Unclaimed jobs past their expiry, whatever their task: REVOKED as "expired".
+SELECT count(*)
+  FROM pgqueue.end_jobs(
+           ARRAY(SELECT j.id FROM pgqueue.jobs AS j
+                  WHERE j.worker_id IS NULL AND j.expires_at < now()
+                  ORDER BY j.expires_at
+                  LIMIT %(limit)s
+                    FOR UPDATE SKIP LOCKED),
+           'REVOKED', 'pgqueue.exceptions.TaskRevokedError', 'expired',
+           %(keep_for)s::double precision)
+
+-- name: delete_expired_results
+DELETE FROM pgqueue.results
+ WHERE task_id IN (SELECT task_id FROM pgqueue.results
+                    WHERE expires_at < now()
+                    ORDER BY expires_at
+                    LIMIT %(limit)s)
 
 -- name: schema_versions
 SELECT version FROM pgqueue.schema_migrations ORDER BY version
@@ -172,3 +301,105 @@ WITH r AS (
     RETURNING j.id, j.queue
 )
 SELECT retried.id, pg_notify('pgqueue_jobs', retried.queue) FROM retried
+
+-- ---- beat ----
+-- pgqueue/beat.py: periodic tasks from pgqueue.periodic_tasks. Each tick is sent in the
+-- transaction that locks its entry (beat_claim_due) and advances it (beat_advance).
+
+-- name: beat_listen
+LISTEN pgqueue_beat
+
+-- name: beat_claim_due
+-- The next due entry no other beat holds. If another beat advanced it since this
+-- statement's snapshot, Postgres re-checks the row after waiting for its lock, finds it
+-- no longer due and leaves it out: a tick is never sent twice. %(now)s stands in for the
+-- database clock only when a test replays a given time; normally it is NULL.
+SELECT name, task_name, cron, day_or, interval_seconds, timezone, args, kwargs, queue,
+       priority, expires, options, catch_up, tick_kwarg, enabled, declared_in_code,
+       next_run_at, last_run_at, total_run_count,
+       coalesce(%(now)s::timestamptz, now()) AS db_now
+  FROM pgqueue.periodic_tasks
+ WHERE enabled
+   AND (next_run_at IS NULL OR next_run_at <= coalesce(%(now)s::timestamptz, now()))
+   AND name <> ALL(%(skip)s::text[])
+ ORDER BY next_run_at NULLS FIRST, name
+ LIMIT 1
+   FOR UPDATE SKIP LOCKED
+
+-- name: beat_advance
+UPDATE pgqueue.periodic_tasks
+   SET next_run_at = %(next_run_at)s::timestamptz,
+       last_run_at = coalesce(%(last_run_at)s::timestamptz, last_run_at),
+       total_run_count = total_run_count + %(sent)s::integer
+ WHERE name = %(name)s
+
+-- name: beat_next_wakeup
+-- Seconds until the earliest enabled entry is due (at most 0: now; NULL: none enabled).
+SELECT extract(epoch FROM min(coalesce(next_run_at, now())) - now())::double precision
+  FROM pgqueue.periodic_tasks
+ WHERE enabled AND name <> ALL(%(skip)s::text[])
+
+-- name: beat_sync_entry
+-- Upsert an entry declared in code. Rows whose definition is unchanged are not written,
+-- so their next_run_at stands; a changed schedule is reset by the reschedule trigger.
+-- An operator's disable survives restarts; an entry returning to the code is enabled.
+INSERT INTO pgqueue.periodic_tasks AS p
+       (name, task_name, cron, day_or, interval_seconds, timezone, args, kwargs, queue,
+        priority, expires, options, catch_up, tick_kwarg, declared_in_code)
+VALUES (%(name)s, %(task_name)s, %(cron)s, %(day_or)s, %(interval_seconds)s, %(timezone)s,
+        %(args)s::jsonb, %(kwargs)s::jsonb, %(queue)s, %(priority)s, %(expires)s,
+        %(options)s::jsonb, %(catch_up)s, %(tick_kwarg)s, true)
+ON CONFLICT (name) DO UPDATE
+   SET task_name = excluded.task_name, cron = excluded.cron, day_or = excluded.day_or,
+       interval_seconds = excluded.interval_seconds, timezone = excluded.timezone,
+       args = excluded.args, kwargs = excluded.kwargs, queue = excluded.queue,
+       priority = excluded.priority, expires = excluded.expires, options = excluded.options,
+       catch_up = excluded.catch_up, tick_kwarg = excluded.tick_kwarg,
+       enabled = p.enabled OR NOT p.declared_in_code,
+       declared_in_code = true
+ WHERE NOT p.declared_in_code
+    OR (p.task_name, p.cron, p.day_or, p.interval_seconds, p.timezone, p.args, p.kwargs,
+        p.queue, p.priority, p.expires, p.options, p.catch_up, p.tick_kwarg)
+       IS DISTINCT FROM
+       (excluded.task_name, excluded.cron, excluded.day_or, excluded.interval_seconds,
+        excluded.timezone, excluded.args, excluded.kwargs, excluded.queue, excluded.priority,
+        excluded.expires, excluded.options, excluded.catch_up, excluded.tick_kwarg)
+
+-- name: beat_disable_undeclared
+-- Entries the code declared before but no longer does: disabled, kept for their history.
+UPDATE pgqueue.periodic_tasks
+   SET enabled = false, declared_in_code = false
+ WHERE declared_in_code AND name <> ALL(%(names)s::text[])
+RETURNING name
+
+-- name: beat_list
+SELECT name, task_name, cron, day_or, interval_seconds, timezone, args, kwargs, queue,
+       priority, expires, options, catch_up, tick_kwarg, enabled, declared_in_code,
+       next_run_at, last_run_at, total_run_count
+  FROM pgqueue.periodic_tasks
+ ORDER BY name
+
+-- name: beat_add
+INSERT INTO pgqueue.periodic_tasks
+       (name, task_name, cron, day_or, interval_seconds, timezone, args, kwargs, queue,
+        priority, expires, options, catch_up, tick_kwarg, enabled)
+VALUES (%(name)s, %(task_name)s, %(cron)s, %(day_or)s, %(interval_seconds)s, %(timezone)s,
+        %(args)s::jsonb, %(kwargs)s::jsonb, %(queue)s, %(priority)s, %(expires)s,
+        %(options)s::jsonb, %(catch_up)s, %(tick_kwarg)s, %(enabled)s)
+ON CONFLICT (name) DO NOTHING
+RETURNING name
+
+-- name: beat_remove
+DELETE FROM pgqueue.periodic_tasks WHERE name = %(name)s RETURNING declared_in_code
+
+-- name: beat_set_enabled
+UPDATE pgqueue.periodic_tasks SET enabled = %(enabled)s WHERE name = %(name)s RETURNING name
+
+-- name: beat_lock_entry
+-- One entry, locked (waiting for a beat sending its tick), for `pgqueue beat run`.
+SELECT name, task_name, cron, day_or, interval_seconds, timezone, args, kwargs, queue,
+       priority, expires, options, catch_up, tick_kwarg, enabled, declared_in_code,
+       next_run_at, last_run_at, total_run_count, now() AS db_now
+  FROM pgqueue.periodic_tasks
+ WHERE name = %(name)s
+   FOR UPDATE
