@@ -88,7 +88,9 @@ def translate_errors() -> Iterator[None]:
     except psycopg.OperationalError as exc:
         if isinstance(exc, DatabaseUnavailable):
             raise
-        raise DatabaseUnavailable(f"lost the connection to Postgres: {exc}".strip()) from exc
+        # libpq's messages span lines; outages are logged as one line each
+        message = " ".join(str(exc).split())
+        raise DatabaseUnavailable(f"lost the connection to Postgres: {message}") from exc
 
 
 class ConnectionHolder:
