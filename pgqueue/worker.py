@@ -22,7 +22,7 @@ import uuid
 from multiprocessing.connection import wait as wait_for_fds
 from typing import TYPE_CHECKING, Any
 
-from . import migrate, queries, states
+from . import logs, migrate, queries, signals, states
 from .db import JOBS_CHANNEL, connect, translate_errors
 from .exceptions import ConfigurationError, DatabaseUnavailable
 from .execution import Job, Outcome
@@ -31,6 +31,7 @@ from .pools import POOLS, Pool, PreforkPool
 
 if TYPE_CHECKING:
     from .app import PgQueue
+    from .metrics import Metrics
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -97,6 +98,8 @@ class Worker:
         self._heartbeat: _Heartbeat | None = None
         # Set by the heartbeat when our row was removed: re-register through a reconnection.
         self._lost = False
+        # Set by pgqueue.metrics.serve(): counts the jobs this worker starts and finishes.
+        self.metrics: Metrics | None = None
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -117,6 +120,10 @@ class Worker:
         listener = connect(self.app.dsn, application_name=f"pgqueue listener {self.name}")
         with translate_errors():
             migrate.check(conn)
+            conn.execute(
+                queries.get("set_synchronous_commit"),
+                {"value": str(self.app.conf.worker_synchronous_commit)},
+            )
             if self._backend_pid is not None:
                 # Our previous session may still look alive to the server (a cut network):
                 # end it, or it would keep our lock and later release it under our feet.
@@ -210,6 +217,7 @@ class Worker:
         if install_signals:
             self._install_signals()
         self._log_start()
+        signals.worker_ready.send(sender=self)
         code = 0
         try:
             while True:
@@ -352,7 +360,13 @@ class Worker:
                 log.info("task %s was revoked or rescued before it started; skipped", job.label)
                 continue
             soft, hard = self._limits(job)
-            log.debug("task %s started", job.label)
+            log.info(
+                "task %s started",
+                job.label,
+                extra=logs.job_fields(job.task_name, job.id, job.queue, event="task_started"),
+            )
+            if self.metrics is not None:
+                self.metrics.job_started(job.id)
             self._pool.submit(job, soft, hard)
             if self._pool.name == "solo":
                 self._collect()
@@ -496,22 +510,46 @@ class Worker:
 
     def _log_outcome(self, o: Outcome, written: bool) -> None:
         # One line per finished job: task name, id, state, duration (and the error).
+        if self.metrics is not None:
+            self.metrics.job_finished(o)
         label = f"{o.task_name}[{o.job_id}]"
+        extra = logs.job_fields(
+            o.task_name,
+            o.job_id,
+            o.queue,
+            event="task_finished",
+            outcome=o.state,
+            runtime=round(o.time_taken, 6),
+            written=written,
+        )
         if not written:
             log.warning(
                 "task %s: outcome %s discarded: the job is no longer ours (revoked, or "
                 "rescued after this worker was taken for lost)",
                 label,
                 o.state,
+                extra=extra,
             )
         elif o.state == states.SUCCESS:
-            log.info("task %s SUCCESS in %.3fs", label, o.time_taken)
+            log.info("task %s SUCCESS in %.3fs", label, o.time_taken, extra=extra)
         elif o.state == states.FAILURE:
             log.error(
-                "task %s FAILURE in %.3fs: %s: %s", label, o.time_taken, o.exc_type, o.exc_message
+                "task %s FAILURE in %.3fs: %s: %s",
+                label,
+                o.time_taken,
+                o.exc_type,
+                o.exc_message,
+                extra={**extra, "exc_type": o.exc_type, "exc_message": o.exc_message},
             )
         else:
-            log.info("task %s %s in %.3fs: %s", label, o.state, o.time_taken, o.exc_message or "")
+            log.info(
+                "task %s %s in %.3fs: %s",
+                label,
+                o.state,
+                o.time_taken,
+                o.exc_message or "",
+                extra=extra,
+            )
 
     def _release_buffer(self) -> None:
         if not self._buffer:
@@ -558,6 +596,7 @@ class Worker:
             return True
 
     def _shutdown(self) -> None:
+        signals.worker_shutdown.send(sender=self)
         if self._heartbeat is not None:
             self._heartbeat.stop()
         if self._pool is not None:

@@ -165,6 +165,9 @@ RETURNING lock_key
 -- name: lock_worker
 SELECT pg_try_advisory_lock(%(lock_class)s, %(lock_key)s)
 
+-- name: set_synchronous_commit
+SELECT set_config('synchronous_commit', %(value)s, false)
+
 -- name: heartbeat
 UPDATE pgqueue.workers
    SET heartbeat_at = now(), jobs_done = %(jobs_done)s
@@ -403,3 +406,138 @@ SELECT name, task_name, cron, day_or, interval_seconds, timezone, args, kwargs, 
   FROM pgqueue.periodic_tasks
  WHERE name = %(name)s
    FOR UPDATE
+
+-- ---- operations ----
+-- pgqueue/ops.py: what `pgqueue status/jobs/inspect/purge/retry/workers` and the worker's
+-- metrics read and do. The views are in sql/migrations/0003_ops.sql. The bulk statements
+-- (purge, retry) act on one batch each, so a million rows are many short transactions.
+
+-- name: ops_queue_stats
+SELECT queue, ready, scheduled, retrying, reserved, running, failed_last_hour,
+       succeeded_last_hour, extract(epoch FROM lag)::double precision AS lag, unregistered,
+       workers
+  FROM pgqueue.queue_stats
+
+-- name: ops_worker_status
+SELECT id, name, hostname, pid, queues, pool, concurrency, started_at, heartbeat_at, alive,
+       jobs_done, running, tasks
+  FROM pgqueue.worker_status
+
+-- name: ops_list_jobs
+-- Live jobs, next due first. %(queue)s and %(task)s NULL: any.
+SELECT j.id, j.task_name, j.queue, j.state, j.priority, j.retries, j.run_at, j.started_at,
+       NULL::timestamptz AS date_done, w.name AS worker, j.exc_type, j.exc_message
+  FROM pgqueue.jobs AS j
+  LEFT JOIN pgqueue.workers AS w ON w.id = j.worker_id
+ WHERE j.state = ANY(%(states)s::text[])
+   AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
+   AND (%(task)s::text IS NULL OR j.task_name = %(task)s::text)
+ ORDER BY j.run_at, j.seq
+ LIMIT %(limit)s
+
+-- name: ops_list_results
+-- Finished jobs, newest first: each state's newest entries of results_state_done_idx, so a
+-- long history is not sorted.
+SELECT f.*
+  FROM unnest(%(states)s::text[]) AS s(state),
+       LATERAL (
+           SELECT r.task_id AS id, r.task_name, r.queue, r.state, NULL::integer AS priority,
+                  r.retries, NULL::timestamptz AS run_at, r.date_started AS started_at,
+                  r.date_done, r.worker, r.exc_type, r.exc_message
+             FROM pgqueue.results AS r
+            WHERE r.state = s.state
+              AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+              AND (%(task)s::text IS NULL OR r.task_name = %(task)s::text)
+            ORDER BY r.date_done DESC
+            LIMIT %(limit)s
+       ) AS f
+ ORDER BY f.date_done DESC
+ LIMIT %(limit)s
+
+-- name: ops_inspect_job
+SELECT j.id, j.task_name, j.queue, j.state, j.args, j.kwargs, j.priority, j.enqueued_at,
+       j.run_at, j.expires_at, j.retries, j.max_retries, j.time_limit, j.soft_time_limit,
+       j.options, j.worker_id, w.name AS worker, w.hostname, w.pid, j.claimed_at, j.started_at,
+       j.attempt, j.acks_late, j.exc_type, j.exc_message, j.traceback
+  FROM pgqueue.jobs AS j
+  LEFT JOIN pgqueue.workers AS w ON w.id = j.worker_id
+ WHERE j.id = %(id)s
+
+-- name: ops_inspect_result
+SELECT task_id AS id, task_name, queue, state, result, args, kwargs, retries, worker,
+       date_started, date_done, time_taken, expires_at, exc_type, exc_message, traceback
+  FROM pgqueue.results
+ WHERE task_id = %(id)s
+
+-- name: ops_job_states
+SELECT id, state FROM pgqueue.jobs WHERE id = ANY(%(ids)s::uuid[])
+UNION ALL
+SELECT task_id, state FROM pgqueue.results WHERE task_id = ANY(%(ids)s::uuid[])
+
+-- name: ops_count_purgeable
+SELECT count(*)
+  FROM pgqueue.jobs
+ WHERE worker_id IS NULL
+   AND state = ANY(%(states)s::text[])
+   AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+   AND (%(task)s::text IS NULL OR task_name = %(task)s::text)
+
+-- name: ops_purge_jobs
+-- One batch of unclaimed jobs (a claimed or running job belongs to its worker). Rows a worker
+-- is claiming at this moment are skipped, not waited for: they are no longer unclaimed.
+DELETE FROM pgqueue.jobs
+ WHERE id IN (SELECT id
+                FROM pgqueue.jobs
+               WHERE worker_id IS NULL
+                 AND state = ANY(%(states)s::text[])
+                 AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+                 AND (%(task)s::text IS NULL OR task_name = %(task)s::text)
+               LIMIT %(limit)s
+                 FOR UPDATE SKIP LOCKED)
+
+-- name: ops_now
+-- The database's clock: a bulk retry stops at the results written before it started, so
+-- jobs it requeued that fail again are not taken again.
+SELECT now()
+
+-- name: ops_count_retryable
+SELECT count(*)
+  FROM pgqueue.results AS r
+ WHERE r.state = %(state)s::text
+   AND (%(ids)s::uuid[] IS NULL OR r.task_id = ANY(%(ids)s::uuid[]))
+   AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+   AND (%(task)s::text IS NULL OR r.task_name = %(task)s::text)
+   AND (%(since)s::timestamptz IS NULL OR r.date_done >= %(since)s::timestamptz)
+
+-- name: ops_retry_results
+-- One batch: results of the given state become queued jobs again under the same id (so
+-- AsyncResult(id) follows the new run), in one statement: the result row is deleted and the
+-- job inserted together. Priority, limits and per-call options of the first call are not
+-- kept by results: the new job has priority 0, the task's own limits and a fresh retry
+-- budget. An id that has a live job again (re-sent with the same task_id) is left alone.
+WITH picked AS (
+    SELECT r.task_id
+      FROM pgqueue.results AS r
+     WHERE r.state = %(state)s::text
+       AND (%(ids)s::uuid[] IS NULL OR r.task_id = ANY(%(ids)s::uuid[]))
+       AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+       AND (%(task)s::text IS NULL OR r.task_name = %(task)s::text)
+       AND (%(since)s::timestamptz IS NULL OR r.date_done >= %(since)s::timestamptz)
+       AND r.date_done <= %(until)s::timestamptz
+       AND NOT EXISTS (SELECT 1 FROM pgqueue.jobs AS j WHERE j.id = r.task_id)
+     ORDER BY r.date_done
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM pgqueue.results AS r
+     USING picked AS p
+     WHERE r.task_id = p.task_id
+    RETURNING r.task_id, r.task_name, r.queue, r.args, r.kwargs
+)
+INSERT INTO pgqueue.jobs (id, task_name, queue, args, kwargs)
+SELECT g.task_id, g.task_name, g.queue, coalesce(g.args, '[]'), coalesce(g.kwargs, '{}')
+  FROM gone AS g
+RETURNING id
+
+-- name: ops_statement_timeout
+SELECT set_config('statement_timeout', %(ms)s::text, false)

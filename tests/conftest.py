@@ -20,10 +20,23 @@ from pgqueue import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# PGQUEUE_TEST_DSN names the server the tests may create databases on (default: local).
-_server = conninfo_to_dict(
-    os.environ.get("PGQUEUE_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-)
+
+def _test_server() -> str:
+    """The local server if one accepts us, else the embedded one (pgqueue[embedded]), which is
+    stopped again at exit when this run started it."""
+    import atexit
+
+    from pgqueue import embedded
+    from pgqueue.db import find_server
+
+    server = find_server()
+    if server.started:
+        atexit.register(embedded.stop)
+    return server.dsn()
+
+
+# PGQUEUE_TEST_DSN names the server the tests may create databases on (default: as above).
+_server = conninfo_to_dict(os.environ.get("PGQUEUE_TEST_DSN") or _test_server())
 
 
 def _load_schema(**kwargs: Any) -> None:
@@ -97,27 +110,20 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "con
         time.sleep(0.05)
 
 
-class WorkerProcess:
-    """A real ``pgqueue worker`` process against the test database."""
+class CliProcess:
+    """A real ``pgqueue ...`` process against the test database, logging to a file."""
 
-    def __init__(self, dsn: str, args: list[str], db: psycopg.Connection[Any]) -> None:
+    kind = "cli"
+
+    def __init__(self, dsn: str, db: psycopg.Connection[Any], args: list[str]) -> None:
         self.dsn = dsn
         self.db = db
         env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(ROOT)}
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"pgqueue-worker-{id(self)}.log"
+        tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+        self.log_path = tmp / f"pgqueue-{self.kind}-{id(self)}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pgqueue.cli",
-                "worker",
-                "-A",
-                "tests.taskapp:app",
-                "--loglevel",
-                "DEBUG",
-                *args,
-            ],
+            [sys.executable, "-m", "pgqueue.cli", *args],
             cwd=ROOT,
             env=env,
             stdout=self._log,
@@ -128,17 +134,13 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def wait_ready(self, timeout: float = 30) -> WorkerProcess:
-        def registered() -> bool:
+    def _wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        def ready() -> bool:
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited early:\n{self.output()}")
-            row = self.db.execute(
-                "SELECT 1 FROM pgqueue.workers WHERE pid = %s", (self.pid,)
-            ).fetchone()
-            return row is not None
+                raise AssertionError(f"{self.kind} exited early:\n{self.output()}")
+            return check()
 
-        wait_for(registered, timeout, "worker to register")
-        return self
+        wait_for(ready, timeout, what)
 
     def output(self) -> str:
         self._log.flush()
@@ -155,7 +157,9 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"worker did not stop in {timeout}s:\n{self.output()}") from None
+            raise AssertionError(
+                f"{self.kind} did not stop in {timeout}s:\n{self.output()}"
+            ) from None
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -163,6 +167,27 @@ class WorkerProcess:
             self.proc.wait()
         self._log.close()
         self.log_path.unlink(missing_ok=True)
+
+
+class WorkerProcess(CliProcess):
+    """A real ``pgqueue worker -A tests.taskapp:app`` process."""
+
+    kind = "worker"
+
+    def __init__(self, dsn: str, args: list[str], db: psycopg.Connection[Any]) -> None:
+        super().__init__(
+            dsn, db, ["worker", "-A", "tests.taskapp:app", "--loglevel", "DEBUG", *args]
+        )
+
+    def wait_ready(self, timeout: float = 30) -> WorkerProcess:
+        def registered() -> bool:
+            row = self.db.execute(
+                "SELECT 1 FROM pgqueue.workers WHERE pid = %s", (self.pid,)
+            ).fetchone()
+            return row is not None
+
+        self._wait_until(registered, timeout, "worker to register")
+        return self
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from pgqueue.cli import main as cli_main
 from pgqueue.exceptions import ConfigurationError
 from pgqueue.schedules import InvalidSchedule, Schedule, next_cron_time
 from pgqueue.task import Signature
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, CliProcess, wait_for
 
 UTC = dt.timezone.utc
 SECOND = dt.timedelta(seconds=1)
@@ -96,55 +96,21 @@ def assert_each_tick_once(found: list[dt.datetime], step: dt.timedelta) -> None:
     assert not missing, f"tick(s) missing after {[m.isoformat() for m in missing[:3]]}"
 
 
-class BeatProcess:
+class BeatProcess(CliProcess):
     """A real ``pgqueue beat`` process against the test database."""
 
+    kind = "beat"
+
     def __init__(self, dsn: str, db: psycopg.Connection[Any], args: list[str]) -> None:
-        self.db = db
-        env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(ROOT)}
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"pgqueue-beat-{id(self)}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pgqueue.cli", "beat", "--loglevel", "DEBUG", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(dsn, db, ["beat", "--loglevel", "DEBUG", *args])
 
     @property
     def application_name(self) -> str:
         return f"pgqueue beat beat.{self.proc.pid}@%"
 
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()
-
     def wait_ready(self, timeout: float = 30) -> BeatProcess:
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"beat exited early:\n{self.output()}")
-            return " ready" in self.output()
-
-        wait_for(ready, timeout, "beat to be ready")
+        self._wait_until(lambda: " ready" in self.output(), timeout, "beat to be ready")
         return self
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"beat did not stop in {timeout}s:\n{self.output()}") from None
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
-        self.log_path.unlink(missing_ok=True)
 
 
 @pytest.fixture

