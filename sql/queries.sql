@@ -41,20 +41,21 @@ SELECT j.id, j.task_name, coalesce(j.args, '[]'), coalesce(j.kwargs, '{}'),
 
 -- name: claim_jobs
 -- Take up to %(limit)s ready jobs this worker can run. SKIP LOCKED lets any number of
--- workers claim side by side without waiting on each other's rows. Each queue is read
--- through jobs_claim_idx in claim order (a "queue = ANY(...)" filter would make Postgres
--- read and sort every ready row instead); the best of each queue's candidates win.
+-- workers claim side by side without waiting on each other's rows. Each (queue, priority)
+-- level is read through jobs_claim_idx as a range on run_at, in claim order, so jobs
+-- scheduled for later, at any priority, cost nothing; the best candidates of all levels win.
 WITH next AS (
     SELECT c.id
-      FROM unnest(%(queues)s::text[]) AS q(name),
+      FROM pgqueue.queue_levels(%(queues)s::text[]) AS l,
            LATERAL (
                SELECT j.id, j.priority, j.run_at, j.seq
                  FROM pgqueue.jobs AS j
                 WHERE j.worker_id IS NULL
-                  AND j.queue = q.name
+                  AND j.queue = l.queue
+                  AND j.priority = l.priority
                   AND j.run_at <= now()
                   AND j.task_name = ANY(%(tasks)s::text[])
-                ORDER BY j.priority DESC, j.run_at, j.seq
+                ORDER BY j.run_at, j.seq
                 LIMIT %(limit)s
                   FOR UPDATE SKIP LOCKED
            ) AS c
@@ -70,29 +71,13 @@ RETURNING j.id, j.seq, j.task_name, j.queue, j.args, j.kwargs, j.priority, j.run
           j.retries, j.max_retries, j.time_limit, j.soft_time_limit, j.options, j.attempt
 
 -- name: next_run_at
--- When the earliest job this worker could run becomes due; drives the idle sleep.
--- jobs_claim_idx is ordered by priority, then run_at: visit each distinct priority of each
--- queue (a skip scan) and take its earliest job, so a million future jobs cost a few index
--- probes, not a scan.
-WITH RECURSIVE levels AS (
-    SELECT q.name AS queue, l.priority
-      FROM unnest(%(queues)s::text[]) AS q(name),
-           LATERAL (SELECT j.priority FROM pgqueue.jobs AS j
-                     WHERE j.worker_id IS NULL AND j.queue = q.name
-                     ORDER BY j.priority DESC LIMIT 1) AS l
-    UNION ALL
-    SELECT levels.queue, l.priority
-      FROM levels,
-           LATERAL (SELECT j.priority FROM pgqueue.jobs AS j
-                     WHERE j.worker_id IS NULL AND j.queue = levels.queue
-                       AND j.priority < levels.priority
-                     ORDER BY j.priority DESC LIMIT 1) AS l
-)
+-- When the earliest job this worker could run becomes due; drives the idle sleep. The
+-- earliest job of each level is the first index entry of that level.
 SELECT min(f.run_at)
-  FROM levels,
+  FROM pgqueue.queue_levels(%(queues)s::text[]) AS l,
        LATERAL (SELECT j.run_at FROM pgqueue.jobs AS j
-                 WHERE j.worker_id IS NULL AND j.queue = levels.queue
-                   AND j.priority = levels.priority
+                 WHERE j.worker_id IS NULL AND j.queue = l.queue
+                   AND j.priority = l.priority
                    AND j.task_name = ANY(%(tasks)s::text[])
                  ORDER BY j.run_at LIMIT 1) AS f
 

@@ -137,6 +137,30 @@ CREATE TRIGGER results_notify_update
     REFERENCING NEW TABLE AS new_results
     FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.notify_results();
 
+-- The distinct (queue, priority) levels holding unclaimed jobs, for the given queues, by a
+-- skip scan of jobs_claim_idx: one index probe per level, however many jobs each holds.
+-- The claim and the idle sleep walk these levels, so ready jobs are found by an index range
+-- on run_at within a level, never by stepping over jobs scheduled for later.
+CREATE FUNCTION pgqueue.queue_levels(queues text[])
+RETURNS TABLE (queue text, priority integer)
+LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE levels AS (
+        SELECT q.name, l.priority
+          FROM unnest(queue_levels.queues) AS q(name),
+               LATERAL (SELECT j.priority FROM pgqueue.jobs AS j
+                         WHERE j.worker_id IS NULL AND j.queue = q.name
+                         ORDER BY j.priority DESC LIMIT 1) AS l
+        UNION ALL
+        SELECT levels.name, l.priority
+          FROM levels,
+               LATERAL (SELECT j.priority FROM pgqueue.jobs AS j
+                         WHERE j.worker_id IS NULL AND j.queue = levels.name
+                           AND j.priority < levels.priority
+                         ORDER BY j.priority DESC LIMIT 1) AS l
+    )
+    SELECT name, priority FROM levels
+$$;
+
 -- End jobs without running them (revoked, expired, lost at-most-once): each leaves the
 -- jobs table and gets a result with the given state and reason, in one statement.
 CREATE FUNCTION pgqueue.end_jobs(
