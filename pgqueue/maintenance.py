@@ -6,7 +6,8 @@ the others skip it. No external cron is needed.
 
 - rescue: jobs held by lost workers go back to the queue (or end FAILURE when at-most-once);
 - expire: unclaimed jobs past their expiry end REVOKED, whatever their task;
-- results: results past ``result_expires`` are deleted, in batches.
+- results: results past ``result_expires`` are deleted, in batches;
+- vacuum: where the server's autovacuum is off, the jobs table is vacuumed every minute.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import psycopg.errors
+
 from . import queries
 
 if TYPE_CHECKING:
@@ -26,6 +29,7 @@ log = logging.getLogger("pgqueue.maintenance")
 
 MAINTENANCE_LOCK = 0x70677175_0002
 BATCH = 5000
+VACUUM_INTERVAL = 60.0
 
 
 @dataclass
@@ -35,6 +39,8 @@ class Service:
     # returns True when it stopped at a full batch and should run again at once
     work: Callable[[Any], bool]
     next_run: float = 0.0
+    # VACUUM cannot run in a transaction; such a service runs on its own
+    transactional: bool = True
 
 
 class Maintenance:
@@ -48,7 +54,9 @@ class Maintenance:
             Service("rescue", float(conf.worker_rescue_interval), self.rescue),
             Service("expire", float(conf.worker_rescue_interval), self.expire),
             Service("results", float(conf.result_cleanup_interval), self.delete_results),
+            Service("vacuum", VACUUM_INTERVAL, self.vacuum, transactional=False),
         ]
+        self._vacuum_needed: bool | None = None
 
     def next_due(self) -> float:
         return min(s.next_run for s in self.services)
@@ -60,6 +68,9 @@ class Maintenance:
             if service.next_run > now:
                 continue
             service.next_run = now + service.interval
+            if not service.transactional:
+                service.work(conn)
+                continue
             with conn.transaction():
                 got = conn.execute(
                     queries.get("try_maintenance_lock"), {"key": MAINTENANCE_LOCK}
@@ -101,3 +112,23 @@ class Maintenance:
         if deleted:
             log.info("deleted %d expired result(s)", deleted)
         return deleted == BATCH
+
+    def vacuum(self, conn: Any) -> bool:
+        """VACUUM the jobs table where the server's autovacuum is off.
+
+        A queue table turns its rows over constantly; without vacuum its dead rows and index
+        entries pile up and every claim wades through them. SKIP_LOCKED: when another
+        worker is vacuuming it already, this one does nothing.
+        """
+        if self._vacuum_needed is None:
+            (setting,) = conn.execute(queries.get("autovacuum_setting")).fetchone()
+            self._vacuum_needed = setting == "off"
+            if self._vacuum_needed:
+                log.info("autovacuum is off on this server: workers vacuum pgqueue.jobs")
+        if self._vacuum_needed:
+            try:
+                conn.execute(queries.get("vacuum_jobs"))
+            except psycopg.errors.InsufficientPrivilege as exc:
+                log.warning("cannot vacuum pgqueue.jobs (%s); leaving it to the DBA", exc)
+                self._vacuum_needed = False
+        return False

@@ -259,6 +259,12 @@ SELECT count(*)
            'REVOKED', 'pgqueue.exceptions.TaskRevokedError', 'expired',
            %(keep_for)s::double precision)
 
+-- name: autovacuum_setting
+SELECT current_setting('autovacuum')
+
+-- name: vacuum_jobs
+VACUUM (SKIP_LOCKED, ANALYZE) pgqueue.jobs
+
 -- name: delete_expired_results
 DELETE FROM pgqueue.results
  WHERE task_id IN (SELECT task_id FROM pgqueue.results

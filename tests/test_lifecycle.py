@@ -392,3 +392,20 @@ def test_after_100000_jobs_the_jobs_table_holds_only_live_jobs(app, db, worker):
         )
     )
     assert "jobs_claim_idx" in plan, plan
+
+
+def test_workers_vacuum_the_jobs_table_where_autovacuum_is_off(app, db):
+    from pgqueue.maintenance import Maintenance
+    from pgqueue.worker import WORKER_LOCK_CLASS
+
+    if db.execute("SELECT current_setting('autovacuum')").fetchone()[0] != "off":
+        pytest.skip("autovacuum is on here: workers leave vacuuming to it")
+    app.enqueue_many([taskapp.add.s(i, i) for i in range(100)])
+    db.execute("DELETE FROM pgqueue.jobs")
+    with app.connect() as conn:
+        Maintenance(app, lock_class=WORKER_LOCK_CLASS).vacuum(conn)
+    vacuumed = db.execute(
+        "SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables"
+        " WHERE relid = 'pgqueue.jobs'::regclass"
+    ).fetchone()[0]
+    assert vacuumed is True
