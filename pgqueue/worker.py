@@ -270,10 +270,7 @@ class Worker:
             if not self._stopping and (
                 want_claim or (next_due is not None and time.monotonic() >= next_due)
             ):
-                room = capacity - len(pool.running()) - len(self._buffer) - len(to_start)
-                # Claim in batches: wait until half the capacity is free, unless idle.
-                if room < capacity // 2 and (self._buffer or pool.running() or to_start):
-                    room = 0
+                room = self._room(capacity, len(to_start))
             if to_start or self._outcomes or room > 0:
                 claimed = self._sync(to_start, room)
                 if room > 0:
@@ -297,7 +294,7 @@ class Worker:
             deadline = pool.next_deadline()
             if deadline is not None:
                 timeouts.append(deadline - now)
-            if want_claim and len(pool.running()) + len(self._buffer) < capacity:
+            if want_claim and self._room(capacity, 0) > 0:
                 timeouts.append(0)
             ready = wait_for_fds(
                 [self._wake_r, self._listener.fileno(), *pool.fds()], max(0.0, min(timeouts))
@@ -309,6 +306,17 @@ class Worker:
                 want_claim = True
             if time.monotonic() - last_poll >= self.poll_interval:
                 want_claim = True
+
+    def _room(self, capacity: int, starting: int) -> int:
+        """How many jobs to claim now: claims come in batches, once half the capacity is
+        free, unless nothing is buffered or running. (The loop also sleeps on this: waking up
+        for a claim it would not make would spin.)"""
+        assert self._pool is not None
+        busy = len(self._pool.running()) + len(self._buffer) + starting
+        room = capacity - busy
+        if room < capacity // 2 and busy:
+            return 0
+        return room
 
     def _sync(self, to_start: list[Job], claim: int) -> list[Job]:
         """One round trip and one commit: write the outcomes, mark jobs STARTED, claim more.
