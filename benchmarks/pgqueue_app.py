@@ -1,0 +1,37 @@
+"""The pgqueue tasks the benchmarks run. The worker loads ``benchmarks.pgqueue_app:app``."""
+
+from __future__ import annotations
+
+from pgqueue import PgQueue
+
+from .taskbodies import burn_cpu, record_start
+
+NOOP = "bench.noop"
+NOOP_IGNORE = "bench.noop_ignore"
+CPU = "bench.cpu"
+LATENCY = "bench.latency"
+
+
+def noop(i: int) -> None:
+    return None
+
+
+def cpu(i: int, ms: float) -> None:
+    burn_cpu(ms)
+
+
+def latency(i: int) -> None:
+    record_start(i)
+
+
+def make_app(dsn: str | None = None) -> PgQueue:
+    """An app with the benchmark tasks; the DSN defaults to ``--dsn`` / ``PGQUEUE_DSN``."""
+    app = PgQueue("benchmarks", dsn=dsn)
+    app.task(name=NOOP)(noop)
+    app.task(name=NOOP_IGNORE, ignore_result=True)(noop)
+    app.task(name=CPU)(cpu)
+    app.task(name=LATENCY)(latency)
+    return app
+
+
+app = make_app()
