@@ -27,6 +27,9 @@ _CONNECT_DEFAULTS = {
     "keepalives_idle": "10",
     "keepalives_interval": "5",
     "keepalives_count": "3",
+    # Keepalives say nothing while a query waits for its reply; this bounds that wait
+    # (milliseconds of unacknowledged data) when the network is cut mid-statement.
+    "tcp_user_timeout": "30000",
 }
 
 _MISSING_SCHEMA = (

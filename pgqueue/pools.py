@@ -208,6 +208,13 @@ class PreforkPool(Pool):
     def fds(self) -> list[int]:
         return [c.conn.fileno() for c in self._children]
 
+    def next_deadline(self) -> float | None:
+        # The child raises its own soft limit (SIGALRM); only the hard one is ours to act
+        # on. Counting a passed soft deadline would keep the claim loop from sleeping while
+        # a task that caught SoftTimeLimitExceeded carries on.
+        times = [slot.hard_deadline for slot in self.running() if slot.hard_deadline is not None]
+        return min(times) if times else None
+
     def submit(self, job: Job, soft: float | None, hard: float | None) -> None:
         child = next(c for c in self._children if c.slot is None)
         now = time.monotonic()

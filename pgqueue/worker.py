@@ -144,10 +144,30 @@ class Worker:
                     },
                 ).fetchone()
                 self._take_lock(conn, lock_key)
+            if self._backend_pid is not None:
+                self._release_held(conn)
             listener.execute(f"LISTEN {JOBS_CHANNEL}")
             listener.execute(f"LISTEN {CONTROL_CHANNEL}")
         self._conn, self._listener = conn, listener
         self._backend_pid = conn.info.backend_pid
+
+    def _release_held(self, conn: Any) -> None:
+        """On a reconnect, give back what the lost connection may have claimed for us.
+
+        The buffer is dropped whole: its jobs, and any claimed or marked STARTED in a
+        round trip whose reply never came, go back to the queue; running jobs and outcomes
+        still to be written stay ours.
+        """
+        assert self._pool is not None
+        keep = [slot.job.id for slot in self._pool.running()]
+        keep += [o.job_id for o in self._outcomes]
+        rows = conn.execute(
+            queries.get("release_held_jobs"), {"worker_id": self.id, "keep": keep}
+        ).fetchall()
+        self._buffer.clear()
+        released = sum(r[1] for r in rows)
+        if released:
+            log.warning("put %d claimed but unstarted job(s) back in the queue", released)
 
     @staticmethod
     def _take_lock(conn: Any, lock_key: int) -> None:
@@ -305,7 +325,11 @@ class Worker:
             if self._listener.fileno() in ready and self._on_notifications():
                 want_claim = True
             if time.monotonic() - last_poll >= self.poll_interval:
+                # The fallback poll asks for one claim; it is not due again for a whole
+                # interval, even if the pool is too busy to claim now (else the timeout
+                # above would stay at zero and the loop spin until a slot frees).
                 want_claim = True
+                last_poll = time.monotonic()
 
     def _room(self, capacity: int, starting: int) -> int:
         """How many jobs to claim now: claims come in batches, once half the capacity is

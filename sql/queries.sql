@@ -138,6 +138,23 @@ WITH released AS (
 SELECT q.queue, q.n, pg_notify('pgqueue_jobs', q.queue)
   FROM (SELECT queue, count(*) AS n FROM released GROUP BY queue) AS q
 
+-- name: release_held_jobs
+-- After a reconnect: jobs this worker holds but is neither running nor about to finish go
+-- back to the queue. They were claimed, or marked STARTED, in a round trip whose reply
+-- was lost with the connection, so this worker never ran them; nobody else would free
+-- them while the worker lives. Their attempt counts stay: a later claim moves past them.
+WITH released AS (
+    UPDATE pgqueue.jobs AS j
+       SET worker_id = NULL, claimed_at = NULL, started_at = NULL,
+           state = CASE WHEN j.state <> 'STARTED' THEN j.state
+                        WHEN j.retries > 0 THEN 'RETRY' ELSE 'PENDING' END
+     WHERE j.worker_id = %(worker_id)s
+       AND NOT (j.id = ANY(%(keep)s::uuid[]))
+    RETURNING j.queue
+)
+SELECT q.queue, q.n, pg_notify('pgqueue_jobs', q.queue)
+  FROM (SELECT queue, count(*) AS n FROM released GROUP BY queue) AS q
+
 -- name: register_worker
 -- Also used on reconnection: the same worker id comes back with its jobs, if nobody
 -- rescued them meanwhile.

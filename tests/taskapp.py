@@ -155,6 +155,18 @@ def soft_limited() -> str:
     return "not interrupted"
 
 
+@app.task(soft_time_limit=0.3)
+def soft_then_linger(seconds: float) -> str:
+    """Catches its soft limit and carries on: the worker must not spin meanwhile."""
+    from pgqueue.exceptions import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(30)
+    except SoftTimeLimitExceeded:
+        time.sleep(seconds)
+    return "lingered"
+
+
 @app.task(time_limit=1)
 def hard_limited() -> str:
     time.sleep(30)

@@ -278,6 +278,62 @@ def test_terminated_backend_is_detected_and_worker_recovers(app, db, worker):
     assert "database connection restored" in log
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cut_worker_connections(db) -> None:
+    db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name LIKE 'pgqueue %%' AND datname = current_database()"
+    )
+
+
+def test_a_claim_whose_reply_was_lost_is_given_back_on_reconnect(app, db, worker):
+    a = worker("-c", "1")
+    # What a claim looks like when its reply dies with the connection: the row is the
+    # worker's, the worker never heard of it. Nobody rescues it while the worker lives.
+    with db.transaction():
+        r = taskapp.add.apply_async((20, 22), connection=db)
+        db.execute(
+            "UPDATE pgqueue.jobs SET worker_id = w.id, claimed_at = now(),"
+            " attempt = attempt + 1 FROM pgqueue.workers AS w"
+            " WHERE w.pid = %s AND pgqueue.jobs.id = %s",
+            (a.pid, r.id),
+        )
+    _cut_worker_connections(db)
+    assert r.get(timeout=60) == 42
+    wait_for(lambda: "back in the queue" in a.output(), what="the release to be logged")
+
+
+def test_a_worker_busy_past_its_poll_interval_sleeps_instead_of_spinning(
+    app, db, worker, monkeypatch
+):
+    monkeypatch.setenv("PGQUEUE_TEST_CONF", json.dumps({"worker_poll_interval": 0.2}))
+    a = worker("-c", "1", "--prefetch-multiplier", "1")
+    r = taskapp.slow_record.delay("busy", 6)
+    wait_for(lambda: r.state == states.STARTED, what="STARTED")
+
+    before = _cpu_seconds(a.pid)
+    wait_for(lambda: r.ready(), timeout=60, what="the slow task to finish")
+    # A spinning loop burns a whole core for the ~6 s the task runs; a sleeping one
+    # wakes every 0.2 s for a fallback poll.
+    assert _cpu_seconds(a.pid) - before < 2.0
+    assert r.get(timeout=5)["ppid"] == a.pid
+
+
+def test_prefork_sleeps_while_a_task_goes_on_after_its_soft_limit(app, worker):
+    a = worker("-c", "1")
+    r = taskapp.soft_then_linger.delay(5)
+    wait_for(lambda: r.state == states.STARTED, what="STARTED")
+    before = _cpu_seconds(a.pid)
+    assert r.get(timeout=60) == "lingered"
+    assert _cpu_seconds(a.pid) - before < 2.0
+
+
 def test_revived_worker_cannot_overwrite_the_result_fencing(app, db, worker):
     a = worker("-c", "1")
     r = taskapp.slow_record.delay("fence", 3)
