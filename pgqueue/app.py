@@ -10,6 +10,7 @@ import importlib
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import EllipsisType
 from typing import Any, TypeVar, overload
 
 import psycopg
@@ -165,7 +166,7 @@ class PgQueue:
         priority: int | None = None,
         task_id: str | None = None,
         connection: Any = None,
-        max_retries: int | None = None,
+        max_retries: int | EllipsisType | None = ...,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
         **options: Any,
@@ -174,28 +175,27 @@ class PgQueue:
 
         ``countdown`` (seconds) or ``eta`` (a datetime; naive means UTC) delay the start;
         ``expires`` (seconds, timedelta or datetime) drops a job not started by then (it ends
-        REVOKED). Higher ``priority`` runs first. With ``connection`` (a psycopg connection
-        or cursor, or any DB-API cursor) the job is written in the caller's transaction and
-        exists only if it commits; inside ``with app.transaction(conn):`` that connection is
-        used. Otherwise the job is committed at once.
+        REVOKED). Higher ``priority`` runs first. ``max_retries`` overrides the task's, and
+        ``max_retries=None`` means no limit (left out, the task's own applies). With
+        ``connection`` (a psycopg connection or cursor, or any DB-API cursor) the job is
+        written in the caller's transaction and exists only if it commits; inside
+        ``with app.transaction(conn):`` that connection is used. Otherwise the job is
+        committed at once.
         """
-        params = self._job_params(
-            name,
-            args or (),
-            kwargs or {},
-            dict(
-                countdown=countdown,
-                eta=eta,
-                expires=expires,
-                queue=queue,
-                priority=priority,
-                task_id=task_id,
-                max_retries=max_retries,
-                time_limit=time_limit,
-                soft_time_limit=soft_time_limit,
-                **options,
-            ),
+        call = dict(
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            queue=queue,
+            priority=priority,
+            task_id=task_id,
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
+            **options,
         )
+        if not isinstance(max_retries, EllipsisType):
+            call["max_retries"] = max_retries
+        params = self._job_params(name, args or (), kwargs or {}, call)
         params["args"] = params.pop("args_json")
         params["kwargs"] = params.pop("kwargs_json")
         params["options"] = params.pop("options_json")
@@ -235,7 +235,8 @@ class PgQueue:
             raise TypeError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
         if not isinstance(kwargs, Mapping):
             raise TypeError(f"{name}: kwargs must be a dict, got {type(kwargs).__name__}")
-        options = {k: v for k, v in options.items() if v is not None}
+        # None means "not given", except for max_retries, where None given means no limit.
+        options = {k: v for k, v in options.items() if v is not None or k == "max_retries"}
         unknown = set(options) - _SEND_OPTIONS
         if unknown:
             raise TypeError(f"{name}: unknown option(s) {', '.join(sorted(unknown))}")
@@ -258,6 +259,12 @@ class PgQueue:
         if eta is not None and countdown is not None:
             raise TypeError(f"{name}: give eta or countdown, not both")
         per_call = {k: options[k] for k in PER_CALL_OPTIONS if k in options}
+        if "max_retries" in options and options["max_retries"] is None:
+            # The column's NULL means the task's default, so "no limit" is kept here.
+            per_call["max_retries"] = None
+        if eta is not None or countdown is not None:
+            # So that request.eta is None for a job sent to run at once, as in Celery.
+            per_call["scheduled"] = True
         task_id = options.get("task_id")
         return {
             "id": str(uuid.UUID(str(task_id))) if task_id else str(uuid.uuid4()),

@@ -442,7 +442,9 @@ def _advance(
 def run_now(app: PgQueue, conn: Any, name: str) -> AsyncResult:
     """Send an entry's job now, outside its schedule (``pgqueue beat run``).
 
-    The job gets a fresh id and the current time as its tick; the schedule is unchanged.
+    The job gets a fresh id and the current time as its tick. It counts as a run: like a
+    scheduled tick's, its tick becomes ``last_run_at`` and it adds one to
+    ``total_run_count``. ``next_run_at``, the schedule, is unchanged.
     """
     with translate_errors(), conn.transaction():
         with conn.cursor(row_factory=dict_row) as cur:
@@ -451,8 +453,11 @@ def run_now(app: PgQueue, conn: Any, name: str) -> AsyncResult:
             raise ConfigurationError(f"no periodic task named {name!r}")
         entry = PeriodicEntry.from_row(row)
         task_id = str(uuid.uuid4())
-        _send(app, conn, entry, row["db_now"], task_id)
-        _advance(conn, entry, entry.next_run_at, last_run_at=row["db_now"], sent=1)
+        run_tick = row["db_now"]
+        sent = _send(app, conn, entry, run_tick, task_id)
+        _advance(
+            conn, entry, entry.next_run_at, last_run_at=run_tick if sent else None, sent=int(sent)
+        )
     return AsyncResult(task_id, app=app, task_name=entry.task)
 
 

@@ -15,10 +15,10 @@ import psycopg.errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from . import queries
 from .exceptions import ConfigurationError, DatabaseUnavailable, SchemaMissingError
 
 JOBS_CHANNEL = "pgqueue_jobs"
-RESULTS_CHANNEL = "pgqueue_results"
 
 # Without these a call during an outage could hang on a dead TCP peer for many minutes.
 _CONNECT_DEFAULTS = {
@@ -157,11 +157,11 @@ def find_server() -> Server:
 def ensure_database(server: Server, name: str) -> bool:
     """Create database ``name`` on ``server`` unless it exists; returns whether it did."""
     with connect(server.dsn()) as conn:
-        exists = "SELECT 1 FROM pg_database WHERE datname = %s"
-        if conn.execute(exists, (name,)).fetchone():
+        if conn.execute(queries.get("database_exists"), {"name": name}).fetchone():
             return False
+        create = sql.SQL(queries.get("create_database")).format(name=sql.Identifier(name))
         try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(create)
         except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
             return False  # a concurrent command created it
         except psycopg.errors.InsufficientPrivilege as exc:

@@ -25,6 +25,7 @@ from typing import Any
 import click
 import psycopg
 
+from . import queries
 from .app import PgQueue
 from .beat import list_entries
 from .db import describe, find_dsn
@@ -85,7 +86,7 @@ def run(dsn: str | None = None, echo: Callable[[str], None] = click.echo) -> int
     echo(f"schema: {f'applied {len(applied)} migration(s)' if applied else 'up to date'}")
 
     with psycopg.connect(found.dsn, autocommit=True) as conn:
-        since = _one(conn, "SELECT now()")
+        since = _one(conn, "demo_now")
         calls = _enqueue(conn, echo)
         worker, log_path = _start_worker(found.dsn)
         try:
@@ -96,10 +97,9 @@ def run(dsn: str | None = None, echo: Callable[[str], None] = click.echo) -> int
                 echo(f"  {label:<46} {_outcome(result)}")
             _wait(lambda: _ticks_since(conn, since) >= 2, 30, "two beat ticks")
             _show_beat(conn, since, echo)
-            ids = [result.id for _, result in calls]
-            query = "SELECT count(*) FROM pgqueue.jobs WHERE id = ANY(%s::uuid[])"
+            left = _one(conn, "demo_jobs_left", ids=[result.id for _, result in calls])
             echo(
-                f"\njobs of this tour left in pgqueue.jobs: {_one(conn, query, (ids,))} "
+                f"\njobs of this tour left in pgqueue.jobs: {left} "
                 "(a job leaves the table as its result is written)"
             )
         except BaseException:
@@ -181,8 +181,9 @@ def _show_beat(conn: Any, since: dt.datetime, echo: Callable[[str], None]) -> No
     echo(f"  demo.tick has run {_ticks_since(conn, since)} time(s) during this tour")
 
 
-def _one(conn: Any, query: str, params: tuple[Any, ...] = ()) -> Any:
-    row = conn.execute(query, params).fetchone()
+def _one(conn: Any, query: str, **params: Any) -> Any:
+    """The first value of named query ``query``."""
+    row = conn.execute(queries.get(query), params).fetchone()
     return row[0] if row else None
 
 
@@ -195,16 +196,11 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def _has_job(conn: Any, result: AsyncResult) -> str:
-    row = conn.execute("SELECT 1 FROM pgqueue.jobs WHERE id = %s", (result.id,)).fetchone()
-    return "yes" if row else "no"
+    return "yes" if _one(conn, "demo_has_job", id=result.id) else "no"
 
 
 def _ticks_since(conn: Any, since: dt.datetime) -> int:
-    query = (
-        "SELECT count(*) FROM pgqueue.results"
-        " WHERE task_name = 'demo.tick' AND state = 'SUCCESS' AND date_done >= %s"
-    )
-    return int(_one(conn, query, (since,)))
+    return int(_one(conn, "demo_ticks_since", since=since))
 
 
 def _outcome(result: AsyncResult) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import signals, states
 from .exceptions import EncodeError, Ignore, Reject, Retry
 from .serialization import dumps_result
-from .task import Request, reset_current_request, set_current_request
+from .task import Request, RetryWithArguments, reset_current_request, set_current_request
 
 if TYPE_CHECKING:
     from .app import PgQueue
@@ -67,6 +67,9 @@ class Outcome:
     # for state RETRY: seconds from now, or an absolute time
     countdown: float | None = None
     eta: dt.datetime | None = None
+    # for state RETRY: the arguments of the next attempt, when retry() changed them
+    args_json: str | None = None
+    kwargs_json: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     queue: str | None = None
 
@@ -112,7 +115,9 @@ def execute(app: PgQueue, job: Job, hostname: str) -> Outcome:
         args=list(job.args),
         kwargs=dict(job.kwargs),
         retries=job.retries,
-        eta=job.run_at,
+        # Like Celery: set for a call given an eta or countdown, and for retries (when the
+        # retry was due); None for a call sent to run at once.
+        eta=job.run_at if job.retries or job.options.get("scheduled") else None,
         expires=job.expires_at,
         hostname=hostname,
         queue=job.queue,
@@ -149,8 +154,11 @@ def _call(task: Task, job: Job, store: bool) -> tuple[Outcome, Any]:
                 and isinstance(exc, task.autoretry_for)
                 and not isinstance(exc, Retry | Ignore | Reject)
             ):
-                countdown = task.backoff_countdown(job.retries, job.options)
-                kwargs = {"countdown": countdown, **task.retry_kwargs}
+                kwargs = {
+                    **task.retry_kwargs,
+                    "countdown": task.autoretry_countdown(job.retries, job.options),
+                    "max_retries": task.retry_limit(job.max_retries, job.options, automatic=True),
+                }
                 task.retry(exc=exc, **kwargs)  # raises Retry, or exc when exhausted
             raise
     except Retry as retry:
@@ -255,6 +263,9 @@ def _retry_outcome(job: Job, retry: Retry, elapsed: float, store: bool) -> Outco
         time_taken=elapsed,
         store=store,
     )
+    if isinstance(retry, RetryWithArguments):
+        outcome.args_json = retry.args_json
+        outcome.kwargs_json = retry.kwargs_json
     if isinstance(retry.when, dt.datetime):
         when = retry.when
         outcome.eta = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)

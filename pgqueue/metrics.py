@@ -150,7 +150,9 @@ class QueueSampler(Collector):
                         self._conn.execute(
                             queries.get("ops_statement_timeout"), {"ms": str(SAMPLE_TIMEOUT_MS)}
                         )
-                self._stats = ops.queue_stats(self._conn)
+                # Shared through the database: however many workers are scraped, the
+                # view is computed about once per interval, not once per worker.
+                self._stats = ops.sampled_queue_stats(self._conn, self.interval)
             except Exception as exc:
                 log.warning("metrics: cannot read pgqueue.queue_stats: %s", exc)
                 self._stats = None

@@ -49,13 +49,9 @@ def migrate(conn: Any) -> list[Migration]:
     """
     applied_now = []
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        conn.execute("CREATE SCHEMA IF NOT EXISTS pgqueue")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS pgqueue.schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        conn.execute(queries.get("migrate_lock"), {"key": MIGRATION_LOCK})
+        conn.execute(queries.get("migrate_create_schema"))
+        conn.execute(queries.get("migrate_create_versions"))
         done = {row[0] for row in conn.execute(queries.get("schema_versions"))}
         for migration in available():
             if migration.version in done:
@@ -63,8 +59,8 @@ def migrate(conn: Any) -> list[Migration]:
             log.info("applying migration %04d_%s", migration.version, migration.name)
             conn.execute(migration.path.read_text())
             conn.execute(
-                "INSERT INTO pgqueue.schema_migrations (version, name) VALUES (%s, %s)",
-                (migration.version, migration.name),
+                queries.get("migrate_record_version"),
+                {"version": migration.version, "name": migration.name},
             )
             applied_now.append(migration)
     return applied_now
@@ -72,7 +68,7 @@ def migrate(conn: Any) -> list[Migration]:
 
 def check(conn: Any) -> None:
     """Raise SchemaMissingError unless every shipped migration has been applied."""
-    row = conn.execute("SELECT to_regclass('pgqueue.schema_migrations') IS NOT NULL").fetchone()
+    row = conn.execute(queries.get("schema_exists")).fetchone()
     if not row[0]:
         raise SchemaMissingError(
             "this database has no pgqueue schema: run `pgqueue migrate` (or app.migrate()) first"

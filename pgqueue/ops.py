@@ -65,6 +65,16 @@ def queue_stats(conn: Any) -> list[QueueStats]:
     return [QueueStats(*row) for row in rows]
 
 
+def sampled_queue_stats(conn: Any, max_age: float) -> list[QueueStats]:
+    """:func:`queue_stats` as sampled at most ``max_age`` seconds ago, shared by every
+    caller: one of them computes the view for all, the others read the stored sample."""
+    with translate_errors():
+        rows = conn.execute(
+            queries.get("ops_sampled_queue_stats"), {"max_age": max_age}, prepare=False
+        ).fetchall()
+    return [QueueStats(*row) for row in rows]
+
+
 @dataclass(frozen=True)
 class WorkerStatus:
     """One row of ``pgqueue.worker_status``."""

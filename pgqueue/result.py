@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import queries, states
-from .db import RESULTS_CHANNEL, translate_errors
+from .db import translate_errors
 from .exceptions import TaskRevokedError, TimeoutError, rebuild_exception
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ class AsyncResult:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.app.connect() as conn:
             with translate_errors():
-                conn.execute(f"LISTEN {RESULTS_CHANNEL}")
+                conn.execute(queries.get("results_listen"))
             while True:
                 row = self._fetch(conn)
                 if row is not None and row.state in states.READY_STATES:

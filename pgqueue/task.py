@@ -7,9 +7,11 @@ import datetime as dt
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import MaxRetriesExceededError, Retry
+from .serialization import dumps_args
 
 if TYPE_CHECKING:
     from .app import PgQueue
@@ -170,7 +172,7 @@ class Task:
         priority: int | None = None,
         task_id: str | None = None,
         connection: Any = None,
-        max_retries: int | None = None,
+        max_retries: int | EllipsisType | None = ...,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
         **options: Any,
@@ -231,14 +233,23 @@ class Task:
         throw: bool = True,
         eta: dt.datetime | None = None,
         countdown: float | None = None,
-        max_retries: int | object | None = ...,
+        max_retries: int | EllipsisType | None = ...,
         **options: Any,
     ) -> Retry:
         """Ask for another attempt of the running task: ``raise self.retry(exc=exc)``.
 
+        ``args`` and ``kwargs``, when given, replace the call's arguments for the next
+        attempt and the ones after it (as in Celery). ``max_retries=None`` means no limit.
         When the retries are used up, re-raises ``exc`` if given, else raises
         ``MaxRetriesExceededError``; the job then ends FAILURE.
         """
+        if options:
+            # Celery would send a new message with these; a retry here moves the same job
+            # row, whose queue, priority and limits stay as they are.
+            raise TypeError(
+                f"{self.name}: retry() cannot change {', '.join(sorted(options))}; it "
+                "accepts args, kwargs, exc, throw, eta, countdown and max_retries"
+            )
         request = self.request
         if request.called_directly:
             # Like Celery: outside a worker there is nothing to retry, so fail loudly.
@@ -246,12 +257,10 @@ class Task:
                 raise exc
             raise MaxRetriesExceededError(f"{self.name}: retry() called outside a worker")
         limit: int | None
-        if max_retries is not ...:
-            limit = max_retries  # type: ignore[assignment]
-        elif request.max_retries is not None:
-            limit = request.max_retries
+        if isinstance(max_retries, EllipsisType):
+            limit = self.retry_limit(request.max_retries, request.options)
         else:
-            limit = self.max_retries
+            limit = max_retries
         if limit is not None and request.retries >= limit:
             if exc is not None:
                 raise exc
@@ -266,10 +275,53 @@ class Task:
             when = float(countdown)
         else:
             when = float(request.options.get("default_retry_delay", self.default_retry_delay))
-        error = Retry(exc=exc, when=when)
+        error: Retry
+        if args is None and kwargs is None:
+            error = Retry(exc=exc, when=when)
+        else:
+            # Encoded here, so that arguments JSON cannot carry fail this attempt, in the
+            # task, with the name of the culprit.
+            args_json, kwargs_json = dumps_args(
+                self.name,
+                request.args if args is None else args,
+                request.kwargs if kwargs is None else kwargs,
+            )
+            error = RetryWithArguments(
+                exc=exc, when=when, args_json=args_json, kwargs_json=kwargs_json
+            )
         if throw:
             raise error
         return error
+
+    def retry_limit(
+        self, call_max_retries: int | None, options: Mapping[str, Any], *, automatic: bool = False
+    ) -> int | None:
+        """How many retries a job may have; None means no limit.
+
+        The call's own limit (the job's max_retries column, or ``apply_async(max_retries=None)``
+        kept in its options) wins; then, for automatic retries (``autoretry_for``, a hard time
+        limit), ``retry_kwargs["max_retries"]``; then the task's ``max_retries``.
+        """
+        if call_max_retries is not None:
+            return call_max_retries
+        if "max_retries" in options:
+            per_call: int | None = options["max_retries"]
+            return per_call
+        if automatic and "max_retries" in self.retry_kwargs:
+            configured: int | None = self.retry_kwargs["max_retries"]
+            return configured
+        return self.max_retries
+
+    def autoretry_countdown(self, retries: int, options: Mapping[str, Any]) -> float:
+        """Seconds before an automatic retry: the backoff when retry_backoff is on (as in
+        Celery, it wins over ``retry_kwargs["countdown"]``), else that countdown, else
+        default_retry_delay."""
+        if (
+            not options.get("retry_backoff", self.retry_backoff)
+            and "countdown" in self.retry_kwargs
+        ):
+            return float(self.retry_kwargs["countdown"])
+        return self.backoff_countdown(retries, options)
 
     def backoff_countdown(self, retries: int, options: Mapping[str, Any]) -> float:
         """Seconds before the next automatic retry, exponential when retry_backoff is set."""
@@ -282,6 +334,25 @@ class Task:
         if options.get("retry_jitter", self.retry_jitter):
             countdown = random.uniform(0, countdown)
         return countdown
+
+
+class RetryWithArguments(Retry):
+    """A ``Retry`` whose next attempt runs with new arguments (``self.retry(args=...)``).
+
+    They travel encoded, as the worker writes them to the job row.
+    """
+
+    def __init__(
+        self,
+        *,
+        exc: BaseException | None,
+        when: float | dt.datetime,
+        args_json: str,
+        kwargs_json: str,
+    ) -> None:
+        super().__init__(exc=exc, when=when)
+        self.args_json = args_json
+        self.kwargs_json = kwargs_json
 
 
 class Signature:

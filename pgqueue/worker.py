@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
@@ -98,6 +97,8 @@ class Worker:
         self._heartbeat: _Heartbeat | None = None
         # Set by the heartbeat when our row was removed: re-register through a reconnection.
         self._lost = False
+        # Set once the warning about an unenforceable per-call time limit was logged.
+        self._warned_limit = False
         # Set by pgqueue.metrics.serve(): counts the jobs this worker starts and finishes.
         self.metrics: Metrics | None = None
 
@@ -127,7 +128,7 @@ class Worker:
             if self._backend_pid is not None:
                 # Our previous session may still look alive to the server (a cut network):
                 # end it, or it would keep our lock and later release it under our feet.
-                conn.execute("SELECT pg_terminate_backend(%s)", (self._backend_pid,))
+                conn.execute(queries.get("terminate_backend"), {"pid": self._backend_pid})
             # Registering and locking in one transaction: no one sees the row unlocked.
             with conn.transaction():
                 (lock_key,) = conn.execute(
@@ -146,8 +147,8 @@ class Worker:
                 self._take_lock(conn, lock_key)
             if self._backend_pid is not None:
                 self._release_held(conn)
-            listener.execute(f"LISTEN {JOBS_CHANNEL}")
-            listener.execute(f"LISTEN {CONTROL_CHANNEL}")
+            listener.execute(queries.get("worker_listen_jobs"))
+            listener.execute(queries.get("worker_listen_control"))
         self._conn, self._listener = conn, listener
         self._backend_pid = conn.info.backend_pid
 
@@ -262,14 +263,37 @@ class Worker:
             ", ".join(self._tasks),
         )
         assert self._pool is not None
-        if not self._pool.enforces_hard_limit and (
-            self.app.conf.task_time_limit or any(t.time_limit for t in self.app.tasks.values())
-        ):
-            log.warning(
-                "the %s pool cannot enforce hard time limits (time_limit): tasks past them "
-                "keep running; use -P prefork to have them stopped",
-                self.pool_name,
-            )
+        # Say which limit or option this pool leaves unenforced, so that nobody relies on it.
+        if not self._pool.enforces_hard_limit:
+            limits = []
+            if self.app.conf.task_time_limit:
+                limits.append(f"task_time_limit={self.app.conf.task_time_limit:g}")
+            limited = sorted(t.name for t in self.app.tasks.values() if t._time_limit)
+            if limited:
+                limits.append(f"time_limit of {', '.join(limited)}")
+            if limits:
+                log.warning(
+                    "the %s pool cannot enforce hard time limits (%s): tasks past them keep "
+                    "running; use -P prefork to have them stopped",
+                    self.pool_name,
+                    "; ".join(limits),
+                )
+        if not isinstance(self._pool, PreforkPool):
+            ignored = [
+                f"--{name}={value}"
+                for name, value in (
+                    ("max-tasks-per-child", self.max_tasks_per_child),
+                    ("max-memory-per-child", self.max_memory_per_child),
+                )
+                if value
+            ]
+            if ignored:
+                log.warning(
+                    "the %s pool has no child processes: %s only apply to -P prefork and "
+                    "are ignored",
+                    self.pool_name,
+                    " ".join(ignored),
+                )
 
     def _loop(self) -> None:
         assert self._pool is not None
@@ -392,9 +416,21 @@ class Worker:
                 log.info("task %s was revoked or rescued before it started; skipped", job.label)
                 continue
             soft, hard = self._limits(job)
+            if job.time_limit and not self._pool.enforces_hard_limit and not self._warned_limit:
+                # Once per worker: a per-call limit is not known at start-up, when the
+                # pool says which task and global limits it cannot enforce.
+                self._warned_limit = True
+                log.warning(
+                    "task %s has a per-call time_limit of %g s, which the %s pool cannot "
+                    "enforce: such tasks run to the end; use -P prefork to have them stopped",
+                    job.label,
+                    job.time_limit,
+                    self.pool_name,
+                )
             log.info(
-                "task %s started",
+                "task %s (queue %s) started",
                 job.label,
+                job.queue,
                 extra=logs.job_fields(job.task_name, job.id, job.queue, event="task_started"),
             )
             if self.metrics is not None:
@@ -450,24 +486,30 @@ class Worker:
                     )
 
     def _next_due(self) -> float | None:
+        """The monotonic time the earliest future job becomes due. run_at is on the
+        database's clock, so the database says how far off that is: the worker's own clock
+        may be off by any amount."""
         with translate_errors():
-            row = self._conn.execute(
-                queries.get("next_run_at"), {"queues": self.queues, "tasks": self._tasks}
+            (delay,) = self._conn.execute(
+                queries.get("next_run_delay"), {"queues": self.queues, "tasks": self._tasks}
             ).fetchone()
-        if row[0] is None:
+        if delay is None:
             return None
-        delay: float = (row[0] - dt.datetime.now(dt.timezone.utc)).total_seconds()
-        return time.monotonic() + max(0.0, delay)
+        return time.monotonic() + max(0.0, float(delay))
 
     def _startable(self) -> list[Job]:
         """Take from the buffer as many jobs as the pool has free slots; expired ones end
         REVOKED instead, without running."""
         assert self._pool is not None
-        now = dt.datetime.now(dt.timezone.utc)
         starting: list[Job] = []
         while self._buffer and len(starting) < self._pool.free_slots():
-            job = self._buffer.popleft()
-            if job.expired or (job.expires_at is not None and job.expires_at <= now):
+            count = min(len(self._buffer), self._pool.free_slots() - len(starting))
+            taken = [self._buffer.popleft() for _ in range(count)]
+            expired = self._expired(taken)
+            for job in taken:
+                if job.id not in expired:
+                    starting.append(job)
+                    continue
                 log.info("task %s expired before it started: REVOKED", job.label)
                 self._outcomes.append(
                     Outcome.for_job(
@@ -477,9 +519,22 @@ class Worker:
                         exc_message="expired",
                     )
                 )
-                continue
-            starting.append(job)
         return starting
+
+    def _expired(self, jobs: list[Job]) -> set[str]:
+        """The ids of those jobs that have expired, by the database's clock (the worker's
+        may be off): the claim's own answer, and for a job with an expiry that the claim
+        found unexpired, the database's answer now, as it may have waited in the buffer."""
+        expired = {j.id for j in jobs if j.expired}
+        ask = [j for j in jobs if not j.expired and j.expires_at is not None]
+        if ask:
+            with translate_errors():
+                rows = self._conn.execute(
+                    queries.get("expired_among"),
+                    {"ids": [j.id for j in ask], "expires_at": [j.expires_at for j in ask]},
+                ).fetchall()
+            expired.update(r[0] for r in rows)
+        return expired
 
     def _acks_late(self, job: Job) -> bool:
         task = self.app.tasks.get(job.task_name)
@@ -505,10 +560,10 @@ class Worker:
                 and task is not None
                 and (task.autoretry_for and issubclass(error, task.autoretry_for))
             ):
-                limit = job.max_retries if job.max_retries is not None else task.max_retries
+                limit = task.retry_limit(job.max_retries, job.options, automatic=True)
                 if limit is None or job.retries < limit:
                     outcome.state = states.RETRY
-                    outcome.countdown = task.backoff_countdown(job.retries, job.options)
+                    outcome.countdown = task.autoretry_countdown(job.retries, job.options)
             self._outcomes.append(outcome)
 
     def _finish_params(self, outcomes: list[Outcome]) -> dict[str, Any]:
@@ -537,6 +592,8 @@ class Worker:
             "exc_messages": [o.exc_message for o in outcomes],
             "tracebacks": [o.traceback for o in outcomes],
             "increments": [0 if o.extra.get("requeue") else 1 for o in outcomes],
+            "args": [o.args_json for o in outcomes],
+            "kwargs": [o.kwargs_json for o in outcomes],
             "worker_id": self.id,
         }
 
@@ -544,7 +601,7 @@ class Worker:
         # One line per finished job: task name, id, state, duration (and the error).
         if self.metrics is not None:
             self.metrics.job_finished(o)
-        label = f"{o.task_name}[{o.job_id}]"
+        label = f"{o.task_name}[{o.job_id}] (queue {o.queue})"
         extra = logs.job_fields(
             o.task_name,
             o.job_id,

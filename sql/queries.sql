@@ -70,17 +70,6 @@ RETURNING j.id, j.seq, j.task_name, j.queue, j.args, j.kwargs, j.priority, j.run
           j.expires_at, (j.expires_at IS NOT NULL AND j.expires_at <= now()) AS expired,
           j.retries, j.max_retries, j.time_limit, j.soft_time_limit, j.options, j.attempt
 
--- name: next_run_at
--- When the earliest job this worker could run becomes due; drives the idle sleep. The
--- earliest job of each level is the first index entry of that level.
-SELECT min(f.run_at)
-  FROM pgqueue.queue_levels(%(queues)s::text[]) AS l,
-       LATERAL (SELECT j.run_at FROM pgqueue.jobs AS j
-                 WHERE j.worker_id IS NULL AND j.queue = l.queue
-                   AND j.priority = l.priority
-                   AND j.task_name = ANY(%(tasks)s::text[])
-                 ORDER BY j.run_at LIMIT 1) AS f
-
 -- name: mark_started
 -- Returns the jobs still ours: one revoked since the claim is not started.
 UPDATE pgqueue.jobs AS j
@@ -293,20 +282,25 @@ DELETE FROM pgqueue.results
 SELECT version FROM pgqueue.schema_migrations ORDER BY version
 
 -- name: retry_jobs
--- Back to the queue for another attempt (state RETRY), fenced like finish_jobs.
+-- Back to the queue for another attempt (state RETRY), fenced like finish_jobs; with the
+-- arguments retry(args=, kwargs=) gave for it, if any.
 WITH r AS (
     SELECT *
       FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(countdowns)s::double precision[],
                   %(etas)s::timestamptz[], %(exc_types)s::text[], %(exc_messages)s::text[],
-                  %(tracebacks)s::text[], %(increments)s::integer[])
-           AS r(id, attempt, countdown, eta, exc_type, exc_message, traceback, increment)
+                  %(tracebacks)s::text[], %(increments)s::integer[], %(args)s::jsonb[],
+                  %(kwargs)s::jsonb[])
+           AS r(id, attempt, countdown, eta, exc_type, exc_message, traceback, increment,
+                args, kwargs)
 ), retried AS (
     UPDATE pgqueue.jobs AS j
        SET state = 'RETRY', worker_id = NULL, claimed_at = NULL, started_at = NULL,
            retries = j.retries + r.increment,
            run_at = coalesce(r.eta, statement_timestamp()
                                     + make_interval(secs => coalesce(r.countdown, 0))),
-           exc_type = r.exc_type, exc_message = r.exc_message, traceback = r.traceback
+           exc_type = r.exc_type, exc_message = r.exc_message, traceback = r.traceback,
+           -- NULL: the next attempt keeps the arguments (retry() gave no new ones)
+           args = coalesce(r.args, j.args), kwargs = coalesce(r.kwargs, j.kwargs)
       FROM r
      WHERE j.id = r.id AND j.attempt = r.attempt AND j.worker_id = %(worker_id)s
     RETURNING j.id, j.queue
@@ -425,6 +419,14 @@ SELECT queue, ready, scheduled, retrying, reserved, running, failed_last_hour,
        succeeded_last_hour, extract(epoch FROM lag)::double precision AS lag, unregistered,
        workers
   FROM pgqueue.queue_stats
+
+-- name: ops_sampled_queue_stats
+-- queue_stats as of at most %(max_age)s seconds ago, computed by one caller for all
+-- (see pgqueue.sampled_queue_stats in migration 0004).
+SELECT queue, ready, scheduled, retrying, reserved, running, failed_last_hour,
+       succeeded_last_hour, extract(epoch FROM lag)::double precision AS lag, unregistered,
+       workers
+  FROM pgqueue.sampled_queue_stats(%(max_age)s)
 
 -- name: ops_worker_status
 SELECT id, name, hostname, pid, queues, pool, concurrency, started_at, heartbeat_at, alive,
@@ -549,3 +551,88 @@ RETURNING id
 
 -- name: ops_statement_timeout
 SELECT set_config('statement_timeout', %(ms)s::text, false)
+
+-- ---- set-up and listening ----
+-- pgqueue/migrate.py, pgqueue/db.py, and the LISTENs of worker.py and result.py. Channel
+-- names are fixed: the triggers and statements above notify on exactly these.
+
+-- name: migrate_lock
+-- Held to the end of the migrating transaction: a second process waits here, then finds
+-- every file recorded and applies none.
+SELECT pg_advisory_xact_lock(%(key)s)
+
+-- name: migrate_create_schema
+CREATE SCHEMA IF NOT EXISTS pgqueue
+
+-- name: migrate_create_versions
+CREATE TABLE IF NOT EXISTS pgqueue.schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: migrate_record_version
+INSERT INTO pgqueue.schema_migrations (version, name) VALUES (%(version)s, %(name)s)
+
+-- name: schema_exists
+SELECT to_regclass('pgqueue.schema_migrations') IS NOT NULL
+
+-- name: database_exists
+SELECT 1 FROM pg_database WHERE datname = %(name)s
+
+-- name: create_database
+-- {name} is filled in with psycopg.sql.Identifier: CREATE DATABASE takes no parameters.
+CREATE DATABASE {name}
+
+-- name: worker_listen_jobs
+LISTEN pgqueue_jobs
+
+-- name: worker_listen_control
+LISTEN pgqueue_control
+
+-- name: results_listen
+LISTEN pgqueue_results
+
+-- name: terminate_backend
+-- A worker reconnecting ends its previous session, which may still hold its liveness lock.
+SELECT pg_terminate_backend(%(pid)s)
+
+-- ---- the worker's clock ----
+-- Times are compared on the database's clock, never the worker's: they may drift apart.
+
+-- name: next_run_delay
+-- Seconds from the database's now until the earliest job this worker could run becomes
+-- due (negative if already due; NULL if none); drives the idle sleep. The earliest job of
+-- each (queue, priority) level is the first index entry of that level.
+SELECT extract(epoch FROM min(f.run_at) - now())::double precision
+  FROM pgqueue.queue_levels(%(queues)s::text[]) AS l,
+       LATERAL (SELECT j.run_at FROM pgqueue.jobs AS j
+                 WHERE j.worker_id IS NULL AND j.queue = l.queue
+                   AND j.priority = l.priority
+                   AND j.task_name = ANY(%(tasks)s::text[])
+                 ORDER BY j.run_at LIMIT 1) AS f
+
+-- name: expired_among
+-- Which of these claimed jobs have expired by now: one that expired while it waited in the
+-- worker's buffer (after a claim that found it unexpired) is ended, not started.
+SELECT s.id::text
+  FROM unnest(%(ids)s::uuid[], %(expires_at)s::timestamptz[]) AS s(id, expires_at)
+ WHERE s.expires_at <= now()
+
+-- ---- the demo ----
+-- pgqueue/demo.py's look at pgqueue's own tables. (Its demo_orders table stands in for the
+-- application's, and keeps its SQL inline, like the examples/.)
+
+-- name: demo_now
+SELECT now()
+
+-- name: demo_jobs_left
+SELECT count(*) FROM pgqueue.jobs WHERE id = ANY(%(ids)s::uuid[])
+
+-- name: demo_has_job
+SELECT 1 FROM pgqueue.jobs WHERE id = %(id)s
+
+-- name: demo_ticks_since
+SELECT count(*)
+  FROM pgqueue.results
+ WHERE task_name = 'demo.tick' AND state = 'SUCCESS' AND date_done >= %(since)s

@@ -6,6 +6,7 @@ The DSN comes from PGQUEUE_DSN, which each test sets to its own fresh database.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import time
 from typing import Any
@@ -94,11 +95,68 @@ def flaky(self: Any, tag: str, failures: int) -> int:
 
 
 @app.task(bind=True, max_retries=2)
-def always_retry(self: Any, tag: str, with_exc: bool = True) -> None:
+def always_retry(self: Any, tag: str, with_exc: bool = True, delay: float = 0.1) -> None:
     record(tag)
     if with_exc:
-        raise self.retry(exc=OSError("disk on fire"), countdown=0.1)
-    raise self.retry(countdown=0.1)
+        raise self.retry(exc=OSError("disk on fire"), countdown=delay)
+    raise self.retry(countdown=delay)
+
+
+@app.task(bind=True, max_retries=1)
+def retry_at(self: Any, tag: str, eta: str) -> str | None:
+    """Retries once with ``eta`` (an ISO time); returns the eta its retry ran with."""
+    record(tag)
+    if self.request.retries == 0:
+        raise self.retry(eta=dt.datetime.fromisoformat(eta))
+    return self.request.eta.isoformat() if self.request.eta else None
+
+
+@app.task(bind=True, max_retries=5)
+def retry_with_new_args(self: Any, tag: str, step: int, note: str = "") -> dict[str, Any]:
+    """Retries with new args (kwargs kept), then with new kwargs (args kept), then returns
+    what its last request carried."""
+    record(f"{tag}:{step}:{note}")
+    if step == 0:
+        raise self.retry(args=(tag, 1), countdown=0.05)
+    if note != "changed":
+        raise self.retry(kwargs={"note": "changed"}, countdown=0.05)
+    return {
+        "args": self.request.args,
+        "kwargs": self.request.kwargs,
+        "retries": self.request.retries,
+    }
+
+
+@app.task(bind=True)
+def retry_elsewhere(self: Any) -> None:
+    raise self.retry(queue="elsewhere", countdown=0.05)
+
+
+@app.task(
+    autoretry_for=(OSError,),
+    retry_backoff=1,
+    retry_backoff_max=1,
+    retry_jitter=True,
+    max_retries=6,
+)
+def jittered(tag: str) -> None:
+    record(tag)
+    raise OSError("jittered")
+
+
+@app.task(
+    bind=True,
+    autoretry_for=(OSError,),
+    retry_kwargs={"max_retries": 2, "countdown": 0.1},
+    max_retries=5,
+)
+def auto_retry_kwargs(self: Any, tag: str, failures: int) -> int:
+    """Fails ``failures`` times; retry_kwargs (not the task's max_retries, nor its 180 s
+    default delay) decide how often and how soon it retries."""
+    record(tag)
+    if self.request.retries < failures:
+        raise OSError(f"attempt {self.request.retries}")
+    return int(self.request.retries)
 
 
 @app.task(
@@ -186,6 +244,20 @@ def hard_limited_retried(tag: str) -> str:
     return "not stopped"
 
 
+@app.task(
+    time_limit=1,
+    autoretry_for=(Exception,),
+    max_retries=2,
+    retry_kwargs={"max_retries": 1},
+    retry_backoff=False,
+    default_retry_delay=0.1,
+)
+def hard_limited_retry_kwargs(tag: str) -> str:
+    record(tag)
+    time.sleep(30)
+    return "not stopped"
+
+
 @app.task
 def pid() -> int:
     return os.getpid()
@@ -197,6 +269,18 @@ def slow_record(tag: str, seconds: float) -> dict[str, int]:
     record(tag)
     time.sleep(seconds)
     return {"pid": os.getpid(), "ppid": os.getppid()}
+
+
+@app.task
+def hold(tag: str, release: str) -> str:
+    """Records its start, then runs until a test_runs row tagged ``release`` appears."""
+    record(tag)
+    deadline = time.monotonic() + 60
+    while attempts(release) == 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nobody released {release!r}")
+        time.sleep(0.05)
+    return "released"
 
 
 @app.task(acks_late=False)

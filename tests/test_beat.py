@@ -6,6 +6,7 @@ import datetime as dt
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,6 @@ from click.testing import CliRunner
 
 from pgqueue import PgQueue, crontab
 from pgqueue.beat import (
-    TICK_OPTION,
     Beat,
     PeriodicEntry,
     add_entry,
@@ -96,30 +96,72 @@ def assert_each_tick_once(found: list[dt.datetime], step: dt.timedelta) -> None:
     assert not missing, f"tick(s) missing after {[m.isoformat() for m in missing[:3]]}"
 
 
+# What beat logs when a tick's job id already exists (beat._send): the sign of a tick sent
+# twice, which the job id derived from (entry, tick) would otherwise hide.
+ALREADY_ENQUEUED = "was already enqueued"
+
+
+def sent_ticks(output: str, name: str) -> list[dt.datetime]:
+    """The ticks of entry ``name`` a beat's log says it sent ("beat: sent ... for tick ...")."""
+    pattern = rf"beat: sent {re.escape(name)}: \S+ for tick (\S+)"
+    return [dt.datetime.fromisoformat(t) for t in re.findall(pattern, output)]
+
+
+def assert_each_job_sent_by_one_beat(
+    beats: list[BeatProcess], name: str, found: list[dt.datetime]
+) -> None:
+    """Each job of ``name`` is in exactly one beat's log, and no beat tried a tick twice."""
+    outputs = [b.output() for b in beats]
+    for b, out in zip(beats, outputs, strict=True):
+        twice = [line for line in out.splitlines() if ALREADY_ENQUEUED in line]
+        assert not twice, f"{b.kind} {b.pid} sent {len(twice)} tick(s) twice, first {twice[0]}"
+    claimed = sorted(t for out in outputs for t in sent_ticks(out, name))
+    assert claimed == sorted(found), [len(sent_ticks(out, name)) for out in outputs]
+
+
 class BeatProcess(CliProcess):
-    """A real ``pgqueue beat`` process against the test database."""
+    """A real ``pgqueue beat`` process, or with ``in_worker`` a ``pgqueue worker --beat``."""
 
     kind = "beat"
 
-    def __init__(self, dsn: str, db: psycopg.Connection[Any], args: list[str]) -> None:
-        super().__init__(dsn, db, ["beat", "--loglevel", "DEBUG", *args])
+    def __init__(
+        self, dsn: str, db: psycopg.Connection[Any], args: list[str], *, in_worker: bool = False
+    ) -> None:
+        self.in_worker = in_worker
+        self.kind = "worker-beat" if in_worker else "beat"
+        command = ["worker", "--beat", "-P", "solo"] if in_worker else ["beat"]
+        super().__init__(dsn, db, [*command, "--loglevel", "DEBUG", *args])
 
     @property
     def application_name(self) -> str:
         return f"pgqueue beat beat.{self.proc.pid}@%"
 
+    def connected(self) -> bool:
+        """Whether this process's beat has its database session now."""
+        found = self.db.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE %s",
+            (self.application_name,),
+        ).fetchone()
+        return found is not None
+
     def wait_ready(self, timeout: float = 30) -> BeatProcess:
-        self._wait_until(lambda: " ready" in self.output(), timeout, "beat to be ready")
+        def ready() -> bool:
+            out = self.output()
+            beat = re.search(r"beat \S+ ready", out) is not None
+            return beat and (not self.in_worker or re.search(r"worker \S+ ready", out) is not None)
+
+        self._wait_until(ready, timeout, f"{self.kind} to be ready")
         return self
 
 
 @pytest.fixture
 def beat_process(dsn: str, db: psycopg.Connection[Any]) -> Iterator[Callable[..., BeatProcess]]:
-    """Start beats: ``beat_process()`` runs ``pgqueue beat -A tests.beatapp:app``."""
+    """Start beats: ``beat_process()`` runs ``pgqueue beat -A tests.beatapp:app``, and
+    ``beat_process(in_worker=True)`` ``pgqueue worker --beat -P solo -A tests.beatapp:app``."""
     started: list[BeatProcess] = []
 
-    def start(*args: str, ready: bool = True) -> BeatProcess:
-        b = BeatProcess(dsn, db, list(args or ("-A", "tests.beatapp:app")))
+    def start(*args: str, ready: bool = True, in_worker: bool = False) -> BeatProcess:
+        b = BeatProcess(dsn, db, list(args or ("-A", "tests.beatapp:app")), in_worker=in_worker)
         started.append(b)
         return b.wait_ready() if ready else b
 
@@ -188,6 +230,26 @@ def test_add_periodic_task_validates_and_joins_beat_schedule(dsn):
     assert app.conf.beat_schedule[name]["options"] == {"queue": "health"}
     # the default schedule dict is shared by every app: declaring must not leak into others
     assert PgQueue("other", dsn=dsn).conf.beat_schedule == {}
+
+
+def test_add_periodic_task_takes_a_task_and_a_timedelta_schedule(dsn, db):
+    code = PgQueue("task-object", dsn=dsn)
+
+    @code.task(name="ops.sweep")
+    def sweep(days: int, dry_run: bool = False) -> None: ...
+
+    every = dt.timedelta(days=1, minutes=30)  # .seconds alone would be 1800
+    name = code.add_periodic_task(every, sweep, args=(7,), kwargs={"dry_run": True}, queue="ops")
+    assert name == "ops.sweep(7, dry_run=True)"
+    sync_schedule(code, db)
+    assert row(db, name)["schedule"] == Schedule(interval=88200.0)
+
+    drain(code, db)  # computes the first tick
+    db.execute("UPDATE pgqueue.periodic_tasks SET next_run_at = now() - interval '1 second'")
+    [sent] = drain(code, db)
+    job = db.execute("SELECT task_name, args, kwargs, queue FROM pgqueue.jobs").fetchone()
+    assert job == ("ops.sweep", [7], {"dry_run": True}, "ops")
+    assert row(db, name)["next_run_at"] == sent.tick + every
 
 
 def test_a_bad_beat_schedule_stops_beat_before_it_starts(dsn):
@@ -260,6 +322,53 @@ def test_replaying_a_dst_day_through_the_table_sends_the_0230_job_once(app, db, 
     assert ticks(db, "dst") == [expected]
 
 
+def at(month: int, day: int, hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime(2026, month, day, hour, minute, tzinfo=UTC)
+
+
+# A daily 02:30 in Berlin, in UTC, over four days around each change of 2026.
+SPRING_0230 = [at(3, 28, 1, 30), at(3, 29, 1, 30), at(3, 30, 0, 30), at(3, 31, 0, 30)]
+AUTUMN_0230 = [at(10, 24, 0, 30), at(10, 25, 0, 30), at(10, 26, 1, 30), at(10, 27, 1, 30)]
+
+
+@pytest.mark.parametrize("expected", [SPRING_0230, AUTUMN_0230], ids=["spring", "autumn"])
+@pytest.mark.parametrize(
+    "step",
+    [dt.timedelta(minutes=5), dt.timedelta(hours=7)],
+    ids=["beat-every-5-minutes", "beat-every-7-hours"],
+)
+def test_catch_up_once_sends_a_daily_0230_job_once_a_day_across_dst_changes(
+    app, db, expected, step
+):
+    # catch_up="once", the default: a tick seen late goes through the jump to the latest
+    # due tick (Schedule.latest_due), which must agree with next_after on DST days
+    add_entry(db, entry("dst-once", cron="30 2 * * *", timezone="Europe/Berlin"))
+    now, end = expected[0] - dt.timedelta(hours=14), expected[-1] + dt.timedelta(hours=12)
+    while now <= end:
+        drain(app, db, now=now)
+        now += step
+    assert ticks(db, "dst-once") == expected
+
+
+@pytest.mark.parametrize(
+    ("clock", "expected"),
+    [
+        # beats down from the 26th to noon on the day 02:30 is skipped
+        ([at(3, 26, 12), at(3, 29, 12), at(3, 29, 23), at(3, 30, 12)], SPRING_0230[1:3]),
+        # down from the 23rd to 02:45 of the second, repeated, 02:00-03:00 hour
+        ([at(10, 23, 12), at(10, 25, 1, 45), at(10, 25, 23), at(10, 26, 12)], AUTUMN_0230[1:3]),
+    ],
+    ids=["spring", "autumn"],
+)
+def test_catch_up_once_after_an_outage_into_a_dst_change_day_sends_its_0230_job_once(
+    app, db, clock, expected
+):
+    add_entry(db, entry("dst-outage", cron="30 2 * * *", timezone="Europe/Berlin"))
+    for now in clock:
+        drain(app, db, now=now)
+    assert ticks(db, "dst-outage") == expected
+
+
 # -- the tick ------------------------------------------------------------------------------
 
 
@@ -304,13 +413,37 @@ def test_a_tick_is_an_ordinary_job_with_the_entrys_options_and_a_deterministic_i
     assert (after["last_run_at"], after["total_run_count"]) == (due, 1)
 
 
-def test_the_tick_reaches_the_task_in_its_request_options(app, db):
-    add_entry(db, entry("tick-option", every=60))
-    drain(app, db)
-    db.execute("UPDATE pgqueue.periodic_tasks SET next_run_at = now() - interval '1 second'")
-    [sent] = drain(app, db)
-    options = db.execute("SELECT options FROM pgqueue.jobs").fetchone()[0]
-    assert options[TICK_OPTION] == sent.tick.isoformat()
+def test_a_task_run_by_a_worker_sees_its_tick_in_its_request_and_tick_kwarg(db, beat_process):
+    add_entry(
+        db,
+        PeriodicEntry(
+            name="which-run",
+            task="tests.beat.which_run",
+            schedule=Schedule(interval=0.5),
+            tick_kwarg="tick",
+        ),
+    )
+    # a worker with its own beat: the beat sends the ticks, the worker runs them
+    worker = beat_process(in_worker=True)
+    done = """
+        SELECT task_id::text, result FROM pgqueue.results
+         WHERE task_name = 'tests.beat.which_run' AND state = 'SUCCESS' ORDER BY date_done
+    """
+    runs = wait_for(
+        lambda: (r := db.execute(done).fetchall()) and len(r) >= 2 and r,
+        60,
+        "two ticks run by the worker",
+    )
+    assert worker.stop() == 0
+    seen = []
+    for task_id, result in runs:
+        tick = result["request_tick"]
+        assert tick is not None, result  # self.request.options["beat_tick"]
+        assert result["tick_kwarg"] == tick
+        # the tick the task sees is the one its job was sent for
+        assert result["id"] == task_id == tick_task_id("which-run", dt.datetime.fromisoformat(tick))
+        seen.append(dt.datetime.fromisoformat(tick))
+    assert len(set(seen)) == len(seen)
 
 
 def test_a_tick_already_enqueued_is_not_enqueued_again_but_the_entry_advances(app, db):
@@ -434,6 +567,9 @@ def test_three_beat_processes_send_each_tick_exactly_once(db, beat_process):
     for b in beats:
         b.wait_ready()
     wait_for(lambda: len(ticks(db, "every-second")) >= 50, 90, "50 ticks")
+    # all three ran, connected, through every tick: each tick was there for three to take
+    assert [b.connected() for b in beats] == [True, True, True]
+    assert not any("reconnected" in b.output() for b in beats)
     assert [b.stop() for b in beats] == [0, 0, 0]
 
     found = ticks(db, "every-second")
@@ -444,11 +580,33 @@ def test_three_beat_processes_send_each_tick_exactly_once(db, beat_process):
     state = row(db, "every-second")
     assert state["total_run_count"] == len(found)
     assert state["last_run_at"] == found[-1]
-    # what the beats say they sent adds up to the jobs there are
-    logs = [b.output().count("beat: sent every-second") for b in beats]
-    assert sum(logs) == len(found), logs
+    # The job ids alone cannot show a tick sent twice: a second send of a tick hits the
+    # unique id, is skipped and logged. So: no beat met an existing tick, and each job is
+    # in the "sent" lines of exactly one beat.
+    assert_each_job_sent_by_one_beat(beats, "every-second", found)
     # every beat synced the code's entry, and none of them disabled it
     assert row(db, "beatapp-daily")["enabled"] and row(db, "beatapp-daily")["declared_in_code"]
+
+
+def test_worker_beats_and_beat_processes_together_send_each_tick_exactly_once(db, beat_process):
+    add_entry(db, entry("mixed", every=1.0, catch_up="all"))
+    beats = [
+        beat_process(in_worker=True, ready=False),
+        beat_process(in_worker=True, ready=False),
+        beat_process(ready=False),
+    ]
+    for b in beats:
+        b.wait_ready()
+    wait_for(lambda: len(ticks(db, "mixed")) >= 10, 60, "10 ticks")
+    assert [b.connected() for b in beats] == [True, True, True]
+    assert not any("reconnected" in b.output() for b in beats)
+    assert [b.stop() for b in beats] == [0, 0, 0]
+
+    found = ticks(db, "mixed")
+    assert len(found) >= 10
+    assert_each_tick_once(found, SECOND)
+    assert_each_job_sent_by_one_beat(beats, "mixed", found)
+    assert row(db, "mixed")["total_run_count"] == len(found)
 
 
 def test_killing_the_beat_holding_a_row_loses_no_tick(dsn, db, beat_process):
@@ -473,14 +631,18 @@ def test_killing_the_beat_holding_a_row_loses_no_tick(dsn, db, beat_process):
         first.proc.kill()
         first.proc.wait()
         second = beat_process()
-        assert held not in ticks(db, "held")
     # the lock is released: the dead beat's transaction rolls back, the live one takes over
     wait_for(lambda: any(t >= held + 4 * step for t in ticks(db, "held")), 30, "more ticks")
     assert second.stop() == 0
 
     found = ticks(db, "held")
-    assert found.count(held) == 1
     assert_each_tick_once(found, step)
+    # The held tick is sent once, by the survivor. Had the dead beat's job outlived the
+    # kill, the survivor's send of it would have met the unique job id: logged as already
+    # enqueued, not sent, and not counted in total_run_count.
+    assert sent_ticks(second.output(), "held").count(held) == 1
+    assert_each_job_sent_by_one_beat([first, second], "held", found)
+    assert row(db, "held")["total_run_count"] == len(set(found))
 
 
 def test_a_beat_that_loses_its_connection_reconnects_and_loses_no_tick(db, beat_process):
@@ -541,13 +703,20 @@ def test_cli_edits_take_effect_without_restarting_beat(db, beat_process, cli):
     )
     planned = row(db, "witness")["next_run_at"]
 
+    runs_before = row(db, "witness")["total_run_count"]
     run = cli("beat", "run", "witness")
     assert run.exit_code == 0, run.output
     job_id = run.output.split()[-1]
-    assert db.execute(
-        "SELECT kwargs->>'entry' FROM pgqueue.jobs WHERE id = %s", (job_id,)
-    ).fetchone() == ("witness",)
-    assert row(db, "witness")["next_run_at"] == planned
+    entry_name, run_tick = db.execute(
+        "SELECT kwargs->>'entry', (options->>'beat_tick')::timestamptz FROM pgqueue.jobs"
+        " WHERE id = %s",
+        (job_id,),
+    ).fetchone()
+    assert entry_name == "witness"
+    after_run = row(db, "witness")
+    assert after_run["next_run_at"] == planned
+    # a run now counts as a run: last_run_at is the tick of the last job sent, this one's
+    assert (after_run["last_run_at"], after_run["total_run_count"]) == (run_tick, runs_before + 1)
 
     listed = cli("beat", "list")
     assert listed.exit_code == 0
@@ -558,6 +727,13 @@ def test_cli_edits_take_effect_without_restarting_beat(db, beat_process, cli):
     removed = cli("beat", "remove", "cli-every")
     assert removed.exit_code == 0 and "removed cli-every" in removed.output
     assert [e.name for e in list_entries(db)] == ["beatapp-daily", "witness"]
+    # The running beat stops sending it. A remove waits for a tick in flight, so what is
+    # there now is all it sent; a new 0.2 s entry then ticks twice, and the beat sends due
+    # entries oldest first, so cli-every (due every 0.2 s) would have been sent before.
+    sent_until_removed = len(ticks(db, "cli-every"))
+    assert add("after-remove").exit_code == 0
+    wait_for(lambda: len(ticks(db, "after-remove")) >= 2, 15, "ticks after the remove")
+    assert len(ticks(db, "cli-every")) == sent_until_removed
 
     assert running.stop() == 0
     assert "Traceback" not in running.output()

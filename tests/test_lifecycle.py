@@ -5,6 +5,7 @@ Every test uses real worker processes, real signals and a real Postgres.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import os
@@ -23,6 +24,31 @@ def runs(db, tag: str) -> list:
     return [r[0] for r in db.execute("SELECT at FROM test_runs WHERE tag = %s ORDER BY at", (tag,))]
 
 
+def count_result_writes(db) -> None:
+    """From now on, log every write of a result row to test_runs (tag ``result:<id>``).
+
+    A count of result rows cannot show a second write: task_id is the key and the write is
+    an upsert. This trigger sees each insert and each update.
+    """
+    db.execute(
+        "CREATE FUNCTION public.test_result_written() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN INSERT INTO public.test_runs (tag) VALUES ('result:' || NEW.task_id);"
+        " RETURN NULL; END $$"
+    )
+    db.execute(
+        "CREATE TRIGGER test_result_written AFTER INSERT OR UPDATE ON pgqueue.results"
+        " FOR EACH ROW EXECUTE FUNCTION public.test_result_written()"
+    )
+
+
+def result_writes(db, task_id: str) -> int:
+    return len(runs(db, f"result:{task_id}"))
+
+
+def gaps_between(times: list) -> list[float]:
+    return [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+
+
 # -- retries ------------------------------------------------------------------------------
 
 
@@ -36,11 +62,43 @@ def test_retry_with_countdown_goes_back_to_the_queue_and_counts(app, db, worker)
 
 def test_retry_state_is_visible_between_attempts(app, db, worker):
     worker("-c", "1")
-    r = taskapp.always_retry.apply_async(("vis",))
+    # a 30 s countdown: the job stays in RETRY while the test looks at it
+    r = taskapp.always_retry.apply_async(("vis",), {"delay": 30})
     wait_for(lambda: r.state == states.RETRY, what="RETRY state")
-    assert r.retries >= 1
-    row = db.execute("SELECT exc_type FROM pgqueue.jobs WHERE id = %s", (r.id,)).fetchone()
-    assert row is None or row[0] == "OSError"
+    assert r.retries == 1
+    exc_type, exc_message, due_in = db.execute(
+        "SELECT exc_type, exc_message, run_at - now() FROM pgqueue.jobs WHERE id = %s", (r.id,)
+    ).fetchone()
+    assert (exc_type, exc_message) == ("OSError", "disk on fire")
+    assert dt.timedelta(seconds=20) < due_in <= dt.timedelta(seconds=30)
+    assert len(runs(db, "vis")) == 1
+
+
+def test_retry_with_eta_runs_the_next_attempt_at_that_time(app, db, worker):
+    worker("-c", "1")
+    eta = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2)
+    r = taskapp.retry_at.delay("eta", eta.isoformat())
+    wait_for(lambda: r.state == states.RETRY, what="RETRY state")
+    (run_at,) = db.execute("SELECT run_at FROM pgqueue.jobs WHERE id = %s", (r.id,)).fetchone()
+    assert run_at == eta  # not the task's default_retry_delay (180 s)
+    assert dt.datetime.fromisoformat(r.get(timeout=30)) == eta  # the retry's request.eta
+    assert len(runs(db, "eta")) == 2
+    assert runs(db, "eta")[1] >= eta
+
+
+def test_retry_with_new_args_and_kwargs_changes_the_next_attempt(app, db, worker):
+    worker("-c", "1")
+    r = taskapp.retry_with_new_args.delay("na", 0, note="orig")
+    assert r.get(timeout=30) == {"args": ["na", 1], "kwargs": {"note": "changed"}, "retries": 2}
+    tags = [t for (t,) in db.execute("SELECT tag FROM test_runs WHERE tag LIKE 'na:%' ORDER BY at")]
+    # args alone keep the kwargs; kwargs alone keep the args
+    assert tags == ["na:0:orig", "na:1:orig", "na:1:changed"]
+
+
+def test_retry_refuses_options_it_cannot_change(app, worker):
+    worker("-c", "1")
+    with pytest.raises(TypeError, match="retry\\(\\) cannot change queue"):
+        taskapp.retry_elsewhere.delay().get(timeout=30)
 
 
 def test_exhausted_retries_reraise_the_exc_given_to_retry(app, db, worker):
@@ -68,6 +126,20 @@ def test_max_retries_per_call_overrides_the_task(app, db, worker):
     assert len(runs(db, "percall")) == 1
 
 
+def test_max_retries_none_per_call_retries_for_ever_and_omitting_it_keeps_the_task_default(
+    app, db, worker
+):
+    worker("-c", "1")
+    # flaky has max_retries=5 and fails 7 times here
+    forever = taskapp.flaky.apply_async(("pc-forever", 7), max_retries=None)
+    assert forever.get(timeout=60) == 7
+    assert len(runs(db, "pc-forever")) == 8
+    default = taskapp.flaky.apply_async(("pc-default", 7))
+    with pytest.raises(OSError, match="attempt 5"):
+        default.get(timeout=60)
+    assert len(runs(db, "pc-default")) == 6
+
+
 def test_autoretry_with_exponential_backoff_bounds_and_max(app, db, worker):
     worker("-c", "1")
     r = taskapp.auto_backoff.delay("auto")
@@ -75,7 +147,7 @@ def test_autoretry_with_exponential_backoff_bounds_and_max(app, db, worker):
         r.get(timeout=60)
     times = runs(db, "auto")
     assert len(times) == 4  # first run and max_retries=3
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    gaps = gaps_between(times)
     # countdowns 0.3, 0.6, then capped by retry_backoff_max at 0.7
     for gap, low in zip(gaps, [0.3, 0.6, 0.7], strict=True):
         assert low - 0.05 <= gap < low + 5
@@ -89,8 +161,49 @@ def test_retry_backoff_per_call_overrides_the_task(app, db, worker):
     with pytest.raises(OSError):
         r.get(timeout=60)
     times = runs(db, "percall-backoff")
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert len(times) == 4  # the per-call backoff leaves the task's max_retries=3 alone
+    gaps = gaps_between(times)
     assert all(g < 0.6 for g in gaps)  # far below the task's own 0.3/0.6/0.7
+
+
+def test_retry_jitter_picks_delays_between_zero_and_the_backoff(app):
+    # The delay for each retry count, many times over: within [0, cap], and spread out.
+    task = taskapp.jittered  # retry_backoff=1, retry_backoff_max=1
+    for retries, cap in [(0, 1.0), (3, 1.0)]:
+        delays = [task.backoff_countdown(retries, {}) for _ in range(2000)]
+        assert all(0 <= d <= cap for d in delays)
+        assert min(delays) < 0.1 * cap and max(delays) > 0.9 * cap
+    uncapped = {"retry_backoff_max": 600}
+    delays = [task.backoff_countdown(3, uncapped) for _ in range(2000)]
+    assert all(0 <= d <= 8 for d in delays) and max(delays) > 7
+    assert task.backoff_countdown(3, {**uncapped, "retry_jitter": False}) == 8
+
+
+def test_retry_jitter_in_a_worker_keeps_each_delay_under_the_cap(app, db, worker):
+    worker("-c", "1")
+    r = taskapp.jittered.delay("jitter")
+    with pytest.raises(OSError, match="jittered"):
+        r.get(timeout=60)
+    times = runs(db, "jitter")
+    assert len(times) == 7  # the first run and max_retries=6
+    gaps = gaps_between(times)
+    assert max(gaps) < 1.5  # the 1 s cap, plus the worker's own latency
+    # Without jitter every gap would be at least the 1 s cap; with it, six gaps all above
+    # 0.8 s have a chance of 0.2**6.
+    assert min(gaps) < 0.8, gaps
+
+
+def test_retry_kwargs_set_how_often_and_how_soon_autoretry_retries(app, db, worker):
+    worker("-c", "1")
+    r = taskapp.auto_retry_kwargs.delay("rk", 10)
+    # retry_kwargs max_retries=2, not the task's 5; countdown 0.1 s, not the default 180 s
+    with pytest.raises(OSError, match="attempt 2"):
+        r.get(timeout=30)
+    assert len(runs(db, "rk")) == 3
+    # a per-call max_retries wins over retry_kwargs; None means for ever
+    forever = taskapp.auto_retry_kwargs.apply_async(("rk-forever", 4), max_retries=None)
+    assert forever.get(timeout=30) == 4
+    assert len(runs(db, "rk-forever")) == 5
 
 
 def test_max_retries_none_retries_until_it_succeeds(app, db, worker):
@@ -108,7 +221,17 @@ def test_request_carries_the_call(app, worker):
     assert info["args"] == [1, "a"]
     assert info["kwargs"] == {"k": [1]}
     assert info["hostname"].startswith("pgqueue@")
-    assert info["eta"] and info["expires"]
+    assert info["eta"] is None  # sent to run at once, as in Celery
+    assert info["expires"]
+
+
+def test_request_eta_is_when_a_delayed_call_was_due(app, worker):
+    worker("-c", "1")
+    before = dt.datetime.now(dt.timezone.utc)
+    r = taskapp.request_info.apply_async(countdown=0.5)
+    after = dt.datetime.now(dt.timezone.utc)
+    eta = dt.datetime.fromisoformat(r.get(timeout=30)["eta"])
+    assert before + dt.timedelta(seconds=0.4) < eta < after + dt.timedelta(seconds=0.6)
 
 
 def test_ignore_ends_the_job_ignored(app, worker):
@@ -183,9 +306,62 @@ def test_global_setting_sets_the_limit(app, worker, monkeypatch):
         taskapp.sleep.delay(30).get(timeout=30)
 
 
-def test_pools_without_hard_limits_say_so_at_start(app, worker):
-    w = worker("-P", "threads", "--time-limit", "5")
-    assert "cannot enforce hard time limits" in w.output()
+@pytest.mark.parametrize("source", ["command line", "global setting"])
+def test_soft_time_limit_from_the_command_line_and_the_global_setting(
+    app, worker, monkeypatch, source
+):
+    from pgqueue.exceptions import SoftTimeLimitExceeded
+
+    if source == "command line":
+        worker("-c", "1", "--soft-time-limit", "0.5")
+    else:
+        monkeypatch.setenv("PGQUEUE_TEST_CONF", json.dumps({"task_soft_time_limit": 0.5}))
+        worker("-c", "1")
+    # sleep has no limit of its own: without the worker's it would outlast the timeout
+    with pytest.raises(SoftTimeLimitExceeded):
+        taskapp.sleep.delay(30).get(timeout=20)
+
+
+def test_hard_time_limit_retries_follow_retry_kwargs(app, db, worker):
+    from pgqueue.exceptions import TimeLimitExceeded
+
+    worker("-c", "1")
+    r = taskapp.hard_limited_retry_kwargs.delay("hard-rk")
+    with pytest.raises(TimeLimitExceeded):
+        r.get(timeout=60)
+    # retry_kwargs max_retries=1, not the task's max_retries=2
+    assert r.retries == 1
+    assert len(runs(db, "hard-rk")) == 2
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_pools_without_hard_limits_say_so_at_start(app, worker, pool):
+    w = worker("-P", pool, "--time-limit", "5")
+    # logged after the worker registers, so waited for
+    wait_for(
+        lambda: "cannot enforce hard time limits (task_time_limit=5;" in w.output(),
+        what="the start-up warning",
+    )
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_pools_without_hard_limits_warn_once_of_a_per_call_time_limit(app, worker, pool):
+    w = worker("-P", pool, "-c", "1")
+    for _ in range(2):
+        assert taskapp.sleep.apply_async((0.2,), time_limit=0.1).get(timeout=30) == 0.2
+    assert w.output().count("per-call time_limit") == 1
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_pools_without_children_say_they_ignore_per_child_limits(app, worker, pool):
+    w = worker("-P", pool, "--max-tasks-per-child", "2", "--max-memory-per-child", "100000")
+    wait_for(
+        lambda: (
+            "--max-tasks-per-child=2 --max-memory-per-child=100000 only apply to -P prefork"
+            in w.output()
+        ),
+        what="the start-up warning",
+    )
 
 
 def test_a_child_that_dies_fails_its_job_and_is_replaced(app, worker):
@@ -198,9 +374,11 @@ def test_a_child_that_dies_fails_its_job_and_is_replaced(app, worker):
 
 
 def test_max_tasks_per_child_replaces_children(app, worker):
-    worker("-c", "1", "--max-tasks-per-child", "2")
+    w = worker("-c", "1", "--max-tasks-per-child", "2")
     pids = [taskapp.pid.delay().get(timeout=30) for _ in range(4)]
     assert pids[0] == pids[1] and pids[2] == pids[3] and pids[0] != pids[2]
+    # long after start-up: prefork does not warn that it ignores the option
+    assert "only apply to -P prefork" not in w.output()
 
 
 def test_max_memory_per_child_replaces_a_child_over_the_limit(app, worker):
@@ -223,6 +401,36 @@ def test_revoked_queued_job_never_runs(app, db, worker):
     assert r.state == states.REVOKED
     assert runs(db, "revoked") == []
     assert app.control.revoke(r.id) == []  # already finished: nothing to do
+
+
+def test_revoked_job_a_worker_prefetched_never_runs(app, db, worker):
+    w = worker("-c", "1")
+    holder = taskapp.hold.delay("holder", "release-holder")
+    wait_for(lambda: runs(db, "holder"), what="the first job to start")
+    prefetched = taskapp.record.delay("prefetched")
+
+    def claimed_not_started() -> bool:
+        row = db.execute(
+            "SELECT worker_id IS NOT NULL AND state = 'PENDING' FROM pgqueue.jobs WHERE id = %s",
+            (prefetched.id,),
+        ).fetchone()
+        return row == (True,)
+
+    # its one slot busy, the worker still claims ahead (prefetch) into its buffer
+    wait_for(claimed_not_started, what="the worker to prefetch the second job")
+    assert prefetched.revoke() is True
+    wait_for(
+        lambda: f"job {prefetched.id} revoked before it started" in w.output(),
+        what="the worker to drop it from its buffer",
+    )
+    after = taskapp.record.delay("after")
+    db.execute("INSERT INTO test_runs (tag) VALUES ('release-holder')")
+    assert holder.get(timeout=30) == "released"
+    after.get(timeout=30)  # queued after it: the worker is past the revoked job
+    assert runs(db, "prefetched") == []
+    assert prefetched.state == states.REVOKED
+    with pytest.raises(TaskRevokedError):
+        prefetched.get(timeout=5)
 
 
 def test_revoke_without_terminate_lets_a_running_task_finish(app, worker):
@@ -261,6 +469,7 @@ def test_sigkilled_worker_loses_no_job(app, db, worker):
 
 
 def test_terminated_backend_is_detected_and_worker_recovers(app, db, worker):
+    count_result_writes(db)
     a = worker("-c", "1")
     r = taskapp.slow_record.delay("cut", 2)
     wait_for(lambda: r.state == states.STARTED, what="STARTED")
@@ -270,8 +479,8 @@ def test_terminated_backend_is_detected_and_worker_recovers(app, db, worker):
     )
     assert r.get(timeout=60)["ppid"] == a.pid
     assert r.retries in (0, 1)  # rescued and rerun by A itself, or finished and written once
-    results = db.execute("SELECT count(*) FROM pgqueue.results WHERE task_id = %s", (r.id,))
-    assert results.fetchone()[0] == 1
+    assert len(runs(db, "cut")) == r.retries + 1  # every run is counted as an attempt
+    assert result_writes(db, r.id) == 1
     assert taskapp.add.delay(3, 3).get(timeout=30) == 6
     log = a.output()
     assert log.count("database connection lost") == 1, log
@@ -335,6 +544,7 @@ def test_prefork_sleeps_while_a_task_goes_on_after_its_soft_limit(app, worker):
 
 
 def test_revived_worker_cannot_overwrite_the_result_fencing(app, db, worker):
+    count_result_writes(db)
     a = worker("-c", "1")
     r = taskapp.slow_record.delay("fence", 3)
     wait_for(lambda: r.state == states.STARTED, what="STARTED on A")
@@ -351,7 +561,11 @@ def test_revived_worker_cannot_overwrite_the_result_fencing(app, db, worker):
         a.signal(signal.SIGCONT)
     wait_for(lambda: "discarded" in a.output(), timeout=60, what="A to try its late write")
     assert app.AsyncResult(r.id).get(timeout=5)["ppid"] == b.pid
-    assert db.execute("SELECT count(*) FROM pgqueue.results").fetchone()[0] == 1
+    assert result_writes(db, r.id) == 1  # B's write only, not overwritten by A
+    (written_by,) = db.execute(
+        "SELECT worker FROM pgqueue.results WHERE task_id = %s", (r.id,)
+    ).fetchone()
+    assert written_by.endswith(f":{b.pid}")
 
 
 def test_at_most_once_job_lost_with_its_worker_fails_with_worker_lost(app, db, worker):
@@ -404,6 +618,34 @@ def test_expired_results_are_removed_by_the_workers(app, db, worker, monkeypatch
         what="the result to expire",
     )
     assert app.AsyncResult(r.id).state == states.PENDING
+
+
+def test_result_expires_none_keeps_results(app, db, worker, monkeypatch):
+    monkeypatch.setenv(
+        "PGQUEUE_TEST_CONF", json.dumps({"result_expires": None, "result_cleanup_interval": 0.2})
+    )
+    worker("-c", "1")
+    r = taskapp.add.delay(1, 2)
+    assert r.get(timeout=30) == 3
+    expires_at = db.execute("SELECT expires_at FROM pgqueue.results WHERE task_id = %s", (r.id,))
+    assert expires_at.fetchone() == (None,)
+    # An expired result put in afterwards: once it is gone, the cleanup has run since ours
+    # was written, and ours must still be there.
+    db.execute(
+        "INSERT INTO pgqueue.results (task_id, task_name, queue, state, expires_at)"
+        " VALUES (gen_random_uuid(), 'expired.canary', 'default', 'SUCCESS',"
+        "         now() - interval '1 second')"
+    )
+    wait_for(
+        lambda: (
+            db.execute(
+                "SELECT count(*) FROM pgqueue.results WHERE task_name = 'expired.canary'"
+            ).fetchone()[0]
+            == 0
+        ),
+        what="the cleanup to run",
+    )
+    assert app.AsyncResult(r.id).get(timeout=5) == 3
 
 
 def test_expired_jobs_of_unknown_tasks_are_revoked_by_the_sweep(app, db, worker):

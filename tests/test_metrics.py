@@ -54,13 +54,13 @@ def test_metrics_endpoint_shows_the_counts(app, worker):
         ok = sample(
             samples, "pgqueue_jobs_finished_total", task="tests.taskapp.add", state="SUCCESS"
         )
-        return samples if ok == 3 else None
+        bad = sample(
+            samples, "pgqueue_jobs_finished_total", task="tests.taskapp.fail", state="FAILURE"
+        )
+        # An outcome is counted once its write commits, a moment after get() returns.
+        return samples if ok == 3 and bad == 1 else None
 
-    samples = wait_for(finished, 30, "3 successes in the metrics")
-    assert (
-        sample(samples, "pgqueue_jobs_finished_total", task="tests.taskapp.fail", state="FAILURE")
-        == 1
-    )
+    samples = wait_for(finished, 30, "3 successes and 1 failure in the metrics")
     assert sample(samples, "pgqueue_task_duration_seconds_count", task="tests.taskapp.add") == 3
     assert sample(samples, "pgqueue_jobs_in_flight") == 0
     assert sample(samples, "pgqueue_queue_jobs", queue="elsewhere", state="ready") == 2
@@ -88,6 +88,30 @@ def test_queue_figures_are_sampled_not_read_per_scrape(app, db):
     finally:
         cached.close()
         fresh.close()
+
+
+def test_workers_share_one_sample_of_the_queue_figures(app, db):
+    from pgqueue.metrics import QueueSampler
+
+    taskapp.add.apply_async((1, 1), queue="shared")
+    # Two workers' samplers, each with its own connection, scraped one after the other.
+    first, second = QueueSampler(app, interval=3600), QueueSampler(app, interval=3600)
+    try:
+        a = first.sample()
+        assert a is not None and [s.ready for s in a if s.queue == "shared"] == [1]
+        (taken,) = db.execute("SELECT sampled_at FROM pgqueue.queue_stats_sampled").fetchone()
+        taskapp.add.apply_async((1, 1), queue="shared")
+        b = second.sample()
+        # The second read the first one's sample instead of counting the jobs again.
+        assert b is not None and [s.ready for s in b if s.queue == "shared"] == [1]
+        assert db.execute("SELECT sampled_at FROM pgqueue.queue_stats_sampled").fetchone() == (
+            taken,
+        )
+        live = db.execute("SELECT ready FROM pgqueue.queue_stats WHERE queue = 'shared'")
+        assert live.fetchone() == (2,)  # the view itself stays exact
+    finally:
+        first.close()
+        second.close()
 
 
 def test_metrics_port_in_use_is_one_clear_line(dsn):
@@ -147,3 +171,15 @@ def test_json_logs_carry_one_start_and_one_finish_line_per_job(app, worker):
         "ValueError",
     )
     assert all({"time", "level", "logger", "message"} <= set(r) for r in lines())
+
+
+def test_plain_log_lines_name_task_id_queue_runtime_and_outcome(app, worker):
+    import re
+
+    w = worker("-c", "1", "-Q", "default,mail", "--loglevel", "INFO")
+    r = taskapp.add.apply_async((1, 2), queue="mail")
+    assert r.get(timeout=60) == 3
+    label = re.escape(f"tests.taskapp.add[{r.id}] (queue mail)")
+    finished = re.compile(label + r" SUCCESS in \d+\.\d{3}s")
+    wait_for(lambda: finished.search(w.output()), 30, "the finish line")
+    assert re.search(label + " started", w.output())

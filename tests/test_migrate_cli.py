@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 
 import psycopg
 from click.testing import CliRunner
@@ -12,31 +11,59 @@ from click.testing import CliRunner
 from pgqueue import migrate
 from pgqueue.cli import main
 from pgqueue.version import __version__
-from tests.conftest import ROOT, dsn_of
+from tests.conftest import ROOT, dsn_of, wait_for
 
 
 def test_migrate_twice_and_concurrently_applies_each_file_once(bare_postgresql):
     dsn = dsn_of(bare_postgresql)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                migrate.migrate(conn)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    with psycopg.connect(dsn, autocommit=True) as holder:
+        # Hold the migration lock until both processes wait on it, so that they really
+        # migrate at the same time instead of one after the other.
+        with holder.transaction():
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (migrate.MIGRATION_LOCK,))
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "pgqueue.cli", "--dsn", dsn, "migrate"],
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(2)
+            ]
+            try:
+                wait_for(
+                    lambda: _waiting_on_migration_lock(holder) == 2,
+                    timeout=60,
+                    what="both migrate processes to wait on the migration lock",
+                )
+            except BaseException:
+                for proc in procs:
+                    proc.kill()
+                raise
+        outputs = [proc.communicate(timeout=60) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    applied = [out for out, _ in outputs if "applied 0001_initial" in out]
+    assert len(applied) == 1, outputs  # one process applied every file, the other none
+    assert all(f"applied {m.version:04d}_{m.name}" in applied[0] for m in migrate.available())
+    assert sum("schema is up to date" in out for out, _ in outputs) == 1, outputs
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert migrate.migrate(conn) == []
         versions = [r[0] for r in conn.execute("SELECT version FROM pgqueue.schema_migrations")]
         assert versions == [m.version for m in migrate.available()]
         migrate.check(conn)
+
+
+def _waiting_on_migration_lock(conn: psycopg.Connection) -> int:
+    """Sessions of this database waiting for the migration's advisory lock."""
+    (waiting,) = conn.execute(
+        "SELECT count(*) FROM pg_locks"
+        " WHERE locktype = 'advisory' AND NOT granted"
+        "   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        "   AND classid = %s AND objid = %s",
+        (migrate.MIGRATION_LOCK >> 32, migrate.MIGRATION_LOCK & 0xFFFFFFFF),
+    ).fetchone()
+    return int(waiting)
 
 
 def test_cli_migrate_then_up_to_date(bare_postgresql):

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 
+import pgqueue.app
 from pgqueue import PgQueue, states
 from pgqueue.exceptions import EncodeError
 from tests import taskapp
+
+
+@pytest.fixture(autouse=True)
+def keep_default_app() -> Iterator[None]:
+    """Each PgQueue(...) becomes the process-wide default app (Celery's current app): put the
+    one before the test back, so that a later AsyncResult(id) without app= is not sent to
+    an app a test made up here."""
+    before = pgqueue.app._default_app
+    yield
+    pgqueue.app._default_app = before
 
 
 def job_count(db) -> int:

@@ -237,3 +237,32 @@ def test_request_is_current_during_task_signals(app):
         signals.task_prerun.disconnect(look)
         signals.task_postrun.disconnect(look)
     assert seen == [r.id, r.id]
+
+
+def test_task_signals_fire_in_the_prefork_child_running_the_task(app, db, worker):
+    # -A given again: the last one wins, so this worker loads the app with the receivers.
+    w = worker("-A", "tests.signalapp:app", "-P", "prefork", "-c", "1")
+    ok = taskapp.add.delay(1, 2)
+    bad = taskapp.fail.delay("boom")
+    assert ok.get(timeout=60) == 3
+    bad.get(timeout=60, propagate=False)
+
+    def seen(task_id: str) -> dict[str, set[int]]:
+        rows = db.execute(
+            "SELECT tag, pid FROM test_runs WHERE tag LIKE %s", (f"signal:%:{task_id}",)
+        ).fetchall()
+        found: dict[str, set[int]] = {}
+        for tag, pid in rows:
+            found.setdefault(tag.split(":")[1], set()).add(pid)
+        return found
+
+    def finished(task_id: str) -> dict[str, set[int]] | None:
+        found = seen(task_id)
+        return found if "task_postrun" in found else None
+
+    ok_seen = wait_for(lambda: finished(ok.id), what="the signals of add")
+    assert set(ok_seen) == {"task_prerun", "task_success", "task_postrun"}
+    bad_seen = wait_for(lambda: finished(bad.id), what="the signals of fail")
+    assert set(bad_seen) == {"task_prerun", "task_failure", "task_postrun"}
+    pids = set().union(*ok_seen.values(), *bad_seen.values())
+    assert len(pids) == 1 and w.pid not in pids  # one child, not the worker process
