@@ -44,6 +44,8 @@ class Job:
     soft_time_limit: float | None
     options: dict[str, Any]
     attempt: int
+    # STARTED by the claim itself, for a free slot of the pool
+    started: bool = False
 
     @property
     def label(self) -> str:

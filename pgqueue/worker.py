@@ -93,6 +93,7 @@ class Worker:
         self._listener: Any = None
         self._backend_pid: int | None = None
         self._tasks: list[str] = []
+        self._at_most_once: list[str] = []
         self._maintenance = Maintenance(app, lock_class=WORKER_LOCK_CLASS)
         self._heartbeat: _Heartbeat | None = None
         # Set by the heartbeat when our row was removed: re-register through a reconnection.
@@ -225,6 +226,8 @@ class Worker:
         """Run until a warm shutdown; returns the process exit code."""
         self.app.import_task_modules()
         self._tasks = sorted(self.app.tasks)
+        # Tasks whose jobs are at-most-once unless the call says otherwise (see _acks_late).
+        self._at_most_once = sorted(n for n, t in self.app.tasks.items() if not t.acks_late)
         if not self._tasks:
             raise ConfigurationError(
                 "the app has no tasks registered: point -A at the module defining them, or "
@@ -316,7 +319,9 @@ class Worker:
             ):
                 room = self._room(capacity, len(to_start))
             if to_start or self._outcomes or room > 0:
-                claimed = self._sync(to_start, room)
+                # Free slots are filled straight from the claim (STARTED in the same trip).
+                start = min(room, pool.free_slots() - len(to_start))
+                claimed = self._sync(to_start, room, start)
                 if room > 0:
                     last_poll = time.monotonic()
                     # A full batch means more may be waiting; a short one means the ready
@@ -366,8 +371,9 @@ class Worker:
             return 0
         return room
 
-    def _sync(self, to_start: list[Job], claim: int) -> list[Job]:
-        """One round trip and one commit: write the outcomes, mark jobs STARTED, claim more.
+    def _sync(self, to_start: list[Job], claim: int, start: int = 0) -> list[Job]:
+        """One round trip and one commit: write the outcomes, mark jobs STARTED, claim more,
+        the first ``start`` claimed jobs STARTED already and handed to the pool at once.
 
         The statements go out together in pipeline mode and run as one implicit
         transaction. Jobs marked STARTED are handed to the pool afterwards; a job revoked
@@ -400,6 +406,8 @@ class Worker:
                         "queues": self.queues,
                         "tasks": self._tasks,
                         "limit": claim,
+                        "start": max(0, start),
+                        "at_most_once": self._at_most_once,
                         "worker_id": self.id,
                     },
                 )
@@ -415,29 +423,7 @@ class Worker:
             if job.id not in ours:
                 log.info("task %s was revoked or rescued before it started; skipped", job.label)
                 continue
-            soft, hard = self._limits(job)
-            if job.time_limit and not self._pool.enforces_hard_limit and not self._warned_limit:
-                # Once per worker: a per-call limit is not known at start-up, when the
-                # pool says which task and global limits it cannot enforce.
-                self._warned_limit = True
-                log.warning(
-                    "task %s has a per-call time_limit of %g s, which the %s pool cannot "
-                    "enforce: such tasks run to the end; use -P prefork to have them stopped",
-                    job.label,
-                    job.time_limit,
-                    self.pool_name,
-                )
-            log.info(
-                "task %s (queue %s) started",
-                job.label,
-                job.queue,
-                extra=logs.job_fields(job.task_name, job.id, job.queue, event="task_started"),
-            )
-            if self.metrics is not None:
-                self.metrics.job_started(job.id)
-            self._pool.submit(job, soft, hard)
-            if self._pool.name == "solo":
-                self._collect()
+            self._start(job)
         if claimed is None:
             return []
         # UPDATE ... RETURNING does not keep the subquery's order.
@@ -445,8 +431,39 @@ class Worker:
             (Job(str(row[0]), *row[1:]) for row in claimed.fetchall()),
             key=lambda j: (-j.priority, j.run_at, j.seq),
         )
-        self._buffer.extend(jobs)
+        for job in jobs:
+            if job.started:
+                self._start(job)
+            else:
+                self._buffer.append(job)
         return jobs
+
+    def _start(self, job: Job) -> None:
+        """Hand a job marked STARTED in the database to the pool."""
+        assert self._pool is not None
+        soft, hard = self._limits(job)
+        if job.time_limit and not self._pool.enforces_hard_limit and not self._warned_limit:
+            # Once per worker: a per-call limit is not known at start-up, when the
+            # pool says which task and global limits it cannot enforce.
+            self._warned_limit = True
+            log.warning(
+                "task %s has a per-call time_limit of %g s, which the %s pool cannot "
+                "enforce: such tasks run to the end; use -P prefork to have them stopped",
+                job.label,
+                job.time_limit,
+                self.pool_name,
+            )
+        log.info(
+            "task %s (queue %s) started",
+            job.label,
+            job.queue,
+            extra=logs.job_fields(job.task_name, job.id, job.queue, event="task_started"),
+        )
+        if self.metrics is not None:
+            self.metrics.job_started(job.id)
+        self._pool.submit(job, soft, hard)
+        if self._pool.name == "solo":
+            self._collect()
 
     def _on_notifications(self) -> bool:
         """Handle what woke us; True if new work may be ready in our queues."""

@@ -44,11 +44,14 @@ SELECT j.id, j.task_name, coalesce(j.args, '[]'), coalesce(j.kwargs, '{}'),
 -- workers claim side by side without waiting on each other's rows. Each (queue, priority)
 -- level is read through jobs_claim_idx as a range on run_at, in claim order, so jobs
 -- scheduled for later, at any priority, cost nothing; the best candidates of all levels win.
-WITH next AS (
-    SELECT c.id
+-- The best %(start)s of them, the worker's free slots, are STARTED at once, so that a job
+-- goes from queued to running in one round trip; the rest wait in the worker's buffer and
+-- are marked STARTED when a slot frees (mark_started). An expired job is never started.
+WITH candidates AS (
+    SELECT c.id, c.priority, c.run_at, c.seq, c.expires_at
       FROM pgqueue.queue_levels(%(queues)s::text[]) AS l,
            LATERAL (
-               SELECT j.id, j.priority, j.run_at, j.seq
+               SELECT j.id, j.priority, j.run_at, j.seq, j.expires_at
                  FROM pgqueue.jobs AS j
                 WHERE j.worker_id IS NULL
                   AND j.queue = l.queue
@@ -61,14 +64,27 @@ WITH next AS (
            ) AS c
      ORDER BY c.priority DESC, c.run_at, c.seq
      LIMIT %(limit)s
+), next AS (
+    SELECT c.id,
+           row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.seq) <= %(start)s
+           AND (c.expires_at IS NULL OR c.expires_at > now()) AS go
+      FROM candidates AS c
 )
 UPDATE pgqueue.jobs AS j
-   SET worker_id = %(worker_id)s, claimed_at = now(), attempt = j.attempt + 1
+   SET worker_id = %(worker_id)s, claimed_at = now(), attempt = j.attempt + 1,
+       state = CASE WHEN next.go THEN 'STARTED' ELSE j.state END,
+       started_at = CASE WHEN next.go THEN now() ELSE j.started_at END,
+       -- what mark_started would set: the call's acks_late, else the task's
+       acks_late = CASE WHEN next.go
+                        THEN coalesce((j.options ->> 'acks_late')::boolean,
+                                      NOT (j.task_name = ANY(%(at_most_once)s::text[])))
+                        ELSE j.acks_late END
   FROM next
  WHERE j.id = next.id
 RETURNING j.id, j.seq, j.task_name, j.queue, j.args, j.kwargs, j.priority, j.run_at,
           j.expires_at, (j.expires_at IS NOT NULL AND j.expires_at <= now()) AS expired,
-          j.retries, j.max_retries, j.time_limit, j.soft_time_limit, j.options, j.attempt
+          j.retries, j.max_retries, j.time_limit, j.soft_time_limit, j.options, j.attempt,
+          next.go AS started
 
 -- name: mark_started
 -- Returns the jobs still ours: one revoked since the claim is not started.

@@ -582,6 +582,30 @@ def test_at_most_once_job_lost_with_its_worker_fails_with_worker_lost(app, db, w
     assert len(runs(db, "amo")) == 1
 
 
+@pytest.mark.parametrize("acks_late", [False, True])
+def test_acks_late_per_call_overrides_the_task_when_its_worker_is_lost(app, db, worker, acks_late):
+    from pgqueue.exceptions import WorkerLostError
+
+    # The opposite of each task's own setting: slow_record is at-least-once, at_most_once not.
+    task = taskapp.slow_record if not acks_late else taskapp.at_most_once
+    tag = f"acks-{acks_late}"
+    a = worker("-c", "1")
+    r = task.apply_async((tag, 30), acks_late=acks_late)
+    wait_for(lambda: r.state == states.STARTED, what="STARTED")
+    a.signal(signal.SIGKILL)
+    a.proc.wait(30)
+    if acks_late:
+        db.execute("UPDATE test_runs SET tag = 'done' WHERE tag = %s", (tag,))
+        worker("-c", "1")
+        wait_for(lambda: len(runs(db, tag)) == 1, timeout=60, what="the job to run again")
+        app.control.revoke(r.id, terminate=True)
+    else:
+        worker("-c", "1")
+        with pytest.raises(WorkerLostError):
+            r.get(timeout=60)
+        assert len(runs(db, tag)) == 1
+
+
 def test_stale_heartbeat_counts_as_lost(app, db, worker, monkeypatch):
     monkeypatch.setenv("PGQUEUE_TEST_CONF", json.dumps({"worker_lost_timeout": 3}))
     a = worker("-c", "1")
@@ -661,7 +685,8 @@ def test_after_100000_jobs_the_jobs_table_holds_only_live_jobs(app, db, worker):
             [taskapp.add.s(i, 1).set(ignore_result=True) for i in range(start, start + 20_000)]
         )
     future = taskapp.add.apply_async((0, 0), countdown=3600)
-    worker("-c", "2", "--loglevel", "WARNING")
+    # threads: what is measured is the table, and a no-op drain is quickest this way
+    worker("-P", "threads", "-c", "32", "--loglevel", "WARNING")
     wait_for(
         lambda: db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone()[0] == 1,
         timeout=240,
@@ -685,6 +710,8 @@ def test_after_100000_jobs_the_jobs_table_holds_only_live_jobs(app, db, worker):
                 "queues": ["default"],
                 "tasks": ["tests.taskapp.add"],
                 "limit": 10,
+                "start": 5,
+                "at_most_once": [],
                 "worker_id": "00000000-0000-0000-0000-000000000000",
             },
         )
