@@ -90,7 +90,7 @@ class PgQueue:
         Options: ``name``, ``bind``, ``queue``, ``priority``, ``ignore_result``,
         ``max_retries``, ``default_retry_delay``, ``autoretry_for``, ``retry_kwargs``,
         ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``, ``acks_late``,
-        ``time_limit``, ``soft_time_limit``, ``expires``.
+        ``reject_on_worker_lost``, ``time_limit``, ``soft_time_limit``, ``expires``.
         """
 
         def register(f: Callable[..., Any]) -> Task:

@@ -16,6 +16,10 @@ DEFAULTS: dict[str, Any] = {
     # True (pgqueue's default): a job whose worker dies runs again elsewhere (at-least-once).
     # False: such a job ends FAILURE with WorkerLostError (at-most-once).
     "task_acks_late": True,
+    # A prefork child that dies mid-task (OOM killer, SIGKILL, a crash in C code): False, as
+    # in Celery, ends the job FAILURE with WorkerLostError; True runs it again (counted as a
+    # retry, within max_retries) when the job is acks_late.
+    "task_reject_on_worker_lost": False,
     "task_ignore_result": False,
     "task_time_limit": None,
     "task_soft_time_limit": None,

@@ -76,6 +76,7 @@ class Task:
         retry_backoff_max: float = 600,
         retry_jitter: bool = True,
         acks_late: bool | None = None,
+        reject_on_worker_lost: bool | None = None,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
         expires: float | dt.timedelta | dt.datetime | None = None,
@@ -95,6 +96,7 @@ class Task:
         self.retry_backoff_max = retry_backoff_max
         self.retry_jitter = retry_jitter
         self._acks_late = acks_late
+        self._reject_on_worker_lost = reject_on_worker_lost
         self._time_limit = time_limit
         self._soft_time_limit = soft_time_limit
         self.expires = expires
@@ -131,6 +133,12 @@ class Task:
         if self._acks_late is None:
             return bool(self.app.conf.task_acks_late)
         return self._acks_late
+
+    @property
+    def reject_on_worker_lost(self) -> bool:
+        if self._reject_on_worker_lost is None:
+            return bool(self.app.conf.task_reject_on_worker_lost)
+        return self._reject_on_worker_lost
 
     @property
     def time_limit(self) -> float | None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import logs, migrate, queries, signals, states
 from .db import JOBS_CHANNEL, connect, translate_errors
-from .exceptions import ConfigurationError, DatabaseUnavailable
+from .exceptions import ConfigurationError, DatabaseUnavailable, WorkerLostError
 from .execution import Job, Outcome
 from .maintenance import Maintenance
 from .pools import POOLS, Pool, PreforkPool
@@ -581,6 +581,20 @@ class Worker:
                 if limit is None or job.retries < limit:
                     outcome.state = states.RETRY
                     outcome.countdown = task.autoretry_countdown(job.retries, job.options)
+            elif (
+                job is not None
+                and error is not None
+                and task is not None
+                and issubclass(error, WorkerLostError)
+                and task.reject_on_worker_lost
+                and self._acks_late(job)
+            ):
+                # Celery's task_reject_on_worker_lost: the child died under the job (OOM
+                # killer, SIGKILL): run it again at once, like a job of a lost worker.
+                limit = task.retry_limit(job.max_retries, job.options, automatic=True)
+                if limit is None or job.retries < limit:
+                    outcome.state = states.RETRY
+                    outcome.countdown = 0.0
             self._outcomes.append(outcome)
 
     def _finish_params(self, outcomes: list[Outcome]) -> dict[str, Any]:

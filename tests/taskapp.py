@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import signal
 import time
 from typing import Any
 
@@ -292,6 +293,16 @@ def at_most_once(tag: str, seconds: float) -> None:
 @app.task
 def crash_child() -> None:
     os._exit(3)
+
+
+@app.task(reject_on_worker_lost=True)
+def killed_once(tag: str) -> int:
+    """Its first run is killed like the OOM killer would; the next one succeeds."""
+    record(tag)
+    (runs,) = db().execute("SELECT count(*) FROM test_runs WHERE tag = %s", (tag,)).fetchone()
+    if runs == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return int(runs)
 
 
 @app.task

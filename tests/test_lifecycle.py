@@ -373,6 +373,14 @@ def test_a_child_that_dies_fails_its_job_and_is_replaced(app, worker):
     assert taskapp.add.delay(1, 1).get(timeout=30) == 2
 
 
+def test_reject_on_worker_lost_runs_a_job_whose_child_was_killed_again(app, db, worker):
+    worker("-c", "1")
+    r = taskapp.killed_once.delay("oom")
+    assert r.get(timeout=60) == 2
+    assert r.retries == 1  # the killed run counts as an attempt
+    assert len(runs(db, "oom")) == 2
+
+
 def test_max_tasks_per_child_replaces_children(app, worker):
     w = worker("-c", "1", "--max-tasks-per-child", "2")
     pids = [taskapp.pid.delay().get(timeout=30) for _ in range(4)]
@@ -455,7 +463,10 @@ def test_revoke_with_terminate_kills_the_running_task(app, db, worker):
 # -- crash recovery and fencing -------------------------------------------------------------
 
 
-def test_sigkilled_worker_loses_no_job(app, db, worker):
+def test_sigkilled_worker_loses_no_job(app, db, worker, monkeypatch):
+    # A heartbeat lease far longer than the wait below: only the liveness lock, gone with
+    # the dead worker's connection, can have the job rescued in time.
+    monkeypatch.setenv("PGQUEUE_TEST_CONF", json.dumps({"worker_lost_timeout": 600}))
     a = worker("-c", "1")
     r = taskapp.slow_record.delay("crash", 1)
     wait_for(lambda: r.state == states.STARTED, what="STARTED on worker A")

@@ -330,6 +330,50 @@ def test_status_watch_refreshes_until_interrupted(dsn, db, tmp_path: Path):
     assert "Traceback" not in text
 
 
+def test_status_watch_json_writes_one_line_per_refresh(dsn, db, tmp_path: Path):
+    add_job(db, "t.known", "watched")
+    out = tmp_path / "watch.jsonl"
+    with out.open("w") as sink:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pgqueue.cli",
+                "--dsn",
+                dsn,
+                "status",
+                "--watch",
+                "-n",
+                "0.2",
+                "--json",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=sink,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+
+            def frames() -> list[Any]:
+                lines = out.read_text().splitlines()
+                return [json.loads(line) for line in lines[:-1]]  # the last may be partial
+
+            wait_for(lambda: len(frames()) >= 1, 30, "the first line")
+            add_job(db, "t.known", "watched")
+
+            def ready_counts() -> list[int]:
+                return [q["ready"] for f in frames() for q in f if q["queue"] == "watched"]
+
+            wait_for(lambda: 2 in ready_counts(), 30, "a line with 2 ready")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert ready_counts()[0] == 1
+
+
 def test_jobs_lists_and_filters(dsn, db, app):
     taskapp.add.apply_async((1, 2), queue="qa")
     taskapp.add.apply_async((3, 4), queue="qb")
@@ -542,6 +586,23 @@ def test_retry_failed_requeues_only_matching_failures(dsn, db, app):
     assert cli(dsn, "retry", "--failed").stdout.strip() == "nothing to retry"
     assert cli(dsn, "retry").exit_code == 2
     assert cli(dsn, "retry", "--failed", "--since", "yesterday-ish").exit_code == 2
+
+
+def test_bulk_retry_runs_in_batches_with_progress(dsn, db):
+    for i in range(7):
+        add_result(db, "t", "q", "FAILURE", age=60, args=[i])
+    batches: list[int] = []
+    plan = ops.plan_retry(db, ops.ResultFilter())
+    assert ops.retry_results(db, plan, batch_size=3, progress=batches.append) == 7
+    assert batches == [3, 3, 1]
+    assert count(db, "SELECT count(*) FROM pgqueue.jobs") == 7
+
+    for i in range(2):
+        add_result(db, "t", "q", "FAILURE", age=60, args=[i])
+    result = cli(dsn, "retry", "--failed", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"retried": 2}
+    assert "2/2" in result.stderr  # the running count, on stderr
 
 
 def test_retry_by_id_reports_what_it_could_not_retry(dsn, db):
