@@ -300,17 +300,23 @@ def test_status_of_an_empty_database(dsn):
     assert json.loads(cli(dsn, "status", "--json").stdout) == []
 
 
+def _watch(dsn: str, sink: Any, *extra: str, stderr: int) -> subprocess.Popen[bytes]:
+    """``pgqueue status --watch`` refreshing every 0.2 s, writing to ``sink``."""
+    command = ["pgqueue.cli", "--dsn", dsn, "status", "--watch", "-n", "0.2", *extra]
+    return subprocess.Popen(
+        [sys.executable, "-m", *command],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=sink,
+        stderr=stderr,
+    )
+
+
 def test_status_watch_refreshes_until_interrupted(dsn, db, tmp_path: Path):
     add_job(db, "t.known", "watched")
     out = tmp_path / "watch.out"
     with out.open("w") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pgqueue.cli", "--dsn", dsn, "status", "--watch", "-n", "0.2"],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+        proc = _watch(dsn, sink, stderr=subprocess.STDOUT)
         try:
 
             def refreshes() -> int:
@@ -334,24 +340,7 @@ def test_status_watch_json_writes_one_line_per_refresh(dsn, db, tmp_path: Path):
     add_job(db, "t.known", "watched")
     out = tmp_path / "watch.jsonl"
     with out.open("w") as sink:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pgqueue.cli",
-                "--dsn",
-                dsn,
-                "status",
-                "--watch",
-                "-n",
-                "0.2",
-                "--json",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=sink,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = _watch(dsn, sink, "--json", stderr=subprocess.DEVNULL)
         try:
 
             def frames() -> list[Any]:
