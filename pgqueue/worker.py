@@ -418,12 +418,14 @@ class Worker:
         for o in outcomes:
             self._log_outcome(o, o.state == states.RETRY or o.job_id in written)
         self.jobs_done += len(outcomes)
-        ours = {str(r[0]) for r in started.fetchall()} if started is not None else set()
+        ours = {str(r[0]): r[1] for r in started.fetchall()} if started is not None else {}
         for job in to_start:
             if job.id not in ours:
                 log.info("task %s was revoked or rescued before it started; skipped", job.label)
-                continue
-            self._start(job)
+            elif not ours[job.id]:
+                self._end_expired(job)
+            else:
+                self._start(job)
         if claimed is None:
             return []
         # UPDATE ... RETURNING does not keep the subquery's order.
@@ -515,43 +517,28 @@ class Worker:
         return time.monotonic() + max(0.0, float(delay))
 
     def _startable(self) -> list[Job]:
-        """Take from the buffer as many jobs as the pool has free slots; expired ones end
-        REVOKED instead, without running."""
+        """Take from the buffer as many jobs as the pool has free slots; those the claim
+        found expired end REVOKED instead (mark_started catches any that expired since)."""
         assert self._pool is not None
         starting: list[Job] = []
         while self._buffer and len(starting) < self._pool.free_slots():
-            count = min(len(self._buffer), self._pool.free_slots() - len(starting))
-            taken = [self._buffer.popleft() for _ in range(count)]
-            expired = self._expired(taken)
-            for job in taken:
-                if job.id not in expired:
-                    starting.append(job)
-                    continue
-                log.info("task %s expired before it started: REVOKED", job.label)
-                self._outcomes.append(
-                    Outcome.for_job(
-                        job,
-                        states.REVOKED,
-                        exc_type="pgqueue.exceptions.TaskRevokedError",
-                        exc_message="expired",
-                    )
-                )
+            job = self._buffer.popleft()
+            if job.expired:
+                self._end_expired(job)
+            else:
+                starting.append(job)
         return starting
 
-    def _expired(self, jobs: list[Job]) -> set[str]:
-        """The ids of those jobs that have expired, by the database's clock (the worker's
-        may be off): the claim's own answer, and for a job with an expiry that the claim
-        found unexpired, the database's answer now, as it may have waited in the buffer."""
-        expired = {j.id for j in jobs if j.expired}
-        ask = [j for j in jobs if not j.expired and j.expires_at is not None]
-        if ask:
-            with translate_errors():
-                rows = self._conn.execute(
-                    queries.get("expired_among"),
-                    {"ids": [j.id for j in ask], "expires_at": [j.expires_at for j in ask]},
-                ).fetchall()
-            expired.update(r[0] for r in rows)
-        return expired
+    def _end_expired(self, job: Job) -> None:
+        log.info("task %s expired before it started: REVOKED", job.label)
+        self._outcomes.append(
+            Outcome.for_job(
+                job,
+                states.REVOKED,
+                exc_type="pgqueue.exceptions.TaskRevokedError",
+                exc_message="expired",
+            )
+        )
 
     def _acks_late(self, job: Job) -> bool:
         task = self.app.tasks.get(job.task_name)

@@ -87,13 +87,24 @@ RETURNING j.id, j.seq, j.task_name, j.queue, j.args, j.kwargs, j.priority, j.run
           next.go AS started
 
 -- name: mark_started
--- Returns the jobs still ours: one revoked since the claim is not started.
-UPDATE pgqueue.jobs AS j
-   SET state = 'STARTED', started_at = now(), acks_late = s.acks_late
-  FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(acks_late)s::boolean[])
-       AS s(id, attempt, acks_late)
- WHERE j.id = s.id AND j.attempt = s.attempt AND j.worker_id = %(worker_id)s
-RETURNING j.id
+-- The jobs still ours, each with whether it started: one revoked or rescued since the claim
+-- is not returned; one that expired while it waited in the worker's buffer is returned
+-- unstarted, and the worker ends it REVOKED. Expiry by the database's clock.
+WITH s AS (
+    SELECT *
+      FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(acks_late)s::boolean[])
+           AS s(id, attempt, acks_late)
+), started AS (
+    UPDATE pgqueue.jobs AS j
+       SET state = 'STARTED', started_at = now(), acks_late = s.acks_late
+      FROM s
+     WHERE j.id = s.id AND j.attempt = s.attempt AND j.worker_id = %(worker_id)s
+       AND (j.expires_at IS NULL OR j.expires_at > now())
+    RETURNING j.id
+)
+SELECT j.id, j.id IN (SELECT id FROM started)
+  FROM pgqueue.jobs AS j JOIN s ON j.id = s.id AND j.attempt = s.attempt
+ WHERE j.worker_id = %(worker_id)s
 
 -- name: finish_jobs
 -- Write outcomes and remove the jobs in one statement. The (id, attempt, worker_id)
@@ -627,13 +638,6 @@ SELECT extract(epoch FROM min(f.run_at) - now())::double precision
                    AND j.priority = l.priority
                    AND j.task_name = ANY(%(tasks)s::text[])
                  ORDER BY j.run_at LIMIT 1) AS f
-
--- name: expired_among
--- Which of these claimed jobs have expired by now: one that expired while it waited in the
--- worker's buffer (after a claim that found it unexpired) is ended, not started.
-SELECT s.id::text
-  FROM unnest(%(ids)s::uuid[], %(expires_at)s::timestamptz[]) AS s(id, expires_at)
- WHERE s.expires_at <= now()
 
 -- ---- the demo ----
 -- pgqueue/demo.py's look at pgqueue's own tables. (Its demo_orders table stands in for the
