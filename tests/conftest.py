@@ -110,6 +110,13 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "con
         time.sleep(0.05)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class CliProcess:
     """A real ``pgqueue ...`` process against the test database, logging to a file."""
 

@@ -17,7 +17,7 @@ import pytest
 from pgqueue import states
 from pgqueue.exceptions import MaxRetriesExceededError, TaskRevokedError
 from tests import taskapp
-from tests.conftest import wait_for
+from tests.conftest import cpu_seconds, wait_for
 
 
 def runs(db, tag: str) -> list:
@@ -498,13 +498,6 @@ def test_terminated_backend_is_detected_and_worker_recovers(app, db, worker):
     assert "database connection restored" in log
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _cut_worker_connections(db) -> None:
     db.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -537,11 +530,11 @@ def test_a_worker_busy_past_its_poll_interval_sleeps_instead_of_spinning(
     r = taskapp.slow_record.delay("busy", 6)
     wait_for(lambda: r.state == states.STARTED, what="STARTED")
 
-    before = _cpu_seconds(a.pid)
+    before = cpu_seconds(a.pid)
     wait_for(lambda: r.ready(), timeout=60, what="the slow task to finish")
     # A spinning loop burns a whole core for the ~6 s the task runs; a sleeping one
     # wakes every 0.2 s for a fallback poll.
-    assert _cpu_seconds(a.pid) - before < 2.0
+    assert cpu_seconds(a.pid) - before < 2.0
     assert r.get(timeout=5)["ppid"] == a.pid
 
 
@@ -549,9 +542,9 @@ def test_prefork_sleeps_while_a_task_goes_on_after_its_soft_limit(app, worker):
     a = worker("-c", "1")
     r = taskapp.soft_then_linger.delay(5)
     wait_for(lambda: r.state == states.STARTED, what="STARTED")
-    before = _cpu_seconds(a.pid)
+    before = cpu_seconds(a.pid)
     assert r.get(timeout=60) == "lingered"
-    assert _cpu_seconds(a.pid) - before < 2.0
+    assert cpu_seconds(a.pid) - before < 2.0
 
 
 def test_revived_worker_cannot_overwrite_the_result_fencing(app, db, worker):

@@ -15,20 +15,13 @@ import pytest
 from pgqueue import states
 from pgqueue.exceptions import EncodeError, TaskRevokedError
 from tests import taskapp
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.conftest import ROOT, WorkerProcess, cpu_seconds, wait_for
 
 
 def _slow_fallback_poll(monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers started after this poll only once a minute: whatever starts a job within a
     few seconds is a notification or the wake-up at the earliest run_at, not the poll."""
     monkeypatch.setenv("PGQUEUE_TEST_CONF", json.dumps({"worker_poll_interval": 60}))
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _alive(pid: int) -> bool:
@@ -372,9 +365,9 @@ def test_an_idle_worker_does_not_busy_poll(app, db, worker, future_job):
     w = worker("-c", "1")
     assert taskapp.add.delay(1, 1).get(timeout=30) == 2  # past start-up
     later = taskapp.add.apply_async((2, 2), countdown=600) if future_job else None
-    before, since = _cpu_seconds(w.pid), time.monotonic()
+    before, since = cpu_seconds(w.pid), time.monotonic()
     _wait_heartbeats(db, w, 3)
-    used, idle = _cpu_seconds(w.pid) - before, time.monotonic() - since
+    used, idle = cpu_seconds(w.pid) - before, time.monotonic() - since
     # A loop that polls without blocking burns a whole core; an idle worker sleeps on
     # LISTEN, waking for maintenance every 2 s and the fallback poll every 5 s.
     assert idle >= 3.5  # three heartbeats, 2 s apart
