@@ -7,7 +7,6 @@ import contextvars
 import datetime as dt
 import fnmatch
 import importlib
-import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import EllipsisType
@@ -23,7 +22,7 @@ from .control import Control
 from .db import ConnectionHolder, connect, resolve_dsn, translate_errors
 from .exceptions import ConfigurationError, DatabaseUnavailable, NotRegistered
 from .result import AsyncResult
-from .serialization import dumps_args
+from .serialization import compact_json, dumps_args
 from .task import PER_CALL_OPTIONS, Signature, Task
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -210,20 +209,60 @@ class PgQueue:
         ``app.enqueue_many([add.s(1, 2), send.s("a@b.c").set(countdown=10)])``; with
         ``connection`` the batch joins the caller's transaction.
         """
-        parts = []
-        results = []
-        for sig in signatures:
-            p = self._job_params(sig.task, sig.args, sig.kwargs, sig.options)
-            args_json = p.pop("args_json")
-            kwargs_json = p.pop("kwargs_json")
-            options_json = p.pop("options_json")
-            head = json.dumps(p, separators=(",", ":"))
-            parts.append(
-                f'{head[:-1]},"args":{args_json},"kwargs":{kwargs_json},"options":{options_json}}}'
-            )
-            results.append(AsyncResult(p["id"], app=self, task_name=sig.task))
-        if parts:
-            self._execute(queries.get("enqueue_many"), {"jobs": f"[{','.join(parts)}]"}, connection)
+        results: list[AsyncResult] = []
+
+        def documents() -> Iterator[str]:
+            # Jobs travel in chunks, each one JSON array, so that on our own connection the
+            # server inserts one chunk while the next is encoded and sent.
+            parts: list[str] = []
+            for sig in signatures:
+                p = self._job_params(sig.task, sig.args, sig.kwargs, sig.options)
+                args_json = p.pop("args_json")
+                kwargs_json = p.pop("kwargs_json")
+                options_json = p.pop("options_json")
+                head = compact_json(p)
+                parts.append(
+                    f'{head[:-1]},"args":{args_json},"kwargs":{kwargs_json},'
+                    f'"options":{options_json}}}'
+                )
+                results.append(AsyncResult(p["id"], app=self, task_name=sig.task))
+                if len(parts) == ENQUEUE_CHUNK:
+                    yield f"[{','.join(parts)}]"
+                    parts = []
+            if parts:
+                yield f"[{','.join(parts)}]"
+
+        sql = queries.get("enqueue_many")
+        target = connection if connection is not None else _bound_connection.get()
+        if target is not None:
+            # The caller's connection may be in autocommit: one statement keeps the batch
+            # all or nothing there too.
+            whole = ",".join(d[1:-1] for d in documents())
+            if whole:
+                with translate_errors():
+                    _execute_on(target, sql, {"jobs": f"[{whole}]"})
+            return results
+        sent: list[str] = []
+        pending = documents()
+        for attempt in (1, 2):
+            conn = self._connections.get()
+            try:
+                with translate_errors(), conn.transaction(), conn.pipeline():
+                    for document in sent:
+                        conn.execute(sql, {"jobs": document})
+                    for document in pending:
+                        sent.append(document)
+                        conn.execute(sql, {"jobs": document})
+                return results
+            except psycopg.errors.UniqueViolation:
+                # The first attempt committed before its connection was found broken.
+                if attempt == 2:
+                    return results
+                raise
+            except DatabaseUnavailable:
+                self._connections.discard()
+                if attempt == 2:
+                    raise
         return results
 
     def _job_params(
@@ -290,7 +329,7 @@ class PgQueue:
             "max_retries": options.get("max_retries"),
             "time_limit": options.get("time_limit"),
             "soft_time_limit": options.get("soft_time_limit"),
-            "options_json": json.dumps(per_call, separators=(",", ":")),
+            "options_json": compact_json(per_call),
         }
 
     def _execute(self, sql: str, params: Mapping[str, Any], connection: Any) -> None:
@@ -363,6 +402,9 @@ class PgQueue:
         """Close this thread's producer connection."""
         self._connections.close()
 
+
+# Jobs per statement of enqueue_many on pgqueue's own connection.
+ENQUEUE_CHUNK = 5_000
 
 _SEND_OPTIONS = {
     "countdown",

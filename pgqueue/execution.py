@@ -47,9 +47,37 @@ class Job:
     # STARTED by the claim itself, for a free slot of the pool
     started: bool = False
 
+    @classmethod
+    def from_claim(cls, row: list[Any]) -> Job:
+        """A job from one entry of claim_jobs' JSON document (times in epoch microseconds)."""
+        (id_, seq, task_name, queue, args, kwargs, priority, run_at, expires_at, expired) = row[:10]
+        (retries, max_retries, time_limit, soft_time_limit, options, attempt, started) = row[10:]
+        return cls(
+            id_,
+            seq,
+            task_name,
+            queue,
+            args,
+            kwargs,
+            priority,
+            _EPOCH + dt.timedelta(microseconds=run_at),
+            None if expires_at is None else _EPOCH + dt.timedelta(microseconds=expires_at),
+            expired,
+            retries,
+            max_retries,
+            time_limit,
+            soft_time_limit,
+            options,
+            attempt,
+            started,
+        )
+
     @property
     def label(self) -> str:
         return f"{self.task_name}[{self.id}]"
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 @dataclass
@@ -75,6 +103,20 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
     queue: str | None = None
 
+    def finish_row(self) -> list[Any]:
+        """This outcome as finish_jobs reads it, one entry of its JSON document."""
+        return [
+            self.job_id,
+            self.attempt,
+            self.state,
+            self.result_json,
+            self.exc_type,
+            _text(self.exc_message),
+            _text(self.traceback),
+            self.time_taken,
+            self.store or self.state == states.FAILURE,
+        ]
+
     @classmethod
     def for_job(cls, job: Job, state: str, **fields: Any) -> Outcome:
         return cls(job.id, job.attempt, state, job.task_name, queue=job.queue, **fields)
@@ -92,6 +134,14 @@ class Outcome:
             traceback=tb,
             time_taken=time_taken,
         )
+
+
+def _text(value: str | None) -> str | None:
+    """Postgres text cannot hold NUL: an error message with one would fail the whole batch
+    of outcomes it travels with."""
+    if value is None or "\x00" not in value:
+        return value
+    return value.replace("\x00", "\ufffd")
 
 
 def exception_name(exc: BaseException) -> str:

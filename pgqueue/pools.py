@@ -88,6 +88,10 @@ class Pool:
     def running(self) -> list[Slot]:
         raise NotImplementedError
 
+    def busy(self) -> int:
+        """How many jobs are running (the worker asks on every turn of its loop)."""
+        return len(self.running())
+
     def submit(self, job: Job, soft: float | None, hard: float | None) -> None:
         raise NotImplementedError
 
@@ -337,6 +341,9 @@ class ThreadPool(Pool):
         self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._outbox: queue.SimpleQueue[tuple[str, Outcome]] = queue.SimpleQueue()
         self._slots: dict[str, tuple[int | None, Slot]] = {}
+        # The running jobs that have a time limit: the only ones the loop must watch, so a
+        # pool of hundreds of threads running jobs without limits costs nothing per turn.
+        self._timed: set[str] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._wake_r, self._wake_w = os.pipe()
@@ -370,6 +377,9 @@ class ThreadPool(Pool):
         with self._lock:
             return [slot for _, slot in self._slots.values()]
 
+    def busy(self) -> int:
+        return len(self._slots)
+
     def fds(self) -> list[int]:
         return [self._wake_r]
 
@@ -377,6 +387,8 @@ class ThreadPool(Pool):
         now = time.monotonic()
         with self._lock:
             self._slots[job.id] = (None, Slot(job, now, *_deadlines(now, soft, hard)))
+            if soft or hard:
+                self._timed.add(job.id)
         self._inbox.put(job)
 
     def collect(self) -> list[Outcome]:
@@ -390,10 +402,14 @@ class ThreadPool(Pool):
                 break
             with self._lock:
                 self._slots.pop(job_id, None)
+                self._timed.discard(job_id)
             outcomes.append(outcome)
+        if not self._timed:
+            return outcomes
         now = time.monotonic()
         with self._lock:
-            for job_id, (ident, slot) in list(self._slots.items()):
+            for job_id in list(self._timed):
+                ident, slot = self._slots[job_id]
                 if slot.soft_deadline is not None and now >= slot.soft_deadline and ident:
                     # The exception lands at the thread's next Python instruction.
                     ctypes.pythonapi.PyThreadState_SetAsyncExc(
@@ -414,9 +430,13 @@ class ThreadPool(Pool):
         return outcomes
 
     def next_deadline(self) -> float | None:
+        if not self._timed:
+            return None
+        with self._lock:
+            slots = [self._slots[job_id][1] for job_id in self._timed]
         times = [
             t
-            for slot in self.running()
+            for slot in slots
             for t in (slot.soft_deadline, None if slot.warned else slot.hard_deadline)
             if t is not None
         ]

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .exceptions import EncodeError
 
+# A NUL character, as json.dumps escapes it (an odd number of backslashes before u0000).
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_NUL_MESSAGE = "a string contains a NUL character (\\x00), which Postgres cannot store"
+
+
+# Built once: json.dumps with any option builds a new encoder per call, a cost that shows
+# at 100,000 jobs per enqueue_many.
+compact_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    text = compact_json(value)
+    # Postgres' jsonb cannot store NUL; refused here, the call fails with a clear message
+    # rather than a whole batch of jobs or outcomes failing in the database.
+    if "\\u0000" in text and _NUL.search(text):
+        raise ValueError(_NUL_MESSAGE)
+    return text
 
 
 def dumps_args(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:
@@ -32,10 +47,15 @@ def _check(task_name: str, what: str, value: Any) -> None:
     try:
         _dumps(value)
     except (TypeError, ValueError) as exc:
+        hint = (
+            "Strip it, or send binary data encoded (base64)."
+            if exc.args and exc.args[0] == _NUL_MESSAGE
+            else "Pass JSON types (str, int, float, bool, None, list, dict) only, e.g. an id "
+            "instead of an object, an ISO string instead of a datetime."
+        )
         raise EncodeError(
             f"{task_name}: {what} ({type(value).__name__}: {value!r:.80}) cannot be sent as "
-            f"JSON: {exc}. Pass JSON types (str, int, float, bool, None, list, dict) only, "
-            "e.g. an id instead of an object, an ISO string instead of a datetime."
+            f"JSON: {exc}. {hint}"
         ) from exc
 
 

@@ -331,7 +331,7 @@ class Worker:
                 if claimed or (self._buffer and pool.free_slots()):
                     continue
             if self._stopping:
-                if not pool.running():
+                if not pool.busy():
                     return
             else:
                 with translate_errors():
@@ -365,7 +365,7 @@ class Worker:
         free, unless nothing is buffered or running. (The loop also sleeps on this: waking up
         for a claim it would not make would spin.)"""
         assert self._pool is not None
-        busy = len(self._pool.running()) + len(self._buffer) + starting
+        busy = self._pool.busy() + len(self._buffer) + starting
         room = capacity - busy
         if room < capacity // 2 and busy:
             return 0
@@ -393,9 +393,9 @@ class Worker:
                 started = self._conn.execute(
                     queries.get("mark_started"),
                     {
-                        "ids": [j.id for j in to_start],
-                        "attempts": [j.attempt for j in to_start],
-                        "acks_late": [self._acks_late(j) for j in to_start],
+                        "jobs": json.dumps(
+                            [[j.id, j.attempt, self._acks_late(j)] for j in to_start]
+                        ),
                         "worker_id": self.id,
                     },
                 )
@@ -414,11 +414,11 @@ class Worker:
         # Cleared only once written: after an outage the same outcomes are written again,
         # and the (id, attempt) fence makes that idempotent.
         self._outcomes = []
-        written = {str(r[0]) for r in done.fetchall()} if done is not None else set()
+        written = {r[0] for r in done.fetchall()} if done is not None else set()
         for o in outcomes:
             self._log_outcome(o, o.state == states.RETRY or o.job_id in written)
         self.jobs_done += len(outcomes)
-        ours = {str(r[0]): r[1] for r in started.fetchall()} if started is not None else {}
+        ours = dict(started.fetchall()) if started is not None else {}
         for job in to_start:
             if job.id not in ours:
                 log.info("task %s was revoked or rescued before it started; skipped", job.label)
@@ -428,11 +428,8 @@ class Worker:
                 self._start(job)
         if claimed is None:
             return []
-        # UPDATE ... RETURNING does not keep the subquery's order.
-        jobs = sorted(
-            (Job(str(row[0]), *row[1:]) for row in claimed.fetchall()),
-            key=lambda j: (-j.priority, j.run_at, j.seq),
-        )
+        (document,) = claimed.fetchone()
+        jobs = [Job.from_claim(row) for row in json.loads(document)]
         for job in jobs:
             if job.started:
                 self._start(job)
@@ -455,12 +452,13 @@ class Worker:
                 job.time_limit,
                 self.pool_name,
             )
-        log.info(
-            "task %s (queue %s) started",
-            job.label,
-            job.queue,
-            extra=logs.job_fields(job.task_name, job.id, job.queue, event="task_started"),
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "task %s (queue %s) started",
+                job.label,
+                job.queue,
+                extra=logs.job_fields(job.task_name, job.id, job.queue, event="task_started"),
+            )
         if self.metrics is not None:
             self.metrics.job_started(job.id)
         self._pool.submit(job, soft, hard)
@@ -586,15 +584,7 @@ class Worker:
 
     def _finish_params(self, outcomes: list[Outcome]) -> dict[str, Any]:
         return {
-            "ids": [o.job_id for o in outcomes],
-            "attempts": [o.attempt for o in outcomes],
-            "states": [o.state for o in outcomes],
-            "results": [o.result_json for o in outcomes],
-            "exc_types": [o.exc_type for o in outcomes],
-            "exc_messages": [o.exc_message for o in outcomes],
-            "tracebacks": [o.traceback for o in outcomes],
-            "times": [o.time_taken for o in outcomes],
-            "store": [o.store or o.state == states.FAILURE for o in outcomes],
+            "outcomes": json.dumps([o.finish_row() for o in outcomes]),
             "worker_id": self.id,
             "worker_name": self.name,
             "result_expires": self.app.conf.result_expires_seconds(),
@@ -619,6 +609,8 @@ class Worker:
         # One line per finished job: task name, id, state, duration (and the error).
         if self.metrics is not None:
             self.metrics.job_finished(o)
+        if written and o.state == states.SUCCESS and not log.isEnabledFor(logging.INFO):
+            return  # the common case at --loglevel WARNING: no line, so nothing to format
         label = f"{o.task_name}[{o.job_id}] (queue {o.queue})"
         extra = logs.job_fields(
             o.task_name,

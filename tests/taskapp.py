@@ -58,6 +58,16 @@ def returns_set() -> Any:
 
 
 @app.task
+def returns_nul() -> str:
+    return "a\x00b"
+
+
+@app.task
+def fail_with_nul() -> None:
+    raise ValueError("broken\x00glass")
+
+
+@app.task
 async def async_add(x: int, y: int) -> int:
     await asyncio.sleep(0.01)
     return x + y

@@ -93,7 +93,31 @@ def test_non_json_argument_is_refused_naming_it_and_nothing_is_inserted(app, db)
         app.enqueue_many([taskapp.add.s(1, 2), taskapp.add.s({1, 2}, 3)])
     with pytest.raises(TypeError, match="cannot be sent as JSON"):
         taskapp.add.delay(float("nan"), 1)
+    with pytest.raises(EncodeError, match=r"positional argument 0.*NUL character"):
+        taskapp.add.delay("a\x00b", 1)
     assert job_count(db) == 0
+
+
+def test_bulk_enqueue_beyond_one_chunk_keeps_order_and_is_all_or_nothing(app, dsn, db):
+    n = pgqueue.app.ENQUEUE_CHUNK * 2 + 1
+    results = taskapp.add.enqueue_many([(i, 0) for i in range(n)])
+    rows = db.execute("SELECT id::text, args FROM pgqueue.jobs ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == [r.id for r in results]
+    assert [r[1] for r in rows] == [[i, 0] for i in range(n)]
+    db.execute("TRUNCATE pgqueue.jobs")
+    # a job the database refuses in the last chunk takes the earlier chunks with it, on
+    # pgqueue's own connection (one transaction) and on the caller's autocommit one
+    taken = str(uuid.uuid4())
+    taskapp.add.apply_async((0, 0), task_id=taken)
+    batch = [taskapp.add.s(i, 0) for i in range(n - 1)] + [taskapp.add.s(0, 0).set(task_id=taken)]
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        app.enqueue_many(batch)
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.UniqueViolation),
+    ):
+        app.enqueue_many(batch, connection=conn)
+    assert job_count(db) == 1
 
 
 def test_options_are_stored_as_columns(app, db):

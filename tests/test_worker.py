@@ -236,6 +236,12 @@ def test_a_failing_task_becomes_failure_with_its_traceback_and_worker_goes_on(ap
     unjsonable = taskapp.returns_set.delay()
     with pytest.raises(EncodeError, match="cannot be stored as JSON"):
         unjsonable.get(timeout=30)
+    # Postgres text holds no NUL: a result with one fails its task alone, and an error
+    # message with one is stored with the character replaced, not lost with its batch
+    with pytest.raises(EncodeError, match="NUL character"):
+        taskapp.returns_nul.delay().get(timeout=30)
+    with pytest.raises(ValueError, match="broken\ufffdglass"):
+        taskapp.fail_with_nul.delay().get(timeout=30)
     assert taskapp.add.delay(1, 1).get(timeout=30) == 2
 
 
