@@ -48,6 +48,9 @@ class Scale:
     pgbench_insert_s: int = 5
     cpu_jobs: int = 2_000
     cpu_ms: float = 10.0
+    # table-size: jobs run per round; sizes are read after each round
+    table_size_jobs: int = 1_000_000
+    table_size_rounds: int = 2
 
     def scaled(self, reps: int | None) -> Scale:
         return self if reps is None else replace(self, reps=reps)
@@ -66,6 +69,7 @@ QUICK = Scale(
     pgbench_claim100_rows=10_000,
     pgbench_insert_s=1,
     cpu_jobs=100,
+    table_size_jobs=50_000,
 )
 
 

@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile")
     parser.add_argument("-P", "--pool", default="threads", choices=["prefork", "threads", "solo"])
     parser.add_argument("-c", "--concurrency", type=int, default=4)
+    parser.add_argument("--prefetch-multiplier", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=40_000)
     parser.add_argument("--seconds", type=float, default=6.0, help="per recording")
     parser.add_argument("--ignore-result", action="store_true")
@@ -117,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         print("py-spy is not installed: pip install py-spy", file=sys.stderr)
         return 2
     variant = CPU if args.cpu_ms else IGNORE_RESULT if args.ignore_result else RESULTS
-    config = _config(args.pool, args.concurrency)
-    name = args.name or f"drain-{args.pool}-c{args.concurrency}-{variant}"
+    config = _config(args.pool, args.concurrency, args.prefetch_multiplier)
+    prefetch = f"-pf{args.prefetch_multiplier}" if args.prefetch_multiplier else ""
+    name = args.name or f"drain-{args.pool}-c{args.concurrency}{prefetch}-{variant}"
     OUT.mkdir(exist_ok=True)
     system = Pgqueue()
     work = f"{args.cpu_ms:g} ms CPU" if args.cpu_ms else "no-op"

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import limit
-from .common import DrainRun, Row, Scale, Skip, percentile
-from .systems import CPU, RESULTS, System
+from .common import DrainRun, Row, Scale, Skip, percentile, running, wait_until
+from .systems import CPU, IGNORE_RESULT, RESULTS, System
 from .systems.pgqueue import Pgqueue
 
 # The pseudo-system under which the pgbench ceiling is reported.
@@ -206,6 +206,46 @@ def backlog(system: System, scale: Scale) -> list[Row]:
     return rows
 
 
+# -- table size after millions of jobs (pgqueue) --------------------------------------------
+
+
+def table_size(system: System, scale: Scale) -> list[Row]:
+    """Run millions of jobs through one worker, enqueued in batches while it drains, and
+    read the size of the jobs table and its indexes after each round: the hot table must
+    stay bounded by the backlog it held, not grow with the jobs that ran."""
+    assert isinstance(system, Pgqueue)
+    config = system.drain_configs[0]
+    per_round, batch = scale.table_size_jobs, min(50_000, scale.table_size_jobs)
+    rows: list[Row] = []
+    with system.session("table-size"):
+        system.reset()
+        worker = system.start_worker(config, IGNORE_RESULT)
+        with running(worker):
+            done = 0
+            for _ in range(scale.table_size_rounds):
+                peak = 0
+                for _batch in range(per_round // batch):
+                    system.enqueue_for_drain(batch, IGNORE_RESULT, 0)
+                    peak = max(peak, system.live_jobs())
+                done += per_round
+
+                def drained(target: int = done) -> bool:
+                    worker.check_alive()
+                    return system.completed(IGNORE_RESULT) >= target
+
+                if not wait_until(drained, timeout=per_round / 1_000 + 60):
+                    raise RuntimeError(f"pgqueue: {done:,} jobs not done in time")
+                sizes = system.jobs_table_sizes()
+                log(f"  table-size after {done:,} jobs: peak {peak:,} live; {sizes}")
+                label = f"after {done:,} jobs ({peak:,} live at the peak); {config.label}"
+                for relation, mb in sizes.items():
+                    rows.append(
+                        Row("table-size", system.name, label, relation, "MB", [mb],
+                            higher_is_better=False)
+                    )  # fmt: skip
+    return rows
+
+
 # -- 6: the Postgres ceiling -----------------------------------------------------------------
 
 
@@ -233,6 +273,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload("drain", drain),
         Workload("latency", latency),
         Workload("backlog", backlog, only=("pgqueue",)),
+        Workload("table-size", table_size, only=("pgqueue",)),
         Workload("limit", postgres_limit, only=(POSTGRES,)),
         Workload("cpu", cpu),
         Workload("drain-sweep", drain_sweep),

@@ -58,7 +58,10 @@ class Pgqueue(System):
     enqueue_single_label = "task.delay(i)"
     enqueue_bulk_label = "task.enqueue_many([(i,), ...])"
     drain_configs: ClassVar[tuple[WorkerConfig, ...]] = (
+        _config("threads", 512, prefetch=1),
         _config("threads", 64),
+        _config("threads", 256, prefetch=1),
+        _config("threads", 1024, prefetch=1),
         _config("threads", 4),
         _config("threads", 16),
         _config("threads", 32),
@@ -116,6 +119,24 @@ class Pgqueue(System):
             {"count": count, "priority": priority},
         )
         execute(self.dsn, "VACUUM ANALYZE pgqueue.jobs")
+
+    def live_jobs(self) -> int:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM pgqueue.jobs").fetchone()
+        return int(row[0]) if row else 0
+
+    def jobs_table_sizes(self) -> dict[str, float]:
+        """MB on disk of pgqueue.jobs and of each of its indexes (heap only, no TOAST)."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            rows = conn.execute(
+                """SELECT c.relname, pg_relation_size(c.oid) / 1e6
+                     FROM pg_class AS c
+                    WHERE c.oid = 'pgqueue.jobs'::regclass
+                       OR c.oid IN (SELECT indexrelid FROM pg_index
+                                     WHERE indrelid = 'pgqueue.jobs'::regclass)
+                    ORDER BY c.relname"""
+            ).fetchall()
+        return {name: float(mb) for name, mb in rows}
 
     def clear_finished(self) -> None:
         """Forget earlier drains (results, progress, dead rows) but keep the queued jobs."""
