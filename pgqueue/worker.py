@@ -1,8 +1,11 @@
 """The worker: claims jobs with SKIP LOCKED, runs them in a pool, writes their outcomes.
 
-One process, one loop, two connections: ``conn`` runs every statement and holds the worker's
-session advisory lock (its liveness: Postgres drops the lock the moment the connection dies);
-``listener`` only LISTENs, so a notification can wake the loop while it sleeps in ``select``.
+One process, one loop, three connections: ``conn`` claims jobs, marks them STARTED and holds
+the worker's session advisory lock (its liveness: Postgres drops the lock the moment the
+connection dies); ``writer`` writes outcomes, in the same round trip as the claim but on a
+second server process, so that the two statements run side by side rather than one after
+the other; ``listener`` only LISTENs, so a notification can wake the loop while it sleeps in
+``select``.
 A small heartbeat thread keeps ``workers.heartbeat_at`` fresh even while a solo task runs.
 """
 
@@ -91,7 +94,8 @@ class Worker:
         self._pool: Pool | None = None
         self._conn: Any = None
         self._listener: Any = None
-        self._backend_pid: int | None = None
+        self._writer: Any = None
+        self._backend_pids: tuple[int, ...] = ()
         self._tasks: list[str] = []
         self._at_most_once: list[str] = []
         self._maintenance = Maintenance(app, lock_class=WORKER_LOCK_CLASS)
@@ -117,19 +121,23 @@ class Worker:
         return POOLS[self.pool_name](self.app, self.concurrency, self.name)
 
     def _connect(self) -> None:
-        """Open both connections, register (again) and take the liveness lock."""
+        """Open the connections, register (again) and take the liveness lock."""
         conn = connect(self.app.dsn, application_name=f"pgqueue worker {self.name}")
+        writer = connect(self.app.dsn, application_name=f"pgqueue outcomes {self.name}")
         listener = connect(self.app.dsn, application_name=f"pgqueue listener {self.name}")
+        reconnecting = bool(self._backend_pids)
         with translate_errors():
             migrate.check(conn)
-            conn.execute(
-                queries.get("set_synchronous_commit"),
-                {"value": str(self.app.conf.worker_synchronous_commit)},
-            )
-            if self._backend_pid is not None:
-                # Our previous session may still look alive to the server (a cut network):
-                # end it, or it would keep our lock and later release it under our feet.
-                conn.execute(queries.get("terminate_backend"), {"pid": self._backend_pid})
+            for c in (conn, writer):
+                c.execute(
+                    queries.get("set_synchronous_commit"),
+                    {"value": str(self.app.conf.worker_synchronous_commit)},
+                )
+            for pid in self._backend_pids:
+                # Our previous sessions may still look alive to the server (a cut network):
+                # end them, or one would keep our lock and later release it under our feet,
+                # or commit an outcome or claim we no longer know of.
+                conn.execute(queries.get("terminate_backend"), {"pid": pid})
             # Registering and locking in one transaction: no one sees the row unlocked.
             with conn.transaction():
                 (lock_key,) = conn.execute(
@@ -146,12 +154,12 @@ class Worker:
                     },
                 ).fetchone()
                 self._take_lock(conn, lock_key)
-            if self._backend_pid is not None:
+            if reconnecting:
                 self._release_held(conn)
             listener.execute(queries.get("worker_listen_jobs"))
             listener.execute(queries.get("worker_listen_control"))
-        self._conn, self._listener = conn, listener
-        self._backend_pid = conn.info.backend_pid
+        self._conn, self._writer, self._listener = conn, writer, listener
+        self._backend_pids = (conn.info.backend_pid, writer.info.backend_pid)
 
     def _release_held(self, conn: Any) -> None:
         """On a reconnect, give back what the lost connection may have claimed for us.
@@ -185,11 +193,11 @@ class Worker:
             time.sleep(0.1)
 
     def _close_connections(self) -> None:
-        for conn in (self._listener, self._conn):
+        for conn in (self._listener, self._writer, self._conn):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
-        self._conn = self._listener = None
+        self._conn = self._writer = self._listener = None
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -372,45 +380,54 @@ class Worker:
         return room
 
     def _sync(self, to_start: list[Job], claim: int, start: int = 0) -> list[Job]:
-        """One round trip and one commit: write the outcomes, mark jobs STARTED, claim more,
-        the first ``start`` claimed jobs STARTED already and handed to the pool at once.
+        """One round trip: write the outcomes, mark jobs STARTED, claim more, the first
+        ``start`` claimed jobs STARTED already and handed to the pool at once.
 
-        The statements go out together in pipeline mode and run as one implicit
-        transaction. Jobs marked STARTED are handed to the pool afterwards; a job revoked
-        since its claim is not returned by mark_started and is dropped instead of run.
+        The outcomes go out on the writer connection and the rest on ``conn``, each in
+        pipeline mode (one implicit transaction, one commit per connection), and the worker
+        waits for both replies together: the server runs the two at once. Jobs marked
+        STARTED are handed to the pool afterwards; a job revoked since its claim is not
+        returned by mark_started and is dropped instead of run.
         """
         assert self._pool is not None
         outcomes = self._outcomes
         finished = [o for o in outcomes if o.state != states.RETRY]
         retried = [o for o in outcomes if o.state == states.RETRY]
-        with translate_errors(), self._conn.pipeline():
-            done = started = claimed = None
+        done = started = claimed = None
+        with translate_errors(), contextlib.ExitStack() as writer_sent:
+            if finished or retried:
+                # Sent now; its reply is awaited when the block ends, after conn's.
+                writer_sent.enter_context(self._writer.pipeline())
             if finished:
-                done = self._conn.execute(queries.get("finish_jobs"), self._finish_params(finished))
+                done = self._writer.execute(
+                    queries.get("finish_jobs"), self._finish_params(finished)
+                )
             if retried:
-                self._conn.execute(queries.get("retry_jobs"), self._retry_params(retried))
-            if to_start:
-                started = self._conn.execute(
-                    queries.get("mark_started"),
-                    {
-                        "jobs": json.dumps(
-                            [[j.id, j.attempt, self._acks_late(j)] for j in to_start]
-                        ),
-                        "worker_id": self.id,
-                    },
-                )
-            if claim > 0:
-                claimed = self._conn.execute(
-                    queries.get("claim_jobs"),
-                    {
-                        "queues": self.queues,
-                        "tasks": self._tasks,
-                        "limit": claim,
-                        "start": max(0, start),
-                        "at_most_once": self._at_most_once,
-                        "worker_id": self.id,
-                    },
-                )
+                self._writer.execute(queries.get("retry_jobs"), self._retry_params(retried))
+            if to_start or claim > 0:
+                with self._conn.pipeline():
+                    if to_start:
+                        started = self._conn.execute(
+                            queries.get("mark_started"),
+                            {
+                                "jobs": json.dumps(
+                                    [[j.id, j.attempt, self._acks_late(j)] for j in to_start]
+                                ),
+                                "worker_id": self.id,
+                            },
+                        )
+                    if claim > 0:
+                        claimed = self._conn.execute(
+                            queries.get("claim_jobs"),
+                            {
+                                "queues": self.queues,
+                                "tasks": self._tasks,
+                                "limit": claim,
+                                "start": max(0, start),
+                                "at_most_once": self._at_most_once,
+                                "worker_id": self.id,
+                            },
+                        )
         # Cleared only once written: after an outage the same outcomes are written again,
         # and the (id, attempt) fence makes that idempotent.
         self._outcomes = []
