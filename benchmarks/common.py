@@ -317,8 +317,24 @@ class WorkerProcess:
             )
 
 
+class WorkerGroup:
+    """Several worker processes of one configuration, run and stopped together."""
+
+    def __init__(self, workers: list[WorkerProcess]) -> None:
+        self.workers = workers
+        self.started_at = min(w.started_at for w in workers)
+
+    def check_alive(self) -> None:
+        for worker in self.workers:
+            worker.check_alive()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for worker in self.workers:
+            worker.stop(timeout)
+
+
 @contextlib.contextmanager
-def running(worker: WorkerProcess) -> Iterator[WorkerProcess]:
+def running(worker: WorkerProcess | WorkerGroup) -> Iterator[WorkerProcess | WorkerGroup]:
     try:
         yield worker
     finally:

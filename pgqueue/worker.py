@@ -40,6 +40,8 @@ log = logging.getLogger("pgqueue.worker")
 CONTROL_CHANNEL = "pgqueue_control"
 # First key of every worker's session advisory lock (the second is workers.lock_key).
 WORKER_LOCK_CLASS = 0x70677175
+# How long an outcome may wait to be written with others while the pool is busy (seconds).
+OUTCOME_LINGER = 0.010
 # A warm shutdown during an outage gives up on the database after this many seconds.
 SHUTDOWN_OUTAGE_LIMIT = 30.0
 
@@ -91,6 +93,8 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         self._buffer: collections.deque[Job] = collections.deque()
         self._outcomes: list[Outcome] = []
+        # monotonic time the oldest outcome still to be written came in
+        self._outcomes_since = 0.0
         self._pool: Pool | None = None
         self._conn: Any = None
         self._listener: Any = None
@@ -326,7 +330,7 @@ class Worker:
                 want_claim or (next_due is not None and time.monotonic() >= next_due)
             ):
                 room = self._room(capacity, len(to_start))
-            if to_start or self._outcomes or room > 0:
+            if to_start or room > 0 or self._outcomes_due():
                 # Free slots are filled straight from the claim (STARTED in the same trip).
                 start = min(room, pool.free_slots() - len(to_start))
                 claimed = self._sync(to_start, room, start)
@@ -353,6 +357,8 @@ class Worker:
                 timeouts.append(deadline - now)
             if want_claim and self._room(capacity, 0) > 0:
                 timeouts.append(0)
+            if self._outcomes:
+                timeouts.append(self._outcomes_since + OUTCOME_LINGER - now)
             ready = wait_for_fds(
                 [self._wake_r, self._listener.fileno(), *pool.fds()], max(0.0, min(timeouts))
             )
@@ -367,6 +373,18 @@ class Worker:
                 # above would stay at zero and the loop spin until a slot frees).
                 want_claim = True
                 last_poll = time.monotonic()
+
+    def _outcomes_due(self) -> bool:
+        """Whether to write the outcomes in hand even though no claim goes with them: at
+        once when the pool is idle or the worker stops; while other jobs run, once the
+        oldest has waited OUTCOME_LINGER, so that the outcomes of a busy pool go out in a
+        few big statements, most of them with the next claim, not one round trip each."""
+        assert self._pool is not None
+        if not self._outcomes:
+            return False
+        if self._stopping or not self._pool.busy():
+            return True
+        return time.monotonic() - self._outcomes_since >= OUTCOME_LINGER
 
     def _room(self, capacity: int, starting: int) -> int:
         """How many jobs to claim now: claims come in batches, once half the capacity is
@@ -546,6 +564,8 @@ class Worker:
 
     def _end_expired(self, job: Job) -> None:
         log.info("task %s expired before it started: REVOKED", job.label)
+        if not self._outcomes:
+            self._outcomes_since = time.monotonic()
         self._outcomes.append(
             Outcome.for_job(
                 job,
@@ -597,6 +617,8 @@ class Worker:
                 if limit is None or job.retries < limit:
                     outcome.state = states.RETRY
                     outcome.countdown = 0.0
+            if not self._outcomes:
+                self._outcomes_since = time.monotonic()
             self._outcomes.append(outcome)
 
     def _finish_params(self, outcomes: list[Outcome]) -> dict[str, Any]:

@@ -578,6 +578,8 @@ def test_at_most_once_job_lost_with_its_worker_fails_with_worker_lost(app, db, w
     a = worker("-c", "1")
     r = taskapp.at_most_once.delay("amo", 30)
     wait_for(lambda: r.state == states.STARTED, what="STARTED")
+    # STARTED is committed just before the task body runs: wait for the body itself
+    wait_for(lambda: runs(db, "amo"), what="the task to run")
     a.signal(signal.SIGKILL)
     a.proc.wait(30)
     worker("-c", "1")
@@ -595,7 +597,7 @@ def test_acks_late_per_call_overrides_the_task_when_its_worker_is_lost(app, db, 
     tag = f"acks-{acks_late}"
     a = worker("-c", "1")
     r = task.apply_async((tag, 30), acks_late=acks_late)
-    wait_for(lambda: r.state == states.STARTED, what="STARTED")
+    wait_for(lambda: runs(db, tag), what="the task to run")
     a.signal(signal.SIGKILL)
     a.proc.wait(30)
     if acks_late:

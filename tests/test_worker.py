@@ -419,3 +419,14 @@ def test_worker_without_schema_exits_with_one_clear_line(bare_postgresql):
     assert proc.returncode != 0
     assert "run `pgqueue migrate`" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_outcome_is_written_while_other_tasks_still_run(app, worker):
+    # Outcomes of a busy pool are batched for a few milliseconds, not held until it idles.
+    worker("-P", "threads", "-c", "2")
+    long = taskapp.sleep.delay(20)
+    wait_for(lambda: long.state == states.STARTED, what="the long task to start")
+    quick = taskapp.add.delay(2, 2)
+    assert quick.get(timeout=10) == 4
+    assert long.state == states.STARTED
+    long.revoke(terminate=True)

@@ -18,6 +18,7 @@ from ..common import (
     DrainRun,
     Skip,
     Span,
+    WorkerGroup,
     WorkerProcess,
     fresh_database,
     latencies_ms,
@@ -38,10 +39,22 @@ CPU = "cpu"
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """How to run a system's worker; ``label`` is what the table shows."""
+    """How to run a system's worker; ``label`` is what the table shows. ``processes``
+    worker processes run side by side in drains (each a separate command, as a user would
+    start them); the latency workload always runs one."""
 
     label: str
     options: dict[str, Any] = field(default_factory=dict)
+    processes: int = 1
+
+    def times(self, processes: int) -> WorkerConfig:
+        """The same configuration, run as ``processes`` worker processes."""
+        return WorkerConfig(self.label, self.options, processes)
+
+    @property
+    def described(self) -> str:
+        """The label with the number of processes, for the table."""
+        return self.label + (f"; {self.processes} processes" if self.processes > 1 else "")
 
 
 class System(ABC):
@@ -129,7 +142,9 @@ class System(ABC):
     def completion_span(self, variant: str) -> Span:
         """When the drain's jobs completed, from the system's own records."""
 
-    def wait_drained(self, worker: WorkerProcess, n: int, variant: str, timeout: float) -> bool:
+    def wait_drained(
+        self, worker: WorkerProcess | WorkerGroup, n: int, variant: str, timeout: float
+    ) -> bool:
         """Wait for all ``n`` jobs to complete; False if ``timeout`` passed first."""
 
         def done() -> bool:
@@ -156,7 +171,11 @@ class System(ABC):
         if fresh:
             self.reset()
         self.enqueue_for_drain(n, variant, cpu_ms)
-        worker = self.start_worker(config, variant)
+        worker: WorkerProcess | WorkerGroup = (
+            self.start_worker(config, variant)
+            if config.processes == 1
+            else WorkerGroup([self.start_worker(config, variant) for _ in range(config.processes)])
+        )
         with running(worker):
             finished = self.wait_drained(worker, n, variant, cap_s)
         span = self.completion_span(variant)

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
-from ..common import PYTHON, REDIS_URL, Span, WorkerProcess, bench_env, wait_until
+from ..common import PYTHON, REDIS_URL, Span, WorkerGroup, WorkerProcess, bench_env, wait_until
 from . import CPU, IGNORE_RESULT, RESULTS, System, WorkerConfig
 
 TASK_FOR_VARIANT = {
@@ -52,6 +52,7 @@ class CeleryRedis(System):
     enqueue_single_label = "task.delay(i)"
     enqueue_bulk_label = "group(task.s(i) ...).apply_async()"
     drain_configs: ClassVar[tuple[WorkerConfig, ...]] = (
+        _config("solo", 1).times(2),
         _config("solo", 1),
         _config("solo", 1, prefetch=64),
         _config("prefork", 2),
@@ -193,7 +194,9 @@ class CeleryRedis(System):
     def completed(self, variant: str) -> int:
         return int(self.results.dbsize())
 
-    def wait_drained(self, worker: WorkerProcess, n: int, variant: str, timeout: float) -> bool:
+    def wait_drained(
+        self, worker: WorkerProcess | WorkerGroup, n: int, variant: str, timeout: float
+    ) -> bool:
         if variant != IGNORE_RESULT:
             return super().wait_drained(worker, n, variant, timeout)
         # No results: watch the queue. The first message leaves the list when the worker

@@ -58,10 +58,12 @@ class Pgqueue(System):
     enqueue_single_label = "task.delay(i)"
     enqueue_bulk_label = "task.enqueue_many([(i,), ...])"
     drain_configs: ClassVar[tuple[WorkerConfig, ...]] = (
+        _config("threads", 512, prefetch=1).times(2),
         _config("threads", 512, prefetch=1),
         _config("threads", 64),
         _config("threads", 256, prefetch=1),
         _config("threads", 1024, prefetch=1),
+        _config("threads", 256, prefetch=1).times(2),
         _config("threads", 4),
         _config("threads", 16),
         _config("threads", 32),

@@ -26,11 +26,15 @@ class Pgqueuer(System):
     enqueue_single_label = "await queries.enqueue(name, payload)"
     enqueue_bulk_label = "await queries.enqueue([names], [payloads], [priorities])"
     drain_configs: ClassVar[tuple[WorkerConfig, ...]] = (
+        _config(1000).times(2),
+        _config(1000),
         _config(500),
         _config(10),
         _config(50),
         _config(100),
         _config(200),
+        _config(500).times(2),
+        _config(100).times(2),
     )
 
     def unavailable(self) -> str | None:

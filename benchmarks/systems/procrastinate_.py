@@ -26,6 +26,7 @@ class Procrastinate(System):
     enqueue_single_label = "await task.defer_async(i=i)"
     enqueue_bulk_label = "await task.batch_defer_async({'i': i}, ...)"
     drain_configs: ClassVar[tuple[WorkerConfig, ...]] = (
+        _config(8).times(2),
         _config(8),
         _config(1),
         _config(4),
