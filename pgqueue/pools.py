@@ -348,6 +348,7 @@ class ThreadPool(Pool):
         self._threads: list[threading.Thread] = []
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        self._woken = False
 
     def start(self) -> None:
         for n in range(self.concurrency):
@@ -368,7 +369,10 @@ class ThreadPool(Pool):
             except SoftTimeLimitExceeded as exc:  # raised between the task and its outcome
                 outcome = Outcome.failure(job, exc)
             self._outbox.put((job.id, outcome))
-            os.write(self._wake_w, b"x")
+            if not self._woken:
+                # One wake-up per collect() is enough: it takes every outcome there is.
+                self._woken = True
+                os.write(self._wake_w, b"x")
 
     def free_slots(self) -> int:
         return self.concurrency - len(self._slots)
@@ -394,16 +398,20 @@ class ThreadPool(Pool):
     def collect(self) -> list[Outcome]:
         with contextlib.suppress(BlockingIOError):
             os.read(self._wake_r, 4096)
-        outcomes = []
+        # Cleared after the pipe is read and before the outbox is emptied: an outcome put
+        # from now on, which this call may miss, writes the pipe again.
+        self._woken = False
+        done = []
         while True:
             try:
-                job_id, outcome = self._outbox.get_nowait()
+                done.append(self._outbox.get_nowait())
             except queue.Empty:
                 break
-            with self._lock:
+        with self._lock:
+            for job_id, _outcome in done:
                 self._slots.pop(job_id, None)
                 self._timed.discard(job_id)
-            outcomes.append(outcome)
+        outcomes = [outcome for _job_id, outcome in done]
         if not self._timed:
             return outcomes
         now = time.monotonic()

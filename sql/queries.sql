@@ -53,10 +53,10 @@ SELECT j.id, j.task_name, coalesce(j.args, '[]'), coalesce(j.kwargs, '{}'),
 -- goes from queued to running in one round trip; the rest wait in the worker's buffer and
 -- are marked STARTED when a slot frees (mark_started). An expired job is never started.
 WITH candidates AS (
-    SELECT c.id, c.priority, c.run_at, c.seq, c.expires_at
+    SELECT c.ctid, c.priority, c.run_at, c.seq, c.expires_at
       FROM pgqueue.queue_levels(%(queues)s::text[]) AS l,
            LATERAL (
-               SELECT j.id, j.priority, j.run_at, j.seq, j.expires_at
+               SELECT j.ctid, j.priority, j.run_at, j.seq, j.expires_at
                  FROM pgqueue.jobs AS j
                 WHERE j.worker_id IS NULL
                   AND j.queue = l.queue
@@ -70,7 +70,7 @@ WITH candidates AS (
      ORDER BY c.priority DESC, c.run_at, c.seq
      LIMIT %(limit)s
 ), next AS (
-    SELECT c.id,
+    SELECT c.ctid,
            row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.seq) <= %(start)s
            AND (c.expires_at IS NULL OR c.expires_at > now()) AS go
       FROM candidates AS c
@@ -85,7 +85,7 @@ WITH candidates AS (
                                           NOT (j.task_name = ANY(%(at_most_once)s::text[])))
                             ELSE j.acks_late END
       FROM next
-     WHERE j.id = next.id
+     WHERE j.ctid = next.ctid
     RETURNING j.id, j.seq, j.task_name, j.queue, j.args, j.kwargs, j.priority, j.run_at,
               j.expires_at, (j.expires_at IS NOT NULL AND j.expires_at <= now()) AS expired,
               j.retries, j.max_retries, j.time_limit, j.soft_time_limit, j.options, j.attempt,
@@ -111,7 +111,7 @@ SELECT coalesce(json_agg(json_build_array(
 WITH s AS (
     SELECT (e ->> 0)::uuid AS id, (e ->> 1)::integer AS attempt,
            (e ->> 2)::boolean AS acks_late
-      FROM json_array_elements(%(jobs)s::json) AS e
+      FROM jsonb_array_elements(%(jobs)s::jsonb) AS e
 ), started AS (
     UPDATE pgqueue.jobs AS j
        SET state = 'STARTED', started_at = now(), acks_late = s.acks_late
@@ -135,7 +135,7 @@ WITH outcome AS (
            (e ->> 3)::jsonb AS result, e ->> 4 AS exc_type, e ->> 5 AS exc_message,
            e ->> 6 AS traceback, (e ->> 7)::double precision AS time_taken,
            (e ->> 8)::boolean AS store
-      FROM json_array_elements(%(outcomes)s::json) AS e
+      FROM jsonb_array_elements(%(outcomes)s::jsonb) AS e
 ), done AS (
     DELETE FROM pgqueue.jobs AS j
      USING outcome AS o
