@@ -211,21 +211,50 @@ class PgQueue:
         """
         results: list[AsyncResult] = []
 
+        # What a job's row takes from its task and call options (queue, priority, limits...)
+        # is worked out once per distinct (task, options); only the id and arguments are
+        # encoded per job. Routes that are functions may look at the arguments: no reuse then.
+        routes = self.conf.task_routes
+        tables = routes if isinstance(routes, list | tuple) else [routes] if routes else []
+        reuse = not any(callable(t) for t in tables)
+        shared: dict[Any, str] = {}
+
         def documents() -> Iterator[str]:
             # Jobs travel in chunks, each one JSON array, so that on our own connection the
             # server inserts one chunk while the next is encoded and sent.
             parts: list[str] = []
             for sig in signatures:
+                key: Any = None
+                if reuse and "task_id" not in sig.options:
+                    try:
+                        key = (sig.task, frozenset(sig.options.items()))
+                        rest = shared.get(key)
+                    except TypeError:  # an unhashable option value
+                        key = rest = None
+                    if rest is not None:
+                        _check_call(sig.task, sig.args, sig.kwargs)
+                        args_json, kwargs_json = dumps_args(sig.task, sig.args, sig.kwargs)
+                        job_id = str(uuid.uuid4())
+                        parts.append(
+                            f'{{"id":"{job_id}","args":{args_json},"kwargs":{kwargs_json},{rest}}}'
+                        )
+                        results.append(AsyncResult(job_id, app=self, task_name=sig.task))
+                        if len(parts) == ENQUEUE_CHUNK:
+                            yield f"[{','.join(parts)}]"
+                            parts = []
+                        continue
                 p = self._job_params(sig.task, sig.args, sig.kwargs, sig.options)
+                job_id = p.pop("id")
                 args_json = p.pop("args_json")
                 kwargs_json = p.pop("kwargs_json")
                 options_json = p.pop("options_json")
-                head = compact_json(p)
+                rest = f'{compact_json(p)[1:-1]},"options":{options_json}'
+                if key is not None:
+                    shared[key] = rest
                 parts.append(
-                    f'{head[:-1]},"args":{args_json},"kwargs":{kwargs_json},'
-                    f'"options":{options_json}}}'
+                    f'{{"id":"{job_id}","args":{args_json},"kwargs":{kwargs_json},{rest}}}'
                 )
-                results.append(AsyncResult(p["id"], app=self, task_name=sig.task))
+                results.append(AsyncResult(job_id, app=self, task_name=sig.task))
                 if len(parts) == ENQUEUE_CHUNK:
                     yield f"[{','.join(parts)}]"
                     parts = []
@@ -268,12 +297,7 @@ class PgQueue:
     def _job_params(
         self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: dict[str, Any]
     ) -> dict[str, Any]:
-        if not isinstance(name, str) or not name:
-            raise NotRegistered(f"task name must be a non-empty string, got {name!r}")
-        if isinstance(args, str | bytes) or not isinstance(args, Sequence):
-            raise TypeError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
-        if not isinstance(kwargs, Mapping):
-            raise TypeError(f"{name}: kwargs must be a dict, got {type(kwargs).__name__}")
+        _check_call(name, args, kwargs)
         # None means "not given", except for max_retries, where None given means no limit.
         options = {k: v for k, v in options.items() if v is not None or k == "max_retries"}
         unknown = set(options) - _SEND_OPTIONS
@@ -404,7 +428,7 @@ class PgQueue:
 
 
 # Jobs per statement of enqueue_many on pgqueue's own connection.
-ENQUEUE_CHUNK = 5_000
+ENQUEUE_CHUNK = 1000
 
 _SEND_OPTIONS = {
     "countdown",
@@ -426,6 +450,15 @@ def _first(*values: Any) -> Any:
 
 def _aware(when: dt.datetime) -> dt.datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
+
+
+def _check_call(name: str, args: Any, kwargs: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise NotRegistered(f"task name must be a non-empty string, got {name!r}")
+    if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+        raise TypeError(f"{name}: args must be a list or tuple, got {type(args).__name__}")
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(f"{name}: kwargs must be a dict, got {type(kwargs).__name__}")
 
 
 def _execute_on(target: Any, sql: str, params: Mapping[str, Any]) -> None:

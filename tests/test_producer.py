@@ -212,3 +212,33 @@ def test_unknown_setting_is_refused():
         app.conf.task_acks_lat = True
     app.conf.update(task_default_queue="work")
     assert app.conf.task_default_queue == "work"
+
+
+def test_bulk_enqueue_works_out_each_jobs_options_and_routes(app, db):
+    # A function route may look at the arguments: it is asked for every job.
+    app.conf.task_routes = [lambda name, args, kwargs, options: {"queue": f"q{args[0] % 2}"}]
+    try:
+        app.enqueue_many([taskapp.add.s(i, 0) for i in range(4)])
+    finally:
+        app.conf.task_routes = None
+    queues = db.execute("SELECT queue FROM pgqueue.jobs ORDER BY seq").fetchall()
+    assert [q for (q,) in queues] == ["q0", "q1", "q0", "q1"]
+    db.execute("TRUNCATE pgqueue.jobs")
+    # signatures of one batch keep their own options, however many share them
+    app.enqueue_many(
+        [
+            taskapp.add.s(1, 1),
+            taskapp.add.s(2, 2).set(priority=7, queue="hi"),
+            taskapp.add.s(3, 3),
+            taskapp.send_email.s("a@b.c"),
+            taskapp.add.s(4, 4).set(priority=7, queue="hi"),
+        ]
+    )
+    rows = db.execute("SELECT args, queue, priority FROM pgqueue.jobs ORDER BY seq").fetchall()
+    assert rows == [
+        ([1, 1], "default", 0),
+        ([2, 2], "hi", 7),
+        ([3, 3], "default", 0),
+        (["a@b.c"], "emails", 0),
+        ([4, 4], "hi", 7),
+    ]
