@@ -50,7 +50,7 @@ class Scale:
     cpu_ms: float = 10.0
     # table-size: jobs run per round; sizes are read after each round
     table_size_jobs: int = 1_000_000
-    table_size_rounds: int = 2
+    table_size_rounds: int = 3
 
     def scaled(self, reps: int | None) -> Scale:
         return self if reps is None else replace(self, reps=reps)

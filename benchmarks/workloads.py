@@ -212,9 +212,11 @@ def backlog(system: System, scale: Scale) -> list[Row]:
 
 
 def table_size(system: System, scale: Scale) -> list[Row]:
-    """Run millions of jobs through one worker, enqueued in batches while it drains, and
-    read the size of the jobs table and its indexes after each round: the hot table must
-    stay bounded by the backlog it held, not grow with the jobs that ran."""
+    """Run millions of jobs through one worker and read the size of the jobs table and its
+    indexes after each round: the hot table must stay bounded by the backlog it holds, not
+    grow with the jobs that ran. The producer keeps the backlog between one and two
+    batches, as a steady producer would; sizes are read once the round is done and the
+    table has been vacuumed since (by the workers' housekeeping where autovacuum is off)."""
     assert isinstance(system, Pgqueue)
     config = system.drain_configs[0].times(1)
     per_round, batch = scale.table_size_jobs, min(50_000, scale.table_size_jobs)
@@ -227,6 +229,8 @@ def table_size(system: System, scale: Scale) -> list[Row]:
             for _ in range(scale.table_size_rounds):
                 peak = 0
                 for _batch in range(per_round // batch):
+                    if not wait_until(lambda: system.live_jobs() <= batch, timeout=120):
+                        raise RuntimeError("pgqueue: the backlog does not go down")
                     system.enqueue_for_drain(batch, IGNORE_RESULT, 0)
                     peak = max(peak, system.live_jobs())
                 done += per_round
@@ -237,6 +241,9 @@ def table_size(system: System, scale: Scale) -> list[Row]:
 
                 if not wait_until(drained, timeout=per_round / 1_000 + 60):
                     raise RuntimeError(f"pgqueue: {done:,} jobs not done in time")
+                vacuums = system.vacuum_count()
+                if not wait_until(lambda v=vacuums: system.vacuum_count() > v, timeout=150):
+                    raise RuntimeError("pgqueue: the jobs table was not vacuumed")
                 sizes = system.jobs_table_sizes()
                 log(f"  table-size after {done:,} jobs: peak {peak:,} live; {sizes}")
                 label = f"after {done:,} jobs ({peak:,} live at the peak); {config.label}"

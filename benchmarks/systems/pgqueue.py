@@ -127,6 +127,15 @@ class Pgqueue(System):
             row = conn.execute("SELECT count(*) FROM pgqueue.jobs").fetchone()
         return int(row[0]) if row else 0
 
+    def vacuum_count(self) -> int:
+        """How many times pgqueue.jobs was vacuumed, by hand or by autovacuum."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            row = conn.execute(
+                """SELECT vacuum_count + autovacuum_count FROM pg_stat_user_tables
+                    WHERE relid = 'pgqueue.jobs'::regclass"""
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     def jobs_table_sizes(self) -> dict[str, float]:
         """MB on disk of pgqueue.jobs and of each of its indexes (heap only, no TOAST)."""
         with psycopg.connect(self.dsn, autocommit=True) as conn:
