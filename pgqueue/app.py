@@ -225,32 +225,26 @@ class PgQueue:
             parts: list[str] = []
             for sig in signatures:
                 key: Any = None
+                rest: str | None = None
                 if reuse and "task_id" not in sig.options:
                     try:
                         key = (sig.task, frozenset(sig.options.items()))
                         rest = shared.get(key)
                     except TypeError:  # an unhashable option value
-                        key = rest = None
-                    if rest is not None:
-                        _check_call(sig.task, sig.args, sig.kwargs)
-                        args_json, kwargs_json = dumps_args(sig.task, sig.args, sig.kwargs)
-                        job_id = str(uuid.uuid4())
-                        parts.append(
-                            f'{{"id":"{job_id}","args":{args_json},"kwargs":{kwargs_json},{rest}}}'
-                        )
-                        results.append(AsyncResult(job_id, app=self, task_name=sig.task))
-                        if len(parts) == ENQUEUE_CHUNK:
-                            yield f"[{','.join(parts)}]"
-                            parts = []
-                        continue
-                p = self._job_params(sig.task, sig.args, sig.kwargs, sig.options)
-                job_id = p.pop("id")
-                args_json = p.pop("args_json")
-                kwargs_json = p.pop("kwargs_json")
-                options_json = p.pop("options_json")
-                rest = f'{compact_json(p)[1:-1]},"options":{options_json}'
-                if key is not None:
-                    shared[key] = rest
+                        key = None
+                if rest is None:
+                    p = self._job_params(sig.task, sig.args, sig.kwargs, sig.options)
+                    job_id = p.pop("id")
+                    args_json = p.pop("args_json")
+                    kwargs_json = p.pop("kwargs_json")
+                    options_json = p.pop("options_json")
+                    rest = f'{compact_json(p)[1:-1]},"options":{options_json}'
+                    if key is not None:
+                        shared[key] = rest
+                else:
+                    _check_call(sig.task, sig.args, sig.kwargs)
+                    args_json, kwargs_json = dumps_args(sig.task, sig.args, sig.kwargs)
+                    job_id = str(uuid.uuid4())
                 parts.append(
                     f'{{"id":"{job_id}","args":{args_json},"kwargs":{kwargs_json},{rest}}}'
                 )
