@@ -21,6 +21,7 @@ from .conf import Settings
 from .control import Control
 from .db import ConnectionHolder, connect, resolve_dsn, translate_errors
 from .exceptions import ConfigurationError, DatabaseUnavailable, NotRegistered
+from .ids import new_job_id
 from .result import AsyncResult
 from .serialization import compact_json, dumps_args
 from .task import PER_CALL_OPTIONS, Signature, Task
@@ -244,7 +245,7 @@ class PgQueue:
                 else:
                     _check_call(sig.task, sig.args, sig.kwargs)
                     args_json, kwargs_json = dumps_args(sig.task, sig.args, sig.kwargs)
-                    job_id = str(uuid.uuid4())
+                    job_id = new_job_id()
                 parts.append(
                     f'{{"id":"{job_id}","args":{args_json},"kwargs":{kwargs_json},{rest}}}'
                 )
@@ -324,7 +325,7 @@ class PgQueue:
             per_call["scheduled"] = True
         task_id = options.get("task_id")
         return {
-            "id": str(uuid.UUID(str(task_id))) if task_id else str(uuid.uuid4()),
+            "id": str(uuid.UUID(str(task_id))) if task_id else new_job_id(),
             "task_name": name,
             "args_json": args_json,
             "kwargs_json": kwargs_json,

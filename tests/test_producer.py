@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -242,3 +243,19 @@ def test_bulk_enqueue_works_out_each_jobs_options_and_routes(app, db):
         (["a@b.c"], "emails", 0),
         ([4, 4], "hi", 7),
     ]
+
+
+def test_job_ids_are_time_ordered_uuids(app, db):
+    from pgqueue.ids import new_job_id
+
+    first = taskapp.add.delay(1, 1)
+    batch = taskapp.add.enqueue_many([(i, 0) for i in range(3)])
+    time.sleep(0.002)  # the next millisecond: ids of later jobs sort after
+    later = new_job_id()
+    ids = [first.id] + [r.id for r in batch]
+    assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    assert len(set(ids)) == 4
+    assert all(i < later for i in ids)
+    # a chosen id is kept as given
+    chosen = str(uuid.uuid4())
+    assert taskapp.add.apply_async((1, 1), task_id=chosen).id == chosen
