@@ -195,12 +195,11 @@ class PgQueue:
         )
         if not isinstance(max_retries, EllipsisType):
             call["max_retries"] = max_retries
-        params = self._job_params(name, args or (), kwargs or {}, call)
-        params["args"] = params.pop("args_json")
-        params["kwargs"] = params.pop("kwargs_json")
-        params["options"] = params.pop("options_json")
-        self._execute(queries.get("enqueue"), params, connection)
-        return AsyncResult(params["id"], app=self, task_name=name)
+        args, kwargs = args or (), kwargs or {}
+        job_id, columns = self._job_columns(name, args, kwargs, call)
+        document = f"[{_job_json(job_id, name, args, kwargs, columns)}]"
+        self._execute(queries.get("enqueue_jobs"), {"jobs": document}, connection)
+        return AsyncResult(job_id, app=self, task_name=name)
 
     def enqueue_many(
         self, signatures: Iterable[Signature], *, connection: Any = None
@@ -228,29 +227,21 @@ class PgQueue:
             parts: list[str] = []
             for sig in signatures:
                 key: Any = None
-                rest: str | None = None
+                columns: str | None = None
                 if reuse and "task_id" not in sig.options:
                     try:
                         key = (sig.task, frozenset(sig.options.items()))
-                        rest = shared.get(key)
+                        columns = shared.get(key)
                     except TypeError:  # an unhashable option value
                         key = None
-                if rest is None:
-                    p = self._job_params(sig.task, sig.args, sig.kwargs, sig.options)
-                    job_id = p.pop("id")
-                    args_json = p.pop("args_json")
-                    kwargs_json = p.pop("kwargs_json")
-                    options_json = p.pop("options_json")
-                    rest = f'{compact_json(p)[1:-1]},"options":{options_json}'
+                if columns is None:
+                    job_id, columns = self._job_columns(sig.task, sig.args, sig.kwargs, sig.options)
                     if key is not None:
-                        shared[key] = rest
+                        shared[key] = columns
                 else:
                     _check_call(sig.task, sig.args, sig.kwargs)
-                    args_json, kwargs_json = dumps_args(sig.task, sig.args, sig.kwargs)
                     job_id = new_job_id()
-                parts.append(
-                    f'{{"id":"{job_id}","args":{args_json},"kwargs":{kwargs_json},{rest}}}'
-                )
+                parts.append(_job_json(job_id, sig.task, sig.args, sig.kwargs, columns))
                 results.append(AsyncResult(job_id, app=self, task_name=sig.task))
                 if len(parts) == ENQUEUE_CHUNK:
                     yield f"[{','.join(parts)}]"
@@ -258,7 +249,7 @@ class PgQueue:
             if parts:
                 yield f"[{','.join(parts)}]"
 
-        sql = queries.get("enqueue_many")
+        sql = queries.get("enqueue_jobs")
         target = connection if connection is not None else _bound_connection.get()
         if target is not None:
             # The caller's connection may be in autocommit: one statement keeps the batch
@@ -291,9 +282,11 @@ class PgQueue:
                     raise
         return results
 
-    def _job_params(
+    def _job_columns(
         self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> tuple[str, str]:
+        """A new job's id, and the JSON members (without braces) of its row's columns other
+        than id, args and kwargs: what its task, the call's options and the routes give."""
         _check_call(name, args, kwargs)
         # None means "not given", except for max_retries, where None given means no limit.
         options = {k: v for k, v in options.items() if v is not None or k == "max_retries"}
@@ -302,7 +295,6 @@ class PgQueue:
             raise TypeError(f"{name}: unknown option(s) {', '.join(sorted(unknown))}")
         task = self.tasks.get(name)
         route = self.route(name, args, kwargs)
-        args_json, kwargs_json = dumps_args(name, args, kwargs)
 
         expires = options.get("expires", task.expires if task else None)
         expires_at: str | None = None
@@ -326,11 +318,9 @@ class PgQueue:
             # So that request.eta is None for a job sent to run at once, as in Celery.
             per_call["scheduled"] = True
         task_id = options.get("task_id")
-        return {
-            "id": str(uuid.UUID(str(task_id))) if task_id else new_job_id(),
+        job_id = str(uuid.UUID(str(task_id))) if task_id else new_job_id()
+        columns = {
             "task_name": name,
-            "args_json": args_json,
-            "kwargs_json": kwargs_json,
             "queue": options.get("queue")
             or route.get("queue")
             or (task.queue if task else None)
@@ -350,8 +340,9 @@ class PgQueue:
             "max_retries": options.get("max_retries"),
             "time_limit": options.get("time_limit"),
             "soft_time_limit": options.get("soft_time_limit"),
-            "options_json": compact_json(per_call),
+            "options": per_call,
         }
+        return job_id, compact_json(columns)[1:-1]
 
     def _execute(self, sql: str, params: Mapping[str, Any], connection: Any) -> None:
         target = connection if connection is not None else _bound_connection.get()
@@ -447,6 +438,14 @@ def _first(*values: Any) -> Any:
 
 def _aware(when: dt.datetime) -> dt.datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
+
+
+def _job_json(
+    job_id: str, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], columns: str
+) -> str:
+    """One job of an enqueue_jobs document: its id, its arguments, and ``columns``."""
+    args_json, kwargs_json = dumps_args(name, args, kwargs)
+    return f'{{"id":"{job_id}","args":{args_json},"kwargs":{kwargs_json},{columns}}}'
 
 
 def _check_call(name: str, args: Any, kwargs: Any) -> None:

@@ -426,25 +426,11 @@ class Worker:
                 with self._conn.pipeline():
                     if to_start:
                         started = self._conn.execute(
-                            queries.get("mark_started"),
-                            {
-                                "jobs": json.dumps(
-                                    [[j.id, j.attempt, self._acks_late(j)] for j in to_start]
-                                ),
-                                "worker_id": self.id,
-                            },
+                            queries.get("mark_started"), self._start_params(to_start)
                         )
                     if claim > 0:
                         claimed = self._conn.execute(
-                            queries.get("claim_jobs"),
-                            {
-                                "queues": self.queues,
-                                "tasks": self._tasks,
-                                "limit": claim,
-                                "start": max(0, start),
-                                "at_most_once": self._at_most_once,
-                                "worker_id": self.id,
-                            },
+                            queries.get("claim_jobs"), self._claim_params(claim, start)
                         )
         # Cleared only once written: after an outage the same outcomes are written again,
         # and the (id, attempt) fence makes that idempotent.
@@ -564,9 +550,7 @@ class Worker:
 
     def _end_expired(self, job: Job) -> None:
         log.info("task %s expired before it started: REVOKED", job.label)
-        if not self._outcomes:
-            self._outcomes_since = time.monotonic()
-        self._outcomes.append(
+        self._add_outcome(
             Outcome.for_job(
                 job,
                 states.REVOKED,
@@ -574,6 +558,12 @@ class Worker:
                 exc_message="expired",
             )
         )
+
+    def _add_outcome(self, outcome: Outcome) -> None:
+        """Hold an outcome until the next round trip writes it (see _outcomes_due)."""
+        if not self._outcomes:
+            self._outcomes_since = time.monotonic()
+        self._outcomes.append(outcome)
 
     def _acks_late(self, job: Job) -> bool:
         task = self.app.tasks.get(job.task_name)
@@ -617,9 +607,23 @@ class Worker:
                 if limit is None or job.retries < limit:
                     outcome.state = states.RETRY
                     outcome.countdown = 0.0
-            if not self._outcomes:
-                self._outcomes_since = time.monotonic()
-            self._outcomes.append(outcome)
+            self._add_outcome(outcome)
+
+    def _start_params(self, jobs: list[Job]) -> dict[str, Any]:
+        return {
+            "jobs": json.dumps([[j.id, j.attempt, self._acks_late(j)] for j in jobs]),
+            "worker_id": self.id,
+        }
+
+    def _claim_params(self, limit: int, start: int) -> dict[str, Any]:
+        return {
+            "queues": self.queues,
+            "tasks": self._tasks,
+            "limit": limit,
+            "start": max(0, start),
+            "at_most_once": self._at_most_once,
+            "worker_id": self.id,
+        }
 
     def _finish_params(self, outcomes: list[Outcome]) -> dict[str, Any]:
         return {

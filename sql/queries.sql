@@ -2,31 +2,10 @@
 -- Parameters use the %(name)s style so the enqueue statements also run through
 -- other DB-API drivers (psycopg2, Django's cursor) inside the caller's transaction.
 
--- name: enqueue
--- What SQL's pgqueue.enqueue() does, as a plain statement: the driver prepares it once per
--- connection, where the function's body is planned again at every call.
-INSERT INTO pgqueue.jobs (id, task_name, args, kwargs, queue, priority, run_at,
-                          expires_at, max_retries, time_limit, soft_time_limit, options)
-VALUES (
-    coalesce(%(id)s::uuid, gen_random_uuid()),
-    %(task_name)s::text,
-    coalesce(%(args)s::jsonb, '[]'),
-    coalesce(%(kwargs)s::jsonb, '{}'),
-    coalesce(%(queue)s::text, 'default'),
-    coalesce(%(priority)s::integer, 0),
-    coalesce(%(run_at)s::timestamptz,
-             statement_timestamp() + make_interval(secs => %(countdown)s::double precision),
-             now()),
-    coalesce(%(expires_at)s::timestamptz,
-             statement_timestamp() + make_interval(secs => %(expires_in)s::double precision)),
-    %(max_retries)s::integer,
-    %(time_limit)s::double precision,
-    %(soft_time_limit)s::double precision,
-    coalesce(%(options)s::jsonb, '{}')
-)
-
--- name: enqueue_many
--- One statement for a whole batch: the jobs travel as one JSON array.
+-- name: enqueue_jobs
+-- Every enqueue from Python, one job (delay) or a batch (enqueue_many): the jobs travel as
+-- one JSON array. A plain statement, which the driver prepares once per connection (the SQL
+-- function pgqueue.enqueue(), for SQL callers, has its body planned again at every call).
 INSERT INTO pgqueue.jobs (id, task_name, args, kwargs, queue, priority, run_at,
                           expires_at, max_retries, time_limit, soft_time_limit, options)
 SELECT j.id, j.task_name, coalesce(j.args, '[]'), coalesce(j.kwargs, '{}'),

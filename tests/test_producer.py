@@ -246,16 +246,16 @@ def test_bulk_enqueue_works_out_each_jobs_options_and_routes(app, db):
 
 
 def test_job_ids_are_time_ordered_uuids(app, db):
-    from pgqueue.ids import new_job_id
-
+    before = time.time_ns() // 1_000_000
     first = taskapp.add.delay(1, 1)
     batch = taskapp.add.enqueue_many([(i, 0) for i in range(3)])
-    time.sleep(0.002)  # the next millisecond: ids of later jobs sort after
-    later = new_job_id()
+    after = time.time_ns() // 1_000_000
     ids = [first.id] + [r.id for r in batch]
     assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
     assert len(set(ids)) == 4
-    assert all(i < later for i in ids)
+    # the leading 48 bits are the creation time in Unix milliseconds, so ids sort by it
+    millis = [uuid.UUID(i).int >> 80 for i in ids]
+    assert before <= millis[0] <= min(millis[1:]) and max(millis) <= after
     # a chosen id is kept as given
     chosen = str(uuid.uuid4())
     assert taskapp.add.apply_async((1, 1), task_id=chosen).id == chosen
