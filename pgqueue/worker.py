@@ -102,6 +102,8 @@ class Worker:
         self._backend_pids: tuple[int, ...] = ()
         self._tasks: list[str] = []
         self._at_most_once: list[str] = []
+        # What an at-most-once job's claim or STARTED mark commits with (claim_settings).
+        self._durable = {"synchronous_commit": str(app.conf.worker_synchronous_commit)}
         self._maintenance = Maintenance(app, lock_class=WORKER_LOCK_CLASS)
         self._heartbeat: _Heartbeat | None = None
         # Set by the heartbeat when our row was removed: re-register through a reconnection.
@@ -424,6 +426,7 @@ class Worker:
                 self._writer.execute(queries.get("retry_jobs"), self._retry_params(retried))
             if to_start or claim > 0:
                 with self._conn.pipeline():
+                    self._conn.execute(queries.get("claim_settings"), self._durable)
                     if to_start:
                         started = self._conn.execute(
                             queries.get("mark_started"), self._start_params(to_start)
@@ -439,7 +442,7 @@ class Worker:
         for o in outcomes:
             self._log_outcome(o, o.state == states.RETRY or o.job_id in written)
         self.jobs_done += len(outcomes)
-        ours = dict(started.fetchall()) if started is not None else {}
+        ours = {r[0]: r[1] for r in started.fetchall()} if started is not None else {}
         for job in to_start:
             if job.id not in ours:
                 log.info("task %s was revoked or rescued before it started; skipped", job.label)
@@ -449,7 +452,7 @@ class Worker:
                 self._start(job)
         if claimed is None:
             return []
-        (document,) = claimed.fetchone()
+        document, _ = claimed.fetchone()
         jobs = [Job.from_claim(row) for row in json.loads(document)]
         for job in jobs:
             if job.started:
@@ -613,10 +616,12 @@ class Worker:
         return {
             "jobs": json.dumps([[j.id, j.attempt, self._acks_late(j)] for j in jobs]),
             "worker_id": self.id,
+            **self._durable,
         }
 
     def _claim_params(self, limit: int, start: int) -> dict[str, Any]:
         return {
+            **self._durable,
             "queues": self.queues,
             "tasks": self._tasks,
             "limit": limit,

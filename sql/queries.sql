@@ -65,10 +65,13 @@ WITH candidates AS (
                             ELSE j.acks_late END
       FROM next
      WHERE j.ctid = next.ctid
+       -- Redundant for the result; it gives the planner a TID scan of exactly the
+       -- candidates, whatever it estimates their number to be (see plan_claim).
+       AND j.ctid = ANY (ARRAY(SELECT ctid FROM candidates))
     RETURNING j.id, j.seq, j.task_name, j.queue, j.args, j.kwargs, j.priority, j.run_at,
               j.expires_at, (j.expires_at IS NOT NULL AND j.expires_at <= now()) AS expired,
               j.retries, j.max_retries, j.time_limit, j.soft_time_limit, j.options, j.attempt,
-              next.go AS started
+              next.go AS started, j.acks_late
 )
 -- One JSON document for the whole batch, in claim order: the worker decodes it in one
 -- call, where row by row decoding cost it more than the claim itself. Times travel as
@@ -79,8 +82,26 @@ SELECT coalesce(json_agg(json_build_array(
            (extract(epoch FROM c.expires_at) * 1000000)::bigint,
            c.expired, c.retries, c.max_retries, c.time_limit, c.soft_time_limit, c.options,
            c.attempt, c.started)
-         ORDER BY c.priority DESC, c.run_at, c.seq), '[]')::text
+         ORDER BY c.priority DESC, c.run_at, c.seq), '[]')::text,
+       -- see claim_settings: an at-most-once job starts only once its claim is durable
+       CASE WHEN bool_or(c.started AND NOT c.acks_late)
+            THEN set_config('synchronous_commit', %(synchronous_commit)s, true) END
   FROM claimed AS c
+
+-- name: claim_settings
+-- Sent first in the transaction that claims jobs and marks them STARTED.
+-- - A claim is a lease: lost in a database crash, its jobs are simply ready again and run
+--   again, which at-least-once allows. So its commit does not wait for the WAL flush,
+--   unless it starts an at-most-once job: mark_started and claim_jobs then set
+--   synchronous_commit back to the worker's setting, %(synchronous_commit)s.
+-- - Plan the statements once per connection (a generic plan) instead of at every call:
+--   planning a custom plan was most of the time an idle worker spent between a NOTIFY and
+--   the job's start, and the claim reads the same index ranges whatever its parameters.
+--   JIT is off because a generic plan's row estimates (a tenth of the table for LIMIT $n)
+--   would otherwise pay for a compilation costing a thousand times the claim itself.
+SELECT set_config('synchronous_commit', 'off', true),
+       set_config('plan_cache_mode', 'force_generic_plan', true),
+       set_config('jit', 'off', true)
 
 -- name: mark_started
 -- The jobs still ours, each with whether it started: one revoked or rescued since the claim
@@ -99,7 +120,10 @@ WITH s AS (
        AND (j.expires_at IS NULL OR j.expires_at > now())
     RETURNING j.id
 )
-SELECT j.id::text, j.id IN (SELECT id FROM started)
+SELECT j.id::text, j.id IN (SELECT id FROM started),
+       -- an at-most-once job must not start before its STARTED mark is durable
+       CASE WHEN NOT s.acks_late AND j.id IN (SELECT id FROM started)
+            THEN set_config('synchronous_commit', %(synchronous_commit)s, true) END
   FROM pgqueue.jobs AS j JOIN s ON j.id = s.id AND j.attempt = s.attempt
  WHERE j.worker_id = %(worker_id)s
 

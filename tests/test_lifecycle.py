@@ -706,23 +706,106 @@ def test_after_100000_jobs_the_jobs_table_holds_only_live_jobs(app, db, worker):
         " FROM generate_series(1, 100000)"
     )
     db.execute("ANALYZE pgqueue.jobs")
+    plan = generic_plan(db, "claim_jobs", CLAIM_PARAMS)
+    # Workers plan the claim once (claim_settings): that one plan must walk the index and
+    # fetch the candidates by their TIDs, whatever it guesses LIMIT $n to be (joined on
+    # ctid alone, a million jobs made it hash the whole table).
+    assert "jobs_claim_idx" in plan, plan
+    assert "TID Cond: (ctid = ANY" in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
+CLAIM_PARAMS = {
+    "queues": ["default"],
+    "tasks": ["tests.taskapp.add", "tests.taskapp.at_most_once"],
+    "limit": 10,
+    "start": 5,
+    "at_most_once": ["tests.taskapp.at_most_once"],
+    "worker_id": "00000000-0000-0000-0000-000000000000",
+    "synchronous_commit": "on",
+}
+
+
+def generic_plan(db, name, params):
+    """EXPLAIN of query ``name``'s generic plan: the one a worker's connection caches."""
+    import re
+
     from pgqueue import queries
 
-    plan = "\n".join(
-        r[0]
-        for r in db.execute(
-            "EXPLAIN " + queries.get("claim_jobs"),
-            {
-                "queues": ["default"],
-                "tasks": ["tests.taskapp.add"],
-                "limit": 10,
-                "start": 5,
-                "at_most_once": [],
-                "worker_id": "00000000-0000-0000-0000-000000000000",
-            },
-        )
+    order: list[str] = []
+
+    def number(m: re.Match[str]) -> str:
+        if m.group(1) not in order:
+            order.append(m.group(1))
+        return f"${order.index(m.group(1)) + 1}"
+
+    text = re.sub(r"%\((\w+)\)s", number, queries.get(name))
+    with db.transaction():
+        db.execute(queries.get("claim_settings"), {"synchronous_commit": "on"})
+        db.execute(f"PREPARE generic_{name} AS {text}")
+        try:
+            args = ", ".join(db.execute("SELECT quote_nullable(%s)", (params[k],)).fetchone()[0]
+                             for k in order)  # fmt: skip
+            rows = db.execute(f"EXPLAIN EXECUTE generic_{name}({args})").fetchall()
+        finally:
+            db.execute(f"DEALLOCATE generic_{name}")
+    return "\n".join(r[0] for r in rows)
+
+
+@pytest.mark.parametrize("acks_late", [True, False])
+def test_a_claim_waits_for_the_wal_flush_only_when_it_starts_an_at_most_once_job(
+    app, db, acks_late
+):
+    """A lost claim only makes its jobs run again: fine for at-least-once jobs, so their
+    claim commits without waiting for the flush; an at-most-once job must not start before
+    its claim is durable."""
+    from pgqueue import queries
+
+    task = taskapp.slow_record if acks_late else taskapp.at_most_once
+    task.delay("sync", 0)
+    worker_id = "00000000-0000-0000-0000-000000000001"
+    db.execute(
+        "INSERT INTO pgqueue.workers (id, name, hostname, pid, queues, tasks, pool, concurrency)"
+        " VALUES (%s, 'w', 'h', 1, '{default}', %s, 'solo', 1)",
+        (worker_id, [task.name]),
     )
-    assert "jobs_claim_idx" in plan, plan
+    params = {**CLAIM_PARAMS, "tasks": [task.name], "worker_id": worker_id, "start": 1}
+    with db.transaction():
+        db.execute(queries.get("claim_settings"), {"synchronous_commit": "on"})
+        (document, _) = db.execute(queries.get("claim_jobs"), params).fetchone()
+        setting = db.execute("SHOW synchronous_commit").fetchone()[0]
+    (job,) = json.loads(document)
+    assert job[-1] is True  # started at once
+    assert setting == ("off" if acks_late else "on")
+
+
+@pytest.mark.parametrize("acks_late", [True, False])
+def test_marking_started_waits_for_the_wal_flush_only_for_an_at_most_once_job(app, db, acks_late):
+    from pgqueue import queries
+
+    r = taskapp.slow_record.delay("sync", 0)
+    worker_id = "00000000-0000-0000-0000-000000000002"
+    db.execute(
+        "INSERT INTO pgqueue.workers (id, name, hostname, pid, queues, tasks, pool, concurrency)"
+        " VALUES (%s, 'w', 'h', 1, '{default}', '{}', 'solo', 1)",
+        (worker_id,),
+    )
+    db.execute(
+        "UPDATE pgqueue.jobs SET worker_id = %s, attempt = 1 WHERE id = %s", (worker_id, r.id)
+    )
+    with db.transaction():
+        db.execute(queries.get("claim_settings"), {"synchronous_commit": "on"})
+        rows = db.execute(
+            queries.get("mark_started"),
+            {
+                "jobs": json.dumps([[r.id, 1, acks_late]]),
+                "worker_id": worker_id,
+                "synchronous_commit": "on",
+            },
+        ).fetchall()
+        setting = db.execute("SHOW synchronous_commit").fetchone()[0]
+    assert [(row[0], row[1]) for row in rows] == [(r.id, True)]
+    assert setting == ("off" if acks_late else "on")
 
 
 def test_workers_vacuum_the_jobs_table_where_autovacuum_is_off(app, db):
