@@ -104,6 +104,9 @@ class Worker:
         self._at_most_once: list[str] = []
         # What an at-most-once job's claim or STARTED mark commits with (claim_settings).
         self._durable = {"synchronous_commit": str(app.conf.worker_synchronous_commit)}
+        # When the earliest job not yet due becomes due (monotonic), as of the last claim;
+        # run_at is on the database's clock, so the database says how far off that is.
+        self._due_after_claim: float | None = None
         self._maintenance = Maintenance(app, lock_class=WORKER_LOCK_CLASS)
         self._heartbeat: _Heartbeat | None = None
         # Set by the heartbeat when our row was removed: re-register through a reconnection.
@@ -341,7 +344,7 @@ class Worker:
                     # A full batch means more may be waiting; a short one means the ready
                     # jobs are drained and a NOTIFY (or a due run_at) tells of more.
                     want_claim = len(claimed) == room
-                    next_due = None if want_claim else self._next_due()
+                    next_due = None if want_claim else self._due_after_claim
                 if claimed or (self._buffer and pool.free_slots()):
                     continue
             if self._stopping:
@@ -413,7 +416,7 @@ class Worker:
         outcomes = self._outcomes
         finished = [o for o in outcomes if o.state != states.RETRY]
         retried = [o for o in outcomes if o.state == states.RETRY]
-        done = started = claimed = None
+        done = started = claimed = due = None
         with translate_errors(), contextlib.ExitStack() as writer_sent:
             if finished or retried:
                 # Sent now; its reply is awaited when the block ends, after conn's.
@@ -435,6 +438,13 @@ class Worker:
                         claimed = self._conn.execute(
                             queries.get("claim_jobs"), self._claim_params(claim, start)
                         )
+                        # Needed only when the claim comes up short, to sleep until the
+                        # next job is due; asked now, it costs no round trip of its own.
+                        # (Same transaction: the jobs just claimed no longer count.)
+                        due = self._conn.execute(
+                            queries.get("next_run_delay"),
+                            {"queues": self.queues, "tasks": self._tasks},
+                        )
         # Cleared only once written: after an outage the same outcomes are written again,
         # and the (id, attempt) fence makes that idempotent.
         self._outcomes = []
@@ -450,8 +460,10 @@ class Worker:
                 self._end_expired(job)
             else:
                 self._start(job)
-        if claimed is None:
+        if claimed is None or due is None:
             return []
+        (delay,) = due.fetchone()
+        self._due_after_claim = None if delay is None else time.monotonic() + max(0.0, delay)
         document, _ = claimed.fetchone()
         jobs = [Job.from_claim(row) for row in json.loads(document)]
         for job in jobs:
@@ -525,18 +537,6 @@ class Worker:
                         job_id,
                         self.pool_name,
                     )
-
-    def _next_due(self) -> float | None:
-        """The monotonic time the earliest future job becomes due. run_at is on the
-        database's clock, so the database says how far off that is: the worker's own clock
-        may be off by any amount."""
-        with translate_errors():
-            (delay,) = self._conn.execute(
-                queries.get("next_run_delay"), {"queues": self.queues, "tasks": self._tasks}
-            ).fetchone()
-        if delay is None:
-            return None
-        return time.monotonic() + max(0.0, float(delay))
 
     def _startable(self) -> list[Job]:
         """Take from the buffer as many jobs as the pool has free slots; those the claim

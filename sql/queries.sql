@@ -653,8 +653,9 @@ SELECT pg_terminate_backend(%(pid)s)
 
 -- name: next_run_delay
 -- Seconds from the database's now until the earliest job this worker could run becomes
--- due (negative if already due; NULL if none); drives the idle sleep. The earliest job of
--- each (queue, priority) level is the first index entry of that level.
+-- due (negative if already due; NULL if none); drives the idle sleep. Sent right after
+-- each claim, in its transaction, so the jobs just claimed do not count. The earliest job
+-- of each (queue, priority) level is the first index entry of that level.
 SELECT extract(epoch FROM min(f.run_at) - now())::double precision
   FROM pgqueue.queue_levels(%(queues)s::text[]) AS l,
        LATERAL (SELECT j.run_at FROM pgqueue.jobs AS j
