@@ -20,10 +20,10 @@ from . import queries
 from .conf import Settings
 from .control import Control
 from .db import ConnectionHolder, connect, resolve_dsn, translate_errors
-from .exceptions import ConfigurationError, DatabaseUnavailable, NotRegistered
+from .exceptions import ConfigurationError, DatabaseUnavailable, EncodeError, NotRegistered
 from .ids import new_job_id
 from .result import AsyncResult
-from .serialization import compact_json, dumps_args
+from .serialization import compact_json, dumps_args, dumps_jobs
 from .task import PER_CALL_OPTIONS, Signature, Task
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -197,7 +197,7 @@ class PgQueue:
             call["max_retries"] = max_retries
         args, kwargs = args or (), kwargs or {}
         job_id, columns = self._job_columns(name, args, kwargs, call)
-        document = f"[{_job_json(job_id, name, args, kwargs, columns)}]"
+        document = dumps_jobs([_job(job_id, args, kwargs, columns)])
         self._execute(queries.get("enqueue_jobs"), {"jobs": document}, connection)
         return AsyncResult(job_id, app=self, task_name=name)
 
@@ -205,71 +205,53 @@ class PgQueue:
         self, signatures: Iterable[Signature], *, connection: Any = None
     ) -> list[AsyncResult]:
         """Queue many calls in one transaction; all or none are inserted. On pgqueue's own
-        connection they go as pipelined statements of 1,000 jobs; on a caller's connection
-        as one statement.
+        connection they are streamed with COPY (jobs with an ETA, countdown or expiry,
+        whose times the database works out, follow as pipelined statements of 1,000 jobs);
+        on a caller's connection they go as one statement.
 
         ``app.enqueue_many([add.s(1, 2), send.s("a@b.c").set(countdown=10)])``; with
         ``connection`` the batch joins the caller's transaction.
         """
         results: list[AsyncResult] = []
-
-        # What a job's row takes from its task and call options (queue, priority, limits...)
-        # is worked out once per distinct (task, options); only the id and arguments are
-        # encoded per job. Routes that are functions may look at the arguments: no reuse then.
-        routes = self.conf.task_routes
-        tables = routes if isinstance(routes, list | tuple) else [routes] if routes else []
-        reuse = not any(callable(t) for t in tables)
-        shared: dict[Any, str] = {}
-
-        def documents() -> Iterator[str]:
-            # Jobs travel in chunks, each one JSON array, so that on our own connection the
-            # server inserts one chunk while the next is encoded and sent.
-            parts: list[str] = []
-            for sig in signatures:
-                key: Any = None
-                columns: str | None = None
-                if reuse and "task_id" not in sig.options:
-                    try:
-                        key = (sig.task, frozenset(sig.options.items()))
-                        columns = shared.get(key)
-                    except TypeError:  # an unhashable option value
-                        key = None
-                if columns is None:
-                    job_id, columns = self._job_columns(sig.task, sig.args, sig.kwargs, sig.options)
-                    if key is not None:
-                        shared[key] = columns
-                else:
-                    _check_call(sig.task, sig.args, sig.kwargs)
-                    job_id = new_job_id()
-                parts.append(_job_json(job_id, sig.task, sig.args, sig.kwargs, columns))
-                results.append(AsyncResult(job_id, app=self, task_name=sig.task))
-                if len(parts) == ENQUEUE_CHUNK:
-                    yield f"[{','.join(parts)}]"
-                    parts = []
-            if parts:
-                yield f"[{','.join(parts)}]"
-
         sql = queries.get("enqueue_jobs")
         target = connection if connection is not None else _bound_connection.get()
         if target is not None:
-            # The caller's connection may be in autocommit: one statement keeps the batch
-            # all or nothing there too.
-            whole = ",".join(d[1:-1] for d in documents())
-            if whole:
+            # The caller's connection may be in autocommit (or not psycopg 3 at all): one
+            # statement keeps the batch all or nothing there too.
+            jobs = [_job(i, sig.args, sig.kwargs, c) for i, sig, c, _ in self._plan(signatures)]
+            if jobs:
                 with translate_errors():
-                    _execute_on(target, sql, {"jobs": f"[{whole}]"})
-            return results
-        sent: list[str] = []
-        pending = documents()
+                    _execute_on(target, sql, {"jobs": dumps_jobs(jobs)})
+            return [AsyncResult(j["id"], app=self, task_name=j["task_name"]) for j in jobs]
+
+        clocked: list[dict[str, Any]] = []  # jobs whose times the database works out
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            for job_id, sig, columns, fixed in self._plan(signatures):
+                results.append(AsyncResult(job_id, app=self, task_name=sig.task))
+                if fixed is None:
+                    clocked.append(_job(job_id, sig.args, sig.kwargs, columns))
+                else:
+                    yield (job_id, sig.task, *dumps_args(sig.task, sig.args, sig.kwargs), *fixed)
+
+        copied: list[tuple[Any, ...]] = []
+        pending = rows()
         for attempt in (1, 2):
             conn = self._connections.get()
             try:
-                with translate_errors(), conn.transaction(), conn.pipeline():
-                    for document in sent:
-                        conn.execute(sql, {"jobs": document})
-                    for document in pending:
-                        sent.append(document)
-                        conn.execute(sql, {"jobs": document})
+                with translate_errors(), conn.transaction():
+                    # Rows go out while the next are encoded: the server inserts as we go.
+                    with conn.cursor() as cur, cur.copy(queries.get("copy_jobs")) as copy:
+                        for row in copied:
+                            copy.write_row(row)
+                        for row in pending:
+                            copied.append(row)  # kept, to be sent again on a new connection
+                            copy.write_row(row)
+                    if clocked:
+                        with conn.pipeline():
+                            for at in range(0, len(clocked), ENQUEUE_CHUNK):
+                                chunk = dumps_jobs(clocked[at : at + ENQUEUE_CHUNK])
+                                conn.execute(sql, {"jobs": chunk})
                 return results
             except psycopg.errors.UniqueViolation:
                 # The first attempt committed before its connection was found broken.
@@ -282,11 +264,44 @@ class PgQueue:
                     raise
         return results
 
+    def _plan(
+        self, signatures: Iterable[Signature]
+    ) -> Iterator[tuple[str, Signature, dict[str, Any], tuple[Any, ...] | None]]:
+        """Each call's job id and columns, and, for a job COPY can insert as it is (no
+        countdown or expiry to work out on the database's clock), its copy_jobs values after
+        task_name, args and kwargs (else None).
+
+        What a job's row takes from its task and call options (queue, priority, limits...)
+        is worked out once per distinct (task, options); only the id and arguments are new
+        per job. Routes that are functions may look at the arguments: no reuse then."""
+        routes = self.conf.task_routes
+        tables = routes if isinstance(routes, list | tuple) else [routes] if routes else []
+        reuse = not any(callable(t) for t in tables)
+        shared: dict[Any, tuple[dict[str, Any], tuple[Any, ...] | None]] = {}
+        for sig in signatures:
+            key: Any = None
+            known = None
+            if reuse and "task_id" not in sig.options:
+                try:
+                    key = (sig.task, frozenset(sig.options.items()))
+                    known = shared.get(key)
+                except TypeError:  # an unhashable option value
+                    key = None
+            if known is None:
+                job_id, columns = self._job_columns(sig.task, sig.args, sig.kwargs, sig.options)
+                known = columns, _copy_values(columns)
+                if key is not None:
+                    shared[key] = known
+            else:
+                _check_call(sig.task, sig.args, sig.kwargs)
+                job_id = new_job_id()
+            yield job_id, sig, known[0], known[1]
+
     def _job_columns(
         self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: dict[str, Any]
-    ) -> tuple[str, str]:
-        """A new job's id, and the JSON members (without braces) of its row's columns other
-        than id, args and kwargs: what its task, the call's options and the routes give."""
+    ) -> tuple[str, dict[str, Any]]:
+        """A new job's id, and its row's columns other than id, args and kwargs: what its
+        task, the call's options and the routes give."""
         _check_call(name, args, kwargs)
         # None means "not given", except for max_retries, where None given means no limit.
         options = {k: v for k, v in options.items() if v is not None or k == "max_retries"}
@@ -342,7 +357,7 @@ class PgQueue:
             "soft_time_limit": options.get("soft_time_limit"),
             "options": per_call,
         }
-        return job_id, compact_json(columns)[1:-1]
+        return job_id, columns
 
     def _execute(self, sql: str, params: Mapping[str, Any], connection: Any) -> None:
         target = connection if connection is not None else _bound_connection.get()
@@ -440,15 +455,41 @@ def _aware(when: dt.datetime) -> dt.datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
 
 
-def _job_json(
-    job_id: str, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], columns: str
-) -> str:
-    """One job of an enqueue_jobs document: its id, its arguments, and ``columns``."""
-    args_json, kwargs_json = dumps_args(name, args, kwargs)
-    return f'{{"id":"{job_id}","args":{args_json},"kwargs":{kwargs_json},{columns}}}'
+def _job(
+    job_id: str, args: Sequence[Any], kwargs: Mapping[str, Any], columns: dict[str, Any]
+) -> dict[str, Any]:
+    """One job of an enqueue_jobs document: ``columns`` with its id and arguments."""
+    job = dict(columns)
+    job["id"] = job_id
+    job["args"] = args if type(args) in (list, tuple) else list(args)
+    job["kwargs"] = kwargs if type(kwargs) is dict else dict(kwargs)
+    return job
+
+
+def _copy_values(columns: dict[str, Any]) -> tuple[Any, ...] | None:
+    """A job's copy_jobs values after task_name, args and kwargs; None if its run_at or
+    expires_at must be worked out on the database's clock (or are given: COPY leaves run_at
+    to its default, the transaction's start, as enqueue_jobs does)."""
+    if any(columns[k] is not None for k in ("run_at", "countdown", "expires_at", "expires_in")):
+        return None
+    try:
+        options = compact_json(columns["options"])
+    except (TypeError, ValueError) as exc:
+        name = columns["task_name"]
+        raise EncodeError(f"{name}: the call's options cannot be stored: {exc}") from exc
+    return (
+        columns["queue"],
+        columns["priority"],
+        columns["max_retries"],
+        columns["time_limit"],
+        columns["soft_time_limit"],
+        options,
+    )
 
 
 def _check_call(name: str, args: Any, kwargs: Any) -> None:
+    if type(args) in (tuple, list) and type(kwargs) is dict and type(name) is str and name:
+        return  # the usual call, without the slower checks against abstract types
     if not isinstance(name, str) or not name:
         raise NotRegistered(f"task name must be a non-empty string, got {name!r}")
     if isinstance(args, str | bytes) or not isinstance(args, Sequence):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 _VERSION_AND_VARIANT = (0x7 << 76) | (0b10 << 62)
 
@@ -24,4 +23,6 @@ def new_job_id() -> str:
         | ((rand >> 62) & 0xFFF) << 64
         | (rand & ((1 << 62) - 1))
     )
-    return str(uuid.UUID(int=value))
+    # What str(uuid.UUID(int=value)) gives, without building the object.
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -31,7 +31,10 @@ def _dumps(value: Any) -> str:
 def dumps_args(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:
     """Encode a call's arguments, naming the one JSON cannot carry."""
     try:
-        return _dumps(list(args)), _dumps(dict(kwargs))
+        return (
+            _dumps(args if type(args) in (list, tuple) else list(args)),
+            _dumps(kwargs if type(kwargs) is dict else dict(kwargs)) if kwargs else "{}",
+        )
     except (TypeError, ValueError):
         pass
     for index, value in enumerate(args):
@@ -41,6 +44,19 @@ def dumps_args(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -
             raise EncodeError(f"{task_name}: keyword names must be strings, got {key!r}")
         _check(task_name, f"keyword argument {key!r}", value)
     raise EncodeError(f"{task_name}: arguments are not JSON serializable")
+
+
+def dumps_jobs(jobs: list[dict[str, Any]]) -> str:
+    """Encode jobs (each a dict with ``task_name``, ``args`` and ``kwargs`` among its
+    columns) as one JSON array, in one call; if that fails, name the argument at fault."""
+    try:
+        return _dumps(jobs)
+    except (TypeError, ValueError) as exc:
+        for job in jobs:
+            dumps_args(job["task_name"], job["args"], job["kwargs"])
+        # Not an argument: an option (a queue name with a NUL, say).
+        name = jobs[0]["task_name"]
+        raise EncodeError(f"{name}: a job's options cannot be stored: {exc}") from exc
 
 
 def _check(task_name: str, what: str, value: Any) -> None:

@@ -23,6 +23,13 @@ SELECT j.id, j.task_name, coalesce(j.args, '[]'), coalesce(j.kwargs, '{}'),
                             options, ord)
  ORDER BY j.ord
 
+-- name: copy_jobs
+-- enqueue_many on pgqueue's own connection: the jobs COPY can take as they are (run_at
+-- defaults to the transaction's start, as in enqueue_jobs; jobs with an ETA, countdown or
+-- expiry go through enqueue_jobs, which works their times out on the database's clock).
+COPY pgqueue.jobs (id, task_name, args, kwargs, queue, priority, max_retries, time_limit,
+                   soft_time_limit, options) FROM STDIN
+
 -- name: claim_jobs
 -- Take up to %(limit)s ready jobs this worker can run. SKIP LOCKED lets any number of
 -- workers claim side by side without waiting on each other's rows. Each (queue, priority)

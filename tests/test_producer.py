@@ -14,6 +14,7 @@ import pgqueue.app
 from pgqueue import PgQueue, states
 from pgqueue.exceptions import EncodeError
 from tests import taskapp
+from tests.conftest import wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -119,6 +120,54 @@ def test_bulk_enqueue_beyond_one_chunk_keeps_order_and_is_all_or_nothing(app, ds
     ):
         app.enqueue_many(batch, connection=conn)
     assert job_count(db) == 1
+
+
+def test_bulk_enqueue_copies_plain_jobs_and_times_the_others_on_the_database_clock(app, db):
+    # Plain jobs are streamed with COPY; a countdown or expiry is worked out by the database
+    # (enqueue_jobs), in the same transaction.
+    results = app.enqueue_many(
+        [
+            taskapp.add.s(1, 1),
+            taskapp.add.s(2, 2).set(countdown=600),
+            taskapp.add.s(3, 3).set(expires=60, priority=4),
+            taskapp.add.s(4, 4).set(queue="q2", time_limit=5, max_retries=None),
+        ]
+    )
+    rows = db.execute(
+        "SELECT id::text, args, run_at - enqueued_at, expires_at - enqueued_at, priority, queue,"
+        " time_limit, options FROM pgqueue.jobs"
+    ).fetchall()
+    by_id = {r[0]: r[1:] for r in rows}
+    assert [by_id[r.id][0] for r in results] == [[1, 1], [2, 2], [3, 3], [4, 4]]
+    plain, later, expiring, options = (by_id[r.id] for r in results)
+    assert plain[1] == dt.timedelta(0) and plain[2] is None
+    assert dt.timedelta(seconds=599) < later[1] <= dt.timedelta(seconds=601)
+    assert later[6] == {"scheduled": True}
+    assert dt.timedelta(seconds=59) < expiring[2] <= dt.timedelta(seconds=61)
+    assert expiring[3] == 4
+    assert options[4:6] == ("q2", 5.0) and options[6] == {"max_retries": None}
+    db.execute("TRUNCATE pgqueue.jobs")
+    # a job the database refuses among the timed ones takes the copied ones with it
+    taken = str(uuid.uuid4())
+    taskapp.add.apply_async((0, 0), task_id=taken)
+    batch = [taskapp.add.s(i, 0) for i in range(50)]
+    batch.append(taskapp.add.s(0, 0).set(task_id=taken, countdown=5))
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        app.enqueue_many(batch)
+    assert job_count(db) == 1
+
+
+def test_bulk_enqueue_on_a_connection_the_server_ended_retries_once_on_a_new_one(app, db):
+    taskapp.add.delay(0, 0)  # opens the app's connection
+    (pid,) = app.connection().execute("SELECT pg_backend_pid()").fetchone()
+    db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    wait_for(
+        lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(),
+        what="the backend to end",
+    )
+    results = taskapp.add.enqueue_many([(i, 0) for i in range(300)])
+    ids = {r[0] for r in db.execute("SELECT id::text FROM pgqueue.jobs").fetchall()}
+    assert {r.id for r in results} <= ids and len(ids) == 301
 
 
 def test_options_are_stored_as_columns(app, db):
