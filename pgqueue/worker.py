@@ -107,6 +107,7 @@ class Worker:
         # When the earliest job not yet due becomes due (monotonic), as of the last claim;
         # run_at is on the database's clock, so the database says how far off that is.
         self._due_after_claim: float | None = None
+        self._task_limits: dict[str, tuple[float | None, float | None]] = {}
         self._maintenance = Maintenance(app, lock_class=WORKER_LOCK_CLASS)
         self._heartbeat: _Heartbeat | None = None
         # Set by the heartbeat when our row was removed: re-register through a reconnection.
@@ -574,10 +575,15 @@ class Worker:
         return bool(job.options.get("acks_late", default))
 
     def _limits(self, job: Job) -> tuple[float | None, float | None]:
-        task = self.app.tasks.get(job.task_name)
-        soft = job.soft_time_limit or (task.soft_time_limit if task else None)
-        hard = job.time_limit or (task.time_limit if task else None)
-        return soft, hard
+        """The job's soft and hard time limits: its own, else its task's."""
+        limits = self._task_limits.get(job.task_name)
+        if limits is None:
+            # Worked out once per task: the settings are fixed once the worker runs, and
+            # reading them through the task for every job showed in the drain's profile.
+            task = self.app.tasks.get(job.task_name)
+            limits = (task.soft_time_limit, task.time_limit) if task else (None, None)
+            self._task_limits[job.task_name] = limits
+        return job.soft_time_limit or limits[0], job.time_limit or limits[1]
 
     def _collect(self) -> None:
         """Take finished outcomes from the pool. Failures the pool decided on (hard time

@@ -73,7 +73,7 @@ WITH candidates AS (
       FROM next
      WHERE j.ctid = next.ctid
        -- Redundant for the result; it gives the planner a TID scan of exactly the
-       -- candidates, whatever it estimates their number to be (see plan_claim).
+       -- candidates, whatever it estimates their number to be (see claim_settings).
        AND j.ctid = ANY (ARRAY(SELECT ctid FROM candidates))
     RETURNING j.id, j.seq, j.task_name, j.queue, j.args, j.kwargs, j.priority, j.run_at,
               j.expires_at, (j.expires_at IS NOT NULL AND j.expires_at <= now()) AS expired,
