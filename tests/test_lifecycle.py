@@ -752,6 +752,17 @@ def generic_plan(db, name, params):
     return "\n".join(r[0] for r in rows)
 
 
+def register_worker_row(db, tasks):
+    """A workers row for statements run by hand as that worker; its id."""
+    worker_id = "00000000-0000-0000-0000-000000000001"
+    db.execute(
+        "INSERT INTO pgqueue.workers (id, name, hostname, pid, queues, tasks, pool, concurrency)"
+        " VALUES (%s, 'w', 'h', 1, '{default}', %s, 'solo', 1)",
+        (worker_id, tasks),
+    )
+    return worker_id
+
+
 @pytest.mark.parametrize("acks_late", [True, False])
 def test_a_claim_waits_for_the_wal_flush_only_when_it_starts_an_at_most_once_job(
     app, db, acks_late
@@ -763,12 +774,7 @@ def test_a_claim_waits_for_the_wal_flush_only_when_it_starts_an_at_most_once_job
 
     task = taskapp.slow_record if acks_late else taskapp.at_most_once
     task.delay("sync", 0)
-    worker_id = "00000000-0000-0000-0000-000000000001"
-    db.execute(
-        "INSERT INTO pgqueue.workers (id, name, hostname, pid, queues, tasks, pool, concurrency)"
-        " VALUES (%s, 'w', 'h', 1, '{default}', %s, 'solo', 1)",
-        (worker_id, [task.name]),
-    )
+    worker_id = register_worker_row(db, [task.name])
     params = {**CLAIM_PARAMS, "tasks": [task.name], "worker_id": worker_id, "start": 1}
     with db.transaction():
         db.execute(queries.get("claim_settings"), {"synchronous_commit": "on"})
@@ -784,12 +790,7 @@ def test_marking_started_waits_for_the_wal_flush_only_for_an_at_most_once_job(ap
     from pgqueue import queries
 
     r = taskapp.slow_record.delay("sync", 0)
-    worker_id = "00000000-0000-0000-0000-000000000002"
-    db.execute(
-        "INSERT INTO pgqueue.workers (id, name, hostname, pid, queues, tasks, pool, concurrency)"
-        " VALUES (%s, 'w', 'h', 1, '{default}', '{}', 'solo', 1)",
-        (worker_id,),
-    )
+    worker_id = register_worker_row(db, [])
     db.execute(
         "UPDATE pgqueue.jobs SET worker_id = %s, attempt = 1 WHERE id = %s", (worker_id, r.id)
     )
