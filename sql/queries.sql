@@ -124,6 +124,9 @@ WITH s AS (
        SET state = 'STARTED', started_at = now(), acks_late = s.acks_late
       FROM s
      WHERE j.id = s.id AND j.attempt = s.attempt AND j.worker_id = %(worker_id)s
+       -- Redundant for the result: it has the planner look the jobs up by primary key,
+       -- where it would otherwise read every job this worker holds (jobs_worker_idx).
+       AND j.id = ANY (ARRAY(SELECT id FROM s))
        AND (j.expires_at IS NULL OR j.expires_at > now())
     RETURNING j.id
 )
@@ -132,7 +135,7 @@ SELECT j.id::text, j.id IN (SELECT id FROM started),
        CASE WHEN NOT s.acks_late AND j.id IN (SELECT id FROM started)
             THEN set_config('synchronous_commit', %(synchronous_commit)s, true) END
   FROM pgqueue.jobs AS j JOIN s ON j.id = s.id AND j.attempt = s.attempt
- WHERE j.worker_id = %(worker_id)s
+ WHERE j.worker_id = %(worker_id)s AND j.id = ANY (ARRAY(SELECT id FROM s))
 
 -- name: finish_jobs
 -- Write outcomes and remove the jobs in one statement. The (id, attempt, worker_id)

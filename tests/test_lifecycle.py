@@ -699,11 +699,14 @@ def test_after_100000_jobs_the_jobs_table_holds_only_live_jobs(app, db, worker):
         what="100,000 jobs to run",
     )
     assert db.execute("SELECT id::text FROM pgqueue.jobs").fetchone()[0] == future.id
-    # with 100,000 future jobs queued, the claim still walks the index
+    # with 100,000 future jobs queued, and 1,000 held by a worker, the claim still walks
+    # the index
     db.execute(
-        "INSERT INTO pgqueue.jobs (id, task_name, run_at)"
-        " SELECT gen_random_uuid(), 'tests.taskapp.add', now() + interval '1 day'"
-        " FROM generate_series(1, 100000)"
+        "INSERT INTO pgqueue.jobs (id, task_name, run_at, worker_id)"
+        " SELECT gen_random_uuid(), 'tests.taskapp.add', now() + interval '1 day',"
+        "        CASE WHEN g %% 100 = 0 THEN %s::uuid END"
+        " FROM generate_series(1, 100000) AS g",
+        (CLAIM_PARAMS["worker_id"],),
     )
     db.execute("ANALYZE pgqueue.jobs")
     plan = generic_plan(db, "claim_jobs", CLAIM_PARAMS)
@@ -712,6 +715,15 @@ def test_after_100000_jobs_the_jobs_table_holds_only_live_jobs(app, db, worker):
     # ctid alone, a million jobs made it hash the whole table).
     assert "jobs_claim_idx" in plan, plan
     assert "TID Cond: (ctid = ANY" in plan, plan
+    assert "Seq Scan" not in plan, plan
+    # Starting buffered jobs looks them up by id, not by reading all the worker holds.
+    plan = generic_plan(
+        db,
+        "mark_started",
+        {"jobs": json.dumps([[future.id, 1, True]]), "worker_id": CLAIM_PARAMS["worker_id"],
+         "synchronous_commit": "on"},
+    )  # fmt: skip
+    assert "Index Cond: (id = ANY" in plan, plan
     assert "Seq Scan" not in plan, plan
 
 
