@@ -23,7 +23,7 @@ from .db import ConnectionHolder, connect, resolve_dsn, translate_errors
 from .exceptions import ConfigurationError, DatabaseUnavailable, EncodeError, NotRegistered
 from .ids import new_job_id
 from .result import AsyncResult
-from .serialization import compact_json, dumps_args, dumps_jobs
+from .serialization import as_json_types, compact_json, dumps_args, dumps_jobs
 from .task import PER_CALL_OPTIONS, Signature, Task
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -461,8 +461,7 @@ def _job(
     """One job of an enqueue_jobs document: ``columns`` with its id and arguments."""
     job = dict(columns)
     job["id"] = job_id
-    job["args"] = args if type(args) in (list, tuple) else list(args)
-    job["kwargs"] = kwargs if type(kwargs) is dict else dict(kwargs)
+    job["args"], job["kwargs"] = as_json_types(args, kwargs)
     return job
 
 

@@ -28,13 +28,21 @@ def _dumps(value: Any) -> str:
     return text
 
 
+def as_json_types(
+    args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> tuple[Sequence[Any], dict[str, Any]]:
+    """A call's arguments as the types the JSON encoder takes (copied only if need be)."""
+    return (
+        args if type(args) in (list, tuple) else list(args),
+        kwargs if type(kwargs) is dict else dict(kwargs),
+    )
+
+
 def dumps_args(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:
     """Encode a call's arguments, naming the one JSON cannot carry."""
     try:
-        return (
-            _dumps(args if type(args) in (list, tuple) else list(args)),
-            _dumps(kwargs if type(kwargs) is dict else dict(kwargs)) if kwargs else "{}",
-        )
+        positional, keywords = as_json_types(args, kwargs)
+        return _dumps(positional), _dumps(keywords) if keywords else "{}"
     except (TypeError, ValueError):
         pass
     for index, value in enumerate(args):

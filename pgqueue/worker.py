@@ -461,8 +461,9 @@ class Worker:
                 self._end_expired(job)
             else:
                 self._start(job)
-        if claimed is None or due is None:
+        if claimed is None:
             return []
+        assert due is not None  # sent with every claim
         (delay,) = due.fetchone()
         self._due_after_claim = None if delay is None else time.monotonic() + max(0.0, delay)
         document, _ = claimed.fetchone()

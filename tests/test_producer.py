@@ -107,8 +107,14 @@ def test_bulk_enqueue_beyond_one_chunk_keeps_order_and_is_all_or_nothing(app, ds
     assert [r[0] for r in rows] == [r.id for r in results]
     assert [r[1] for r in rows] == [[i, 0] for i in range(n)]
     db.execute("TRUNCATE pgqueue.jobs")
-    # a job the database refuses in the last chunk takes the earlier chunks with it, on
-    # pgqueue's own connection (one transaction) and on the caller's autocommit one
+    # jobs timed on the database's clock go in chunks of ENQUEUE_CHUNK, in order too
+    results = app.enqueue_many([taskapp.add.s(i, 1).set(countdown=60) for i in range(n)])
+    rows = db.execute("SELECT id::text, args FROM pgqueue.jobs ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == [r.id for r in results]
+    assert [r[1] for r in rows] == [[i, 1] for i in range(n)]
+    db.execute("TRUNCATE pgqueue.jobs")
+    # a job the database refuses at the end takes all before it with it, on pgqueue's own
+    # connection (one transaction) and on the caller's autocommit one
     taken = str(uuid.uuid4())
     taskapp.add.apply_async((0, 0), task_id=taken)
     batch = [taskapp.add.s(i, 0) for i in range(n - 1)] + [taskapp.add.s(0, 0).set(task_id=taken)]
