@@ -10,11 +10,14 @@ and notes when each commit returned. Per job:
 
 - *commit to wake-up*: the producer's commit returned; the worker's select() returned with
   the NOTIFY (negative when the notification arrived before the producer saw its commit);
-- *wake-up to claim sent*: reading the notification, the loop's bookkeeping;
-- *claim round trip*: from the claim's start to its reply decoded (server, network, commit);
-- *hand-off*: from the reply to the task body starting (the pool's submit, a thread's
+- *wake-up to job decoded*: reading the notification and decoding the job it carries (a job
+  handed to the idle worker by the producer's insert), or, for a job that was not, the
+  loop's bookkeeping and the claim's round trip (server, network, commit);
+- *hand-off*: from the decoded job to the task body starting (the pool's submit, a thread's
   wake-up, the task's setup);
 - *total*: commit to task start, what the latency workload measures.
+
+The heading says how many jobs were handed over and how many claimed.
 
 Prints the percentiles and writes them to ``benchmarks/profiles/latency-timeline-*.txt``.
 """
@@ -33,7 +36,7 @@ from .common import BENCH_DIR, PYTHON, bench_env, fresh_database, percentile
 
 OUT = BENCH_DIR / "profiles"
 TASK = "bench.timeline"
-STEPS = ("commit to wake-up", "wake-up to claim sent", "claim round trip", "hand-off", "total")
+STEPS = ("commit to wake-up", "wake-up to job decoded", "hand-off", "total")
 
 
 def produce(dsn: str, jobs: int, interval: float) -> None:
@@ -106,6 +109,7 @@ def measure(pool: str, concurrency: int, prefetch: int, jobs: int, interval: flo
         committed = {int(k): v for k, v in json.loads(out).items()}
 
     per_step: dict[str, list[float]] = {step: [] for step in STEPS}
+    claimed = 0
     for i, commit in committed.items():
         if i < 10 or i not in starts:  # the first jobs warm the worker up
             continue
@@ -114,13 +118,11 @@ def measure(pool: str, concurrency: int, prefetch: int, jobs: int, interval: flo
         def first(name: str, after: float, before: float = start) -> float:
             return next((t for n, t in events if n == name and after <= t <= before), before)
 
-        sent_at = first("sync", commit - 0.01)
-        wake = first("wake", commit - 0.01, sent_at)
-        decoded = first("decoded", sent_at)
+        wake = first("wake", commit - 0.01)
+        decoded = first("decoded", wake)
+        claimed += first("sync", wake, decoded) < decoded
         for step, value in zip(
-            STEPS,
-            (wake - commit, sent_at - wake, decoded - sent_at, start - decoded, start - commit),
-            strict=True,
+            STEPS, (wake - commit, decoded - wake, start - decoded, start - commit), strict=True
         ):
             per_step[step].append(value * 1000)
     label = f"-P {pool} -c {concurrency}"
@@ -128,7 +130,8 @@ def measure(pool: str, concurrency: int, prefetch: int, jobs: int, interval: flo
         label += f" --prefetch-multiplier {prefetch}"
     lines = [
         f"Wake-up timeline, pgqueue worker {label}: {len(per_step['total'])} jobs, one every"
-        f" {interval * 1000:g} ms (ms)",
+        f" {interval * 1000:g} ms, {len(per_step['total']) - claimed} handed over and"
+        f" {claimed} claimed (ms)",
         f"{'step':24} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7}",
     ]
     for step, values in per_step.items():

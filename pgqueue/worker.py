@@ -6,6 +6,9 @@ connection dies); ``writer`` writes outcomes, in the same round trip as the clai
 second server process, so that the two statements run side by side rather than one after
 the other; ``listener`` only LISTENs, so a notification can wake the loop while it sleeps in
 ``select``.
+While idle, the worker offers free slots (pgqueue.worker_slots): a producer's insert then
+hands a new job to it directly, claimed and STARTED in the producer's transaction, and the
+notification on the worker's own channel carries the job, so it starts without a claim.
 A small heartbeat thread keeps ``workers.heartbeat_at`` fresh even while a solo task runs.
 """
 
@@ -23,6 +26,8 @@ import time
 import uuid
 from multiprocessing.connection import wait as wait_for_fds
 from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
 
 from . import logs, migrate, queries, signals, states
 from .db import JOBS_CHANNEL, connect, translate_errors
@@ -44,6 +49,9 @@ WORKER_LOCK_CLASS = 0x70677175
 OUTCOME_LINGER = 0.010
 # A warm shutdown during an outage gives up on the database after this many seconds.
 SHUTDOWN_OUTAGE_LIMIT = 30.0
+# At most this many free slots are offered for hand-off at a time: enough for a burst to
+# skip the claim, few enough that offering them costs nothing (jobs beyond go the usual way).
+HANDOFF_SLOTS = 8
 
 
 class Worker:
@@ -108,6 +116,11 @@ class Worker:
         # run_at is on the database's clock, so the database says how far off that is.
         self._due_after_claim: float | None = None
         self._task_limits: dict[str, tuple[float | None, float | None]] = {}
+        # Hand-off: the channel producers notify with jobs handed to us, how many slots we
+        # have and how many we offer now (less one for each job handed to us since).
+        self._channel = f"pgqueue_worker_{self.id.replace('-', '')}"
+        self._slots = min(self.concurrency, HANDOFF_SLOTS)
+        self._offered = 0
         self._maintenance = Maintenance(app, lock_class=WORKER_LOCK_CLASS)
         self._heartbeat: _Heartbeat | None = None
         # Set by the heartbeat when our row was removed: re-register through a reconnection.
@@ -168,6 +181,24 @@ class Worker:
                 self._release_held(conn)
             listener.execute(queries.get("worker_listen_jobs"))
             listener.execute(queries.get("worker_listen_control"))
+            listener.execute(
+                sql.SQL(queries.get("worker_listen_handoff")).format(
+                    channel=sql.Identifier(self._channel)
+                )
+            )
+            conn.execute(
+                queries.get("create_slots"),
+                {
+                    "worker_id": self.id,
+                    "listener_pid": listener.info.backend_pid,
+                    "slots": self._slots,
+                    "channel": self._channel,
+                    "queues": self.queues,
+                    "tasks": self._tasks,
+                    "at_most_once": self._at_most_once,
+                },
+            )
+        self._offered = 0
         self._conn, self._writer, self._listener = conn, writer, listener
         self._backend_pids = (conn.info.backend_pid, writer.info.backend_pid)
 
@@ -349,11 +380,14 @@ class Worker:
                 if claimed or (self._buffer and pool.free_slots()):
                     continue
             if self._stopping:
+                self._offer(0)
                 if not pool.busy():
                     return
             else:
                 with translate_errors():
                     self._maintenance.run_due(self._conn)
+                idle = not want_claim and not self._buffer
+                self._offer(min(self._slots, pool.free_slots()) if idle else 0)
             now = time.monotonic()
             timeouts = [self.poll_interval - (now - last_poll), self._maintenance.next_due() - now]
             if next_due is not None:
@@ -431,6 +465,12 @@ class Worker:
             if to_start or claim > 0:
                 with self._conn.pipeline():
                     self._conn.execute(queries.get("claim_settings"), self._durable)
+                    if self._offered:
+                        # Claiming means not idle: no job is to be handed to us meanwhile.
+                        self._conn.execute(
+                            queries.get("offer_slots"), {"worker_id": self.id, "n": 0}
+                        )
+                        self._offered = 0
                     if to_start:
                         started = self._conn.execute(
                             queries.get("mark_started"), self._start_params(to_start)
@@ -513,9 +553,43 @@ class Worker:
         for note in notes:
             if note.channel == JOBS_CHANNEL:
                 work = work or note.payload in self.queues
+            elif note.channel == self._channel:
+                self._on_handoff(note.payload)
             elif note.channel == CONTROL_CHANNEL:
                 self._on_control(note.payload)
         return work
+
+    def _offer(self, n: int) -> None:
+        """Offer ``n`` free slots for hand-off (withdraw the rest), if not offered already.
+
+        Offers are topped up once half of them were taken, not after every hand-off, so a
+        steady trickle of jobs costs this round trip every few jobs. Sent with
+        claim_settings: a lost offer costs nothing, so its commit does not wait for the WAL
+        flush either.
+        """
+        if n == self._offered or n > self._offered >= max(1, n // 2):
+            return
+        with translate_errors(), self._conn.pipeline():
+            self._conn.execute(queries.get("claim_settings"), self._durable)
+            self._conn.execute(queries.get("offer_slots"), {"worker_id": self.id, "n": n})
+        self._offered = n
+
+    def _on_handoff(self, payload: str) -> None:
+        """A producer handed us a job, already claimed and STARTED for us: run it now, or
+        buffer it if a claim filled the slot meanwhile (it is marked STARTED again then)."""
+        assert self._pool is not None
+        self._offered = max(0, self._offered - 1)
+        try:
+            job = Job.from_claim(json.loads(payload))
+        except (ValueError, TypeError) as exc:
+            # Only a hand-made NOTIFY on our channel can look like this: the trigger's
+            # documents are built like the claim's.
+            log.warning("ignoring a malformed hand-off (%s): %r", exc, payload[:200])
+            return
+        if self._stopping or not self._pool.free_slots():
+            self._buffer.append(job)
+        else:
+            self._start(job)
 
     def _on_control(self, payload: str) -> None:
         try:

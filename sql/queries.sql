@@ -177,10 +177,13 @@ WITH outcome AS (
 SELECT id::text FROM done
 
 -- name: release_jobs
--- Hand claimed-but-unstarted jobs back (warm shutdown) and wake the other workers.
+-- Hand claimed-but-unstarted jobs back (warm shutdown) and wake the other workers. (A job
+-- handed to this worker came STARTED: it goes back as it was before.)
 WITH released AS (
     UPDATE pgqueue.jobs AS j
-       SET worker_id = NULL, claimed_at = NULL
+       SET worker_id = NULL, claimed_at = NULL, started_at = NULL,
+           state = CASE WHEN j.state <> 'STARTED' THEN j.state
+                        WHEN j.retries > 0 THEN 'RETRY' ELSE 'PENDING' END
       FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS s(id, attempt)
      WHERE j.id = s.id AND j.attempt = s.attempt AND j.worker_id = %(worker_id)s
     RETURNING j.queue
@@ -227,7 +230,41 @@ UPDATE pgqueue.workers
 RETURNING lock_key
 
 -- name: unregister_worker
+-- Slots a producer is handing a job to right now are left to the rescue (which requeues
+-- that job): waiting for its transaction could hold the shutdown up without end.
+WITH slots AS (
+    DELETE FROM pgqueue.worker_slots
+     WHERE ctid = ANY (ARRAY(SELECT ctid FROM pgqueue.worker_slots
+                              WHERE worker_id = %(id)s FOR UPDATE SKIP LOCKED))
+)
 DELETE FROM pgqueue.workers WHERE id = %(id)s
+
+-- ---- hand-off: idle workers offer slots, the jobs_notify trigger fills them ----
+
+-- name: create_slots
+-- After (re)registering: this listening connection's slots, none offered yet. Rows of an
+-- earlier connection are removed, bar any a producer holds (the rescue removes those).
+WITH old AS (
+    DELETE FROM pgqueue.worker_slots
+     WHERE ctid = ANY (ARRAY(SELECT ctid FROM pgqueue.worker_slots
+                              WHERE worker_id = %(worker_id)s FOR UPDATE SKIP LOCKED))
+)
+INSERT INTO pgqueue.worker_slots (worker_id, listener_pid, slot, channel, queues, tasks,
+                                  at_most_once)
+SELECT %(worker_id)s, %(listener_pid)s, n, %(channel)s, %(queues)s, %(tasks)s,
+       %(at_most_once)s
+  FROM generate_series(1, %(slots)s) AS n
+
+-- name: offer_slots
+-- Offer the first %(n)s slots of this worker and withdraw the others (0 withdraws all).
+-- A slot a producer holds is skipped: its job is on its way, or the slot comes back on a
+-- rollback.
+UPDATE pgqueue.worker_slots AS s
+   SET offered = s.slot <= %(n)s
+ WHERE s.ctid = ANY (ARRAY(SELECT ctid FROM pgqueue.worker_slots
+                            WHERE worker_id = %(worker_id)s
+                              AND offered <> (slot <= %(n)s)
+                              FOR UPDATE SKIP LOCKED))
 
 -- name: get_result
 -- One snapshot: a job is in exactly one of the two tables, since finishing moves it.
@@ -310,6 +347,15 @@ WITH lost AS (
                %(keep_for)s::double precision) AS e
 ), woken AS (
     SELECT pg_notify('pgqueue_jobs', q.queue) FROM (SELECT DISTINCT queue FROM requeued) AS q
+), stale_slots AS (
+    -- slots of lost workers and of listening connections that are gone
+    DELETE FROM pgqueue.worker_slots
+     WHERE ctid = ANY (ARRAY(
+               SELECT s.ctid FROM pgqueue.worker_slots AS s
+                WHERE s.worker_id IN (SELECT id FROM lost)
+                   OR NOT EXISTS (SELECT 1 FROM pgqueue.workers AS w WHERE w.id = s.worker_id)
+                   OR NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(s.listener_pid))
+                  FOR UPDATE SKIP LOCKED))
 )
 SELECT (SELECT count(*) FROM lost), (SELECT count(*) FROM requeued),
        (SELECT count(*) FROM failed), (SELECT count(*) FROM woken)
@@ -650,6 +696,10 @@ LISTEN pgqueue_jobs
 
 -- name: worker_listen_control
 LISTEN pgqueue_control
+
+-- name: worker_listen_handoff
+-- {channel} is filled in with psycopg.sql.Identifier: the worker's own channel.
+LISTEN {channel}
 
 -- name: results_listen
 LISTEN pgqueue_results
