@@ -190,3 +190,15 @@ def test_the_slot_table_stays_one_page_without_vacuum(app, db, worker):
         assert taskapp.add.delay(i, 0).get(timeout=30) == i
     # Taking and offering a slot are HOT updates, pruned in their page.
     assert db.execute("SELECT pg_relation_size('pgqueue.worker_slots')").fetchone() == (8192,)
+
+
+def test_jobs_enqueued_from_sql_are_handed_over_too(app, db, worker):
+    w = worker("-c", "1")
+    wid = wait_offering(db, w, 1)
+    with psycopg.connect(dsn_of(db)) as conn:
+        (job_id,) = conn.execute(
+            "SELECT pgqueue.enqueue('tests.taskapp.add', '[20, 22]')::text"
+        ).fetchone()
+        assert holder(conn, job_id) == (wid, "STARTED")
+        conn.commit()
+    assert app.AsyncResult(job_id).get(timeout=30) == 42
