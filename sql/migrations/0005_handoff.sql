@@ -45,10 +45,10 @@ $$;
 CREATE OR REPLACE FUNCTION pgqueue.notify_jobs() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    job         pgqueue.jobs;
-    document    text;
-    taken       record;
-    handed      uuid[] := '{}';
+    job      pgqueue.jobs;
+    document text;
+    channel  text;
+    handed   uuid[] := '{}';
 BEGIN
     IF EXISTS (SELECT 1 FROM pgqueue.worker_slots WHERE offered) THEN
         FOR job IN
@@ -62,25 +62,33 @@ BEGIN
             document := pgqueue.job_document(job);
             -- NOTIFY payloads stop at 8000 bytes: a bigger job is claimed the usual way
             EXIT WHEN octet_length(document) > 7900;
-            SELECT s.worker_id, s.listener_pid, s.slot, s.channel INTO taken
-              FROM pgqueue.worker_slots AS s
-             WHERE s.offered
-               AND job.queue = ANY(s.queues)
-               AND job.task_name = ANY(s.tasks)
-               AND coalesce((job.options ->> 'acks_late')::boolean,
-                            NOT (job.task_name = ANY(s.at_most_once)))
-               AND EXISTS (SELECT 1 FROM pg_stat_get_activity(s.listener_pid))
-             LIMIT 1
-               FOR UPDATE SKIP LOCKED;
+            -- One statement takes a slot and claims the job for its worker.
+            WITH slot AS (
+                SELECT s.ctid, s.worker_id, s.channel
+                  FROM pgqueue.worker_slots AS s
+                 WHERE s.offered
+                   AND job.queue = ANY(s.queues)
+                   AND job.task_name = ANY(s.tasks)
+                   AND coalesce((job.options ->> 'acks_late')::boolean,
+                                NOT (job.task_name = ANY(s.at_most_once)))
+                   AND EXISTS (SELECT 1 FROM pg_stat_get_activity(s.listener_pid))
+                 LIMIT 1
+                   FOR UPDATE SKIP LOCKED
+            ), taken AS (
+                UPDATE pgqueue.worker_slots AS s SET offered = false
+                  FROM slot WHERE s.ctid = slot.ctid
+                RETURNING slot.worker_id, slot.channel
+            ), claimed AS (
+                UPDATE pgqueue.jobs AS j
+                   SET worker_id = t.worker_id, claimed_at = now(), attempt = j.attempt + 1,
+                       state = 'STARTED', started_at = now(), acks_late = true
+                  FROM taken AS t
+                 WHERE j.id = job.id
+                RETURNING t.channel
+            )
+            SELECT c.channel INTO channel FROM claimed AS c;
             EXIT WHEN NOT FOUND;
-            UPDATE pgqueue.worker_slots AS s SET offered = false
-             WHERE s.worker_id = taken.worker_id AND s.listener_pid = taken.listener_pid
-               AND s.slot = taken.slot;
-            UPDATE pgqueue.jobs AS j
-               SET worker_id = taken.worker_id, claimed_at = now(), attempt = j.attempt + 1,
-                   state = 'STARTED', started_at = now(), acks_late = true
-             WHERE j.id = job.id;
-            PERFORM pg_notify(taken.channel, document);
+            PERFORM pg_notify(channel, document);
             handed := handed || job.id;
         END LOOP;
     END IF;
