@@ -469,7 +469,9 @@ def test_sigkilled_worker_loses_no_job(app, db, worker, monkeypatch):
     monkeypatch.setenv("PGQUEUE_TEST_CONF", json.dumps({"worker_lost_timeout": 600}))
     a = worker("-c", "1")
     r = taskapp.slow_record.delay("crash", 1)
-    wait_for(lambda: r.state == states.STARTED, what="STARTED on worker A")
+    # the task's own record, not the STARTED state: a job handed to an idle worker is
+    # STARTED as the enqueue commits, a moment before its task runs
+    wait_for(lambda: runs(db, "crash"), what="the task to start on worker A")
     a.signal(signal.SIGKILL)
     a.proc.wait(30)
     b = worker("-c", "1")
@@ -483,7 +485,7 @@ def test_terminated_backend_is_detected_and_worker_recovers(app, db, worker):
     count_result_writes(db)
     a = worker("-c", "1")
     r = taskapp.slow_record.delay("cut", 2)
-    wait_for(lambda: r.state == states.STARTED, what="STARTED")
+    wait_for(lambda: runs(db, "cut"), what="the task to start")
     db.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
         " WHERE application_name LIKE 'pgqueue %%' AND datname = current_database()"
@@ -528,7 +530,7 @@ def test_a_worker_busy_past_its_poll_interval_sleeps_instead_of_spinning(
     monkeypatch.setenv("PGQUEUE_TEST_CONF", json.dumps({"worker_poll_interval": 0.2}))
     a = worker("-c", "1", "--prefetch-multiplier", "1")
     r = taskapp.slow_record.delay("busy", 6)
-    wait_for(lambda: r.state == states.STARTED, what="STARTED")
+    wait_for(lambda: runs(db, "busy"), what="the task to start")
 
     before = cpu_seconds(a.pid)
     wait_for(lambda: r.ready(), timeout=60, what="the slow task to finish")
@@ -551,7 +553,7 @@ def test_revived_worker_cannot_overwrite_the_result_fencing(app, db, worker):
     count_result_writes(db)
     a = worker("-c", "1")
     r = taskapp.slow_record.delay("fence", 3)
-    wait_for(lambda: r.state == states.STARTED, what="STARTED on A")
+    wait_for(lambda: runs(db, "fence"), what="the task to start on A")
     a.signal(signal.SIGSTOP)  # A freezes; its child goes on running the task
     try:
         db.execute(
@@ -616,7 +618,7 @@ def test_stale_heartbeat_counts_as_lost(app, db, worker, monkeypatch):
     monkeypatch.setenv("PGQUEUE_TEST_CONF", json.dumps({"worker_lost_timeout": 3}))
     a = worker("-c", "1")
     r = taskapp.slow_record.delay("stale", 2)
-    wait_for(lambda: r.state == states.STARTED, what="STARTED on A")
+    wait_for(lambda: runs(db, "stale"), what="the task to start on A")
     a.signal(signal.SIGSTOP)  # alive to Postgres (lock held), but silent
     try:
         b = worker("-c", "1")
