@@ -83,6 +83,8 @@ WITH candidates AS (
 -- One JSON document for the whole batch, in claim order: the worker decodes it in one
 -- call, where row by row decoding cost it more than the claim itself. Times travel as
 -- microseconds since the epoch, exact and independent of the session's TimeZone.
+-- pgqueue.job_document() (migration 0005) builds the same entry for a job handed to an
+-- idle worker: the two must stay in step with Job.from_claim.
 SELECT coalesce(json_agg(json_build_array(
            c.id, c.seq, c.task_name, c.queue, c.args, c.kwargs, c.priority,
            (extract(epoch FROM c.run_at) * 1000000)::bigint,

@@ -33,6 +33,16 @@ def wait_offering(db: psycopg.Connection[Any], w: WorkerProcess, n: int) -> str:
     return wid
 
 
+def wait_slots_removed(db: psycopg.Connection[Any], wid: str, what: str) -> None:
+    def gone() -> bool:
+        row = db.execute(
+            "SELECT count(*) FROM pgqueue.worker_slots WHERE worker_id = %s", (wid,)
+        ).fetchone()
+        return row == (0,)
+
+    wait_for(gone, what=what)
+
+
 def holder(conn: psycopg.Connection[Any], job_id: str) -> tuple[Any, ...]:
     """(worker_id, state) of a job as the given connection sees it."""
     row = conn.execute(
@@ -127,15 +137,7 @@ def test_a_sigkilled_idle_worker_is_handed_nothing(app, db, worker):
             assert holder(conn, r.id)[0] in (None, b_id)
             conn.commit()
         assert r.get(timeout=30) == 2 * i
-    wait_for(
-        lambda: (
-            db.execute(
-                "SELECT count(*) FROM pgqueue.worker_slots WHERE worker_id = %s", (a_id,)
-            ).fetchone()
-            == (0,)
-        ),
-        what="the rescue to remove the dead worker's slots",
-    )
+    wait_slots_removed(db, a_id, "the rescue to remove the dead worker's slots")
 
 
 def test_a_worker_shutting_down_does_not_wait_for_a_producer_holding_its_slot(app, db, worker):
@@ -150,15 +152,7 @@ def test_a_worker_shutting_down_does_not_wait_for_a_producer_holding_its_slot(ap
     worker("-c", "1")
     assert r.get(timeout=60) > 0
     assert r.retries == 1  # counted as a lost run, like any job of a worker that left
-    wait_for(
-        lambda: (
-            db.execute(
-                "SELECT count(*) FROM pgqueue.worker_slots WHERE worker_id = %s", (a_id,)
-            ).fetchone()
-            == (0,)
-        ),
-        what="the rescue to remove the slot the producer held",
-    )
+    wait_slots_removed(db, a_id, "the rescue to remove the slot the producer held")
 
 
 def test_a_handed_job_waits_in_the_buffer_when_a_claim_filled_the_slot(app, db, worker):
