@@ -31,10 +31,16 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between fallback polls when no notification arrives.
     "worker_poll_interval": 5.0,
     # Liveness: each worker holds a session advisory lock and beats every interval. A worker
-    # whose lock is gone (its connection died) is lost at once; one whose lock still looks
-    # held but whose heartbeat is older than worker_lost_timeout is lost too (network cut).
+    # whose lock has been gone (its connection died) for longer than its
+    # worker_reconnect_grace is lost; so is one whose lock still looks held but whose
+    # heartbeat is older than worker_lost_timeout (a cut network, a frozen process).
     "worker_heartbeat_interval": 2.0,
     "worker_lost_timeout": 20.0,
+    # Seconds a worker that lost its connection (backends terminated, a network blip, a
+    # database restart) has to reconnect and keep its jobs: within it, nothing it runs is
+    # run again elsewhere. A killed worker's jobs wait this long (plus up to one
+    # worker_rescue_interval) before they run again; 0 rescues them at once.
+    "worker_reconnect_grace": 10.0,
     # How often some worker looks for lost workers and expired jobs, and deletes old results.
     "worker_rescue_interval": 2.0,
     "result_cleanup_interval": 60.0,

@@ -79,7 +79,7 @@ class Maintenance:
                     service.next_run = now
 
     def rescue(self, conn: Any) -> bool:
-        lost, requeued, failed, _ = conn.execute(
+        lost, requeued, failed, _, missing = conn.execute(
             queries.get("rescue_jobs"),
             {
                 "lost_timeout": float(self.app.conf.worker_lost_timeout),
@@ -87,6 +87,12 @@ class Maintenance:
                 "keep_for": self.app.conf.result_expires_seconds(),
             },
         ).fetchone()
+        if missing:
+            log.warning(
+                "%d worker(s) lost their connection to Postgres; their jobs are rescued "
+                "unless they reconnect within their worker_reconnect_grace",
+                missing,
+            )
         if lost or requeued or failed:
             log.warning(
                 "rescued jobs of %d lost worker(s): %d back in the queue, %d failed (at-most-once)",

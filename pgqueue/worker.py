@@ -33,6 +33,7 @@ from . import logs, migrate, queries, signals, states
 from .db import JOBS_CHANNEL, connect, translate_errors
 from .exceptions import ConfigurationError, DatabaseUnavailable, WorkerLostError
 from .execution import Job, Outcome
+from .handoff import HandoffKeys
 from .maintenance import Maintenance
 from .pools import POOLS, Pool, PreforkPool
 
@@ -52,6 +53,8 @@ SHUTDOWN_OUTAGE_LIMIT = 30.0
 # At most this many free slots are offered for hand-off at a time: enough for a burst to
 # skip the claim, few enough that offering them costs nothing (jobs beyond go the usual way).
 HANDOFF_SLOTS = 8
+# At most one warning per this many seconds about notifications pgqueue did not send.
+FORGED_LOG_INTERVAL = 60.0
 
 
 class Worker:
@@ -121,6 +124,10 @@ class Worker:
         self._channel = f"pgqueue_worker_{self.id.replace('-', '')}"
         self._slots = min(self.concurrency, HANDOFF_SLOTS)
         self._offered = 0
+        self._handoff_keys = HandoffKeys()
+        # Forged notifications are logged at most once per FORGED_LOG_INTERVAL.
+        self._forged = 0
+        self._forged_logged = 0.0
         self._maintenance = Maintenance(app, lock_class=WORKER_LOCK_CLASS)
         self._heartbeat: _Heartbeat | None = None
         # Set by the heartbeat when our row was removed: re-register through a reconnection.
@@ -144,10 +151,22 @@ class Worker:
         return POOLS[self.pool_name](self.app, self.concurrency, self.name)
 
     def _connect(self) -> None:
-        """Open the connections, register (again) and take the liveness lock."""
-        conn = connect(self.app.dsn, application_name=f"pgqueue worker {self.name}")
-        writer = connect(self.app.dsn, application_name=f"pgqueue outcomes {self.name}")
-        listener = connect(self.app.dsn, application_name=f"pgqueue listener {self.name}")
+        """Open the connections, register (again) and take the liveness lock; on failure,
+        close whatever was opened."""
+        opened: list[Any] = []
+        try:
+            for role in ("worker", "outcomes", "listener"):
+                opened.append(connect(self.app.dsn, application_name=f"pgqueue {role} {self.name}"))
+            self._set_up(*opened)
+        except BaseException:
+            for conn in opened:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            raise
+        self._conn, self._writer, self._listener = opened
+        self._backend_pids = (self._conn.info.backend_pid, self._writer.info.backend_pid)
+
+    def _set_up(self, conn: Any, writer: Any, listener: Any) -> None:
         reconnecting = bool(self._backend_pids)
         with translate_errors():
             migrate.check(conn)
@@ -174,11 +193,14 @@ class Worker:
                         "tasks": self._tasks,
                         "pool": self.pool_name,
                         "concurrency": self.concurrency,
+                        "reconnect_grace": float(self.app.conf.worker_reconnect_grace),
                     },
                 ).fetchone()
                 self._take_lock(conn, lock_key)
-            if reconnecting:
-                self._release_held(conn)
+            # A new hand-off key first, then listen, then give back what the lost
+            # connection held: a job handed to an old slot is then either released below
+            # or heard of, signed with the retired key, and given back then (_on_handoff).
+            key_inner, key_outer = self._handoff_keys.new_key()
             listener.execute(queries.get("worker_listen_jobs"))
             listener.execute(queries.get("worker_listen_control"))
             listener.execute(
@@ -186,6 +208,8 @@ class Worker:
                     channel=sql.Identifier(self._channel)
                 )
             )
+            if reconnecting:
+                self._release_held(conn)
             conn.execute(
                 queries.get("create_slots"),
                 {
@@ -196,11 +220,11 @@ class Worker:
                     "queues": self.queues,
                     "tasks": self._tasks,
                     "at_most_once": self._at_most_once,
+                    "key_inner": key_inner,
+                    "key_outer": key_outer,
                 },
             )
         self._offered = 0
-        self._conn, self._writer, self._listener = conn, writer, listener
-        self._backend_pids = (conn.info.backend_pid, writer.info.backend_pid)
 
     def _release_held(self, conn: Any) -> None:
         """On a reconnect, give back what the lost connection may have claimed for us.
@@ -210,10 +234,15 @@ class Worker:
         still to be written stay ours.
         """
         assert self._pool is not None
-        keep = [slot.job.id for slot in self._pool.running()]
-        keep += [o.job_id for o in self._outcomes]
+        keep = [(slot.job.id, slot.job.attempt) for slot in self._pool.running()]
+        keep += [(o.job_id, o.attempt) for o in self._outcomes]
         rows = conn.execute(
-            queries.get("release_held_jobs"), {"worker_id": self.id, "keep": keep}
+            queries.get("release_held_jobs"),
+            {
+                "worker_id": self.id,
+                "keep": [k[0] for k in keep],
+                "keep_attempts": [k[1] for k in keep],
+            },
         ).fetchall()
         self._buffer.clear()
         released = sum(r[1] for r in rows)
@@ -544,19 +573,28 @@ class Worker:
             self._collect()
 
     def _on_notifications(self) -> bool:
-        """Handle what woke us; True if new work may be ready in our queues."""
+        """Handle what woke us; True if new work may be ready in our queues.
+
+        Every notification is a hint from anyone (any role may NOTIFY any channel): a
+        pgqueue_jobs one only leads to a claim, which the database decides; a hand-off
+        runs only when signed by the jobs trigger (HandoffKeys); a revoke is acted on only
+        once the database confirms it (_on_revokes).
+        """
         with translate_errors():
             notes = list(self._listener.notifies(timeout=0))
         if not notes and self._listener.closed:
             raise DatabaseUnavailable("the listening connection closed")
         work = False
+        revokes: dict[str, bool] = {}
         for note in notes:
             if note.channel == JOBS_CHANNEL:
                 work = work or note.payload in self.queues
             elif note.channel == self._channel:
                 self._on_handoff(note.payload)
             elif note.channel == CONTROL_CHANNEL:
-                self._on_control(note.payload)
+                self._on_control(note.payload, revokes)
+        if revokes:
+            self._on_revokes(revokes)
         return work
 
     def _offer(self, n: int) -> None:
@@ -576,43 +614,81 @@ class Worker:
 
     def _on_handoff(self, payload: str) -> None:
         """A producer handed us a job, already claimed and STARTED for us: run it now, or
-        buffer it if a claim filled the slot meanwhile (it is marked STARTED again then)."""
+        buffer it if a claim filled the slot meanwhile (it is marked STARTED again then).
+        One signed with a retired key (we reconnected since) is given back instead."""
         assert self._pool is not None
-        self._offered = max(0, self._offered - 1)
-        try:
-            job = Job.from_claim(json.loads(payload))
-        except (ValueError, TypeError) as exc:
-            # Only a hand-made NOTIFY on our channel can look like this: the trigger's
-            # documents are built like the claim's.
-            log.warning("ignoring a malformed hand-off (%s): %r", exc, payload[:200])
+        handoff = self._handoff_keys.verify(payload)
+        if handoff is None:
+            self._forged_notification("hand-off", payload)
             return
+        job = Job.from_claim(handoff.document)
+        if not handoff.current:
+            self._release([job], "handed to this worker before it reconnected")
+            return
+        self._offered = max(0, self._offered - 1)
         if self._stopping or not self._pool.free_slots():
             self._buffer.append(job)
         else:
             self._start(job)
 
-    def _on_control(self, payload: str) -> None:
+    def _forged_notification(self, what: str, payload: str) -> None:
+        """Say that someone sent us a notification pgqueue did not, without letting a flood
+        of them flood the log."""
+        self._forged += 1
+        now = time.monotonic()
+        if now - self._forged_logged >= FORGED_LOG_INTERVAL:
+            log.warning(
+                "ignored %d %s notification(s) not sent by pgqueue (a role able to connect "
+                "sent them with NOTIFY; check who: pg_stat_activity), latest: %r",
+                self._forged,
+                what,
+                payload[:120],
+            )
+            self._forged, self._forged_logged = 0, now
+
+    def _on_control(self, payload: str, revokes: dict[str, bool]) -> None:
+        """Collect the revokes addressed to us (job id -> terminate) for _on_revokes."""
         try:
             message = json.loads(payload)
-        except ValueError:
-            log.warning("ignoring a malformed control message: %r", payload[:200])
+            if not isinstance(message, dict) or message.get("worker") != self.id:
+                return
+            job_id = str(uuid.UUID(str(message["revoke"])))
+        except (ValueError, TypeError, KeyError):
+            self._forged_notification("control", payload)
             return
-        if message.get("revoke") and message.get("worker") == self.id:
-            job_id = str(message["revoke"])
-            before = len(self._buffer)
-            self._buffer = collections.deque(j for j in self._buffer if j.id != job_id)
-            if len(self._buffer) < before:
-                log.info("job %s revoked before it started", job_id)
-            elif message.get("terminate") and self._pool is not None:
-                if self._pool.terminate(job_id):
-                    log.warning("job %s revoked: terminated its process", job_id)
-                else:
-                    log.warning(
-                        "job %s revoked with terminate, but the %s pool cannot stop a running "
-                        "task; it runs to the end and its outcome is discarded",
-                        job_id,
-                        self.pool_name,
-                    )
+        revokes[job_id] = revokes.get(job_id, False) or message.get("terminate") is True
+
+    def _on_revokes(self, revokes: dict[str, bool]) -> None:
+        """Drop buffered jobs, and terminate running ones when asked to, of those the
+        database shows revoked; a forged revoke touches nothing."""
+        assert self._pool is not None
+        running = {slot.job.id for slot in self._pool.running()}
+        asked = [job_id for job_id in revokes if job_id in running or self._holds(job_id)]
+        if not asked:
+            return
+        with translate_errors():
+            rows = self._conn.execute(
+                queries.get("confirm_revoked"), {"ids": asked, "worker_id": self.id}
+            ).fetchall()
+        confirmed = {r[0] for r in rows}
+        for job_id in asked:
+            if job_id not in confirmed:
+                self._forged_notification("revoke", job_id)
+        for job in [j for j in self._buffer if j.id in confirmed]:
+            self._buffer.remove(job)
+            log.info("job %s revoked before it started", job.id)
+        for job_id in confirmed:
+            if not revokes[job_id] or job_id not in running:
+                continue
+            if self._pool.terminate(job_id):
+                log.warning("job %s revoked: terminated its process", job_id)
+            else:
+                log.warning(
+                    "job %s revoked with terminate, but the %s pool cannot stop a running "
+                    "task; it runs to the end and its outcome is discarded",
+                    job_id,
+                    self.pool_name,
+                )
 
     def _startable(self) -> list[Job]:
         """Take from the buffer as many jobs as the pool has free slots; those the claim
@@ -779,10 +855,19 @@ class Worker:
                 extra=extra,
             )
 
+    def _holds(self, job_id: str) -> bool:
+        return any(j.id == job_id for j in self._buffer)
+
     def _release_buffer(self) -> None:
-        if not self._buffer:
-            return
         jobs = list(self._buffer)
+        self._buffer.clear()
+        self._release(jobs, "unstarted")
+
+    def _release(self, jobs: list[Job], why: str) -> None:
+        """Put jobs claimed for us back in the queue (fenced by attempt: a job no longer
+        ours is left alone)."""
+        if not jobs:
+            return
         with translate_errors():
             rows = self._conn.execute(
                 queries.get("release_jobs"),
@@ -792,8 +877,7 @@ class Worker:
                     "worker_id": self.id,
                 },
             ).fetchall()
-        self._buffer.clear()
-        log.info("put %d unstarted job(s) back in the queue", sum(r[1] for r in rows))
+        log.info("put %d job(s) back in the queue (%s)", sum(r[1] for r in rows), why)
 
     # -- outages and shutdown --------------------------------------------------------------
 

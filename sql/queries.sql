@@ -198,13 +198,17 @@ SELECT q.queue, q.n, pg_notify('pgqueue_jobs', q.queue)
 -- back to the queue. They were claimed, or marked STARTED, in a round trip whose reply
 -- was lost with the connection, so this worker never ran them; nobody else would free
 -- them while the worker lives. Their attempt counts stay: a later claim moves past them.
+-- A job is kept only at the attempt the worker runs: at another, its outcome would be
+-- refused by the fence and the job left STARTED for ever.
 WITH released AS (
     UPDATE pgqueue.jobs AS j
        SET worker_id = NULL, claimed_at = NULL, started_at = NULL,
            state = CASE WHEN j.state <> 'STARTED' THEN j.state
                         WHEN j.retries > 0 THEN 'RETRY' ELSE 'PENDING' END
      WHERE j.worker_id = %(worker_id)s
-       AND NOT (j.id = ANY(%(keep)s::uuid[]))
+       AND NOT EXISTS (SELECT 1 FROM unnest(%(keep)s::uuid[], %(keep_attempts)s::integer[])
+                                     AS k(id, attempt)
+                        WHERE k.id = j.id AND k.attempt = j.attempt)
     RETURNING j.queue
 )
 SELECT q.queue, q.n, pg_notify('pgqueue_jobs', q.queue)
@@ -213,10 +217,12 @@ SELECT q.queue, q.n, pg_notify('pgqueue_jobs', q.queue)
 -- name: register_worker
 -- Also used on reconnection: the same worker id comes back with its jobs, if nobody
 -- rescued them meanwhile.
-INSERT INTO pgqueue.workers (id, name, hostname, pid, queues, tasks, pool, concurrency)
+-- A worker back within its reconnect grace finds its row and jobs as it left them.
+INSERT INTO pgqueue.workers (id, name, hostname, pid, queues, tasks, pool, concurrency,
+                             reconnect_grace)
 VALUES (%(id)s, %(name)s, %(hostname)s, %(pid)s, %(queues)s, %(tasks)s, %(pool)s,
-        %(concurrency)s)
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
+        %(concurrency)s, %(reconnect_grace)s)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), lock_missing_since = NULL
 RETURNING lock_key
 
 -- name: lock_worker
@@ -244,17 +250,18 @@ DELETE FROM pgqueue.workers WHERE id = %(id)s
 -- ---- hand-off: idle workers offer slots, the jobs_notify trigger fills them ----
 
 -- name: create_slots
--- After (re)registering: this listening connection's slots, none offered yet. Rows of an
--- earlier connection are removed, bar any a producer holds (the rescue removes those).
+-- After (re)registering: this listening connection's slots, none offered yet, with the
+-- connection's new hand-off key (see 0006_trust.sql). Rows of an earlier connection are
+-- removed, bar any a producer holds (the rescue removes those).
 WITH old AS (
     DELETE FROM pgqueue.worker_slots
      WHERE ctid = ANY (ARRAY(SELECT ctid FROM pgqueue.worker_slots
                               WHERE worker_id = %(worker_id)s FOR UPDATE SKIP LOCKED))
 )
 INSERT INTO pgqueue.worker_slots (worker_id, listener_pid, slot, channel, queues, tasks,
-                                  at_most_once)
+                                  at_most_once, key_inner, key_outer)
 SELECT %(worker_id)s, %(listener_pid)s, n, %(channel)s, %(queues)s, %(tasks)s,
-       %(at_most_once)s
+       %(at_most_once)s, %(key_inner)s, %(key_outer)s
   FROM generate_series(1, %(slots)s) AS n
 
 -- name: offer_slots
@@ -299,27 +306,60 @@ SELECT e.id, e.worker_id, e.state
                                            'terminate', %(terminate)s)::text)
          WHERE e.worker_id IS NOT NULL) AS n ON true
 
+-- name: confirm_revoked
+-- A revoke heard on pgqueue_control is only a hint (any role may NOTIFY): of the given jobs,
+-- those the database shows revoked, no longer held by this worker.
+SELECT r.task_id::text
+  FROM pgqueue.results AS r
+ WHERE r.task_id = ANY(%(ids)s::uuid[])
+   AND r.state = 'REVOKED'
+   AND NOT EXISTS (SELECT 1 FROM pgqueue.jobs AS j
+                    WHERE j.id = r.task_id AND j.worker_id = %(worker_id)s)
+
 -- name: try_maintenance_lock
 -- Leader election for housekeeping: whoever holds this for the transaction does the work.
 SELECT pg_try_advisory_xact_lock(%(key)s)
 
 -- name: rescue_jobs
--- Workers are lost when their session advisory lock is gone (their connection died) or
--- their heartbeat is older than the lease. Their jobs go back to the queue; a started
--- at-most-once job (acks_late false) is not repeated: it ends FAILURE instead.
-WITH lost AS (
+-- Workers are lost when their heartbeat is older than the lease, or when their session
+-- advisory lock (held by their claiming connection) has been gone for longer than their
+-- reconnect grace: a worker whose backends were terminated, or whose network blipped,
+-- reconnects and keeps its jobs within that time. The first rescue to find a lock gone
+-- notes when (lock_missing_since); a worker holding its lock again is cleared. Jobs of lost
+-- workers go back to the queue; a started at-most-once job (acks_late false) is not
+-- repeated: it ends FAILURE instead.
+WITH status AS (
+    SELECT w.id, w.lock_missing_since, w.reconnect_grace,
+           w.heartbeat_at < now() - make_interval(secs => %(lost_timeout)s) AS stale,
+           EXISTS (SELECT 1 FROM pg_locks AS l
+                    WHERE l.locktype = 'advisory'
+                      AND l.database = (SELECT oid FROM pg_database
+                                         WHERE datname = current_database())
+                      AND l.classid = %(lock_class)s::bigint::oid
+                      AND l.objid = w.lock_key::bigint::oid
+                      AND l.objsubid = 2
+                      AND l.granted) AS locked
+      FROM pgqueue.workers AS w
+), lost AS (
     DELETE FROM pgqueue.workers AS w
-     WHERE w.heartbeat_at < now() - make_interval(secs => %(lost_timeout)s)
-        OR NOT EXISTS (
-               SELECT 1 FROM pg_locks AS l
-                WHERE l.locktype = 'advisory'
-                  AND l.database = (SELECT oid FROM pg_database
-                                     WHERE datname = current_database())
-                  AND l.classid = %(lock_class)s::bigint::oid
-                  AND l.objid = w.lock_key::bigint::oid
-                  AND l.objsubid = 2
-                  AND l.granted)
+     USING status AS s
+     WHERE w.id = s.id
+       AND (s.stale
+            OR (NOT s.locked
+                AND (s.reconnect_grace <= 0
+                     OR s.lock_missing_since
+                        <= now() - make_interval(secs => s.reconnect_grace))))
     RETURNING w.id
+), marked AS (
+    -- never a row of `lost` (a statement may change each row once): not stale, and either
+    -- locked with a mark to clear or unlocked for the first time with a grace to wait out
+    UPDATE pgqueue.workers AS w
+       SET lock_missing_since = CASE WHEN s.locked THEN NULL ELSE now() END
+      FROM status AS s
+     WHERE w.id = s.id AND NOT s.stale
+       AND ((s.locked AND s.lock_missing_since IS NOT NULL)
+            OR (NOT s.locked AND s.lock_missing_since IS NULL AND s.reconnect_grace > 0))
+    RETURNING NOT s.locked AS missing
 ), orphaned AS (
     SELECT j.id, j.state, j.acks_late
       FROM pgqueue.jobs AS j
@@ -360,7 +400,8 @@ WITH lost AS (
                   FOR UPDATE SKIP LOCKED))
 )
 SELECT (SELECT count(*) FROM lost), (SELECT count(*) FROM requeued),
-       (SELECT count(*) FROM failed), (SELECT count(*) FROM woken)
+       (SELECT count(*) FROM failed), (SELECT count(*) FROM woken),
+       (SELECT count(*) FROM marked WHERE missing)
 
 -- name: expire_jobs
 -- Unclaimed jobs past their expiry, whatever their task: REVOKED as "expired".

@@ -1,0 +1,102 @@
+-- pgqueue schema, version 6: a worker acts only on what pgqueue sent, and a connection blip
+-- is not death.
+--
+-- 1. Signed hand-offs. Any role that can connect may NOTIFY any channel, so a notification
+--    alone must never make a worker run something. Each worker's slots now carry a secret
+--    HMAC-SHA256 key (as the key XORed with HMAC's inner and outer pads, so SQL needs only
+--    the built-in sha256()); the trigger signs every hand-off with the key of the slot it
+--    took and a per-slot counter, and the worker runs only documents whose signature and
+--    counter check out. Only the owner and worker roles can read the keys; producers reach
+--    them through the trigger, which now runs with its owner's rights (SECURITY DEFINER):
+--    a producer needs INSERT on pgqueue.jobs, nothing on worker_slots.
+-- 2. Reconnect grace. A worker whose liveness lock disappears (its backends terminated, a
+--    network blip) is no longer lost at once: the rescue first records when it saw the lock
+--    missing and only rescues the worker's jobs once it has been missing for longer than
+--    the worker's own reconnect_grace (worker_reconnect_grace). A worker that reconnects
+--    within the grace keeps its jobs: no second run, no false WorkerLostError.
+
+ALTER TABLE pgqueue.worker_slots
+    -- HMAC key XOR 0x36... and XOR 0x5c... (64 bytes each); NULL for a worker of an older
+    -- pgqueue, which is then never handed a job (it claims them as before)
+    ADD COLUMN key_inner bytea,
+    ADD COLUMN key_outer bytea,
+    -- hand-offs through this slot so far: signed with each, so a replayed notification
+    -- (same count) is refused
+    ADD COLUMN handoffs  bigint NOT NULL DEFAULT 0;
+
+ALTER TABLE pgqueue.workers
+    -- seconds the worker may be without its liveness lock before its jobs are rescued
+    ADD COLUMN reconnect_grace    double precision NOT NULL DEFAULT 0,
+    -- when a rescue first found the lock missing; cleared when the worker is back
+    ADD COLUMN lock_missing_since timestamptz;
+
+-- Hand ready jobs to offered slots, in claim order, until one finds no slot; then one
+-- notification per queue per statement (not per row) for the rest. The hand-off payload is
+-- "<hex HMAC-SHA256><body>", body = [slot, hand-off count, job document], signed with the
+-- slot's key.
+CREATE OR REPLACE FUNCTION pgqueue.notify_jobs() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    job      pgqueue.jobs;
+    document text;
+    body     text;
+    taken    record;
+    handed   uuid[] := '{}';
+BEGIN
+    IF EXISTS (SELECT 1 FROM pgqueue.worker_slots WHERE offered) THEN
+        FOR job IN
+            SELECT * FROM new_jobs AS n
+             WHERE n.worker_id IS NULL
+               AND n.run_at <= statement_timestamp()
+               AND (n.expires_at IS NULL OR n.expires_at > statement_timestamp())
+             ORDER BY n.priority DESC, n.run_at, n.seq
+             LIMIT (SELECT count(*) FROM pgqueue.worker_slots WHERE offered)
+        LOOP
+            document := pgqueue.job_document(job);
+            -- NOTIFY payloads stop at 8000 bytes, signature and header included: a bigger
+            -- job is claimed the usual way
+            EXIT WHEN octet_length(document) > 7850;
+            -- One statement takes a slot and claims the job for its worker.
+            WITH slot AS (
+                SELECT s.ctid, s.worker_id, s.channel
+                  FROM pgqueue.worker_slots AS s
+                 WHERE s.offered
+                   AND s.key_inner IS NOT NULL
+                   AND job.queue = ANY(s.queues)
+                   AND job.task_name = ANY(s.tasks)
+                   AND coalesce((job.options ->> 'acks_late')::boolean,
+                                NOT (job.task_name = ANY(s.at_most_once)))
+                   AND EXISTS (SELECT 1 FROM pg_stat_get_activity(s.listener_pid))
+                 LIMIT 1
+                   FOR UPDATE SKIP LOCKED
+            ), took AS (
+                UPDATE pgqueue.worker_slots AS s
+                   SET offered = false, handoffs = s.handoffs + 1
+                  FROM slot WHERE s.ctid = slot.ctid
+                RETURNING slot.worker_id, slot.channel, s.slot, s.handoffs, s.key_inner,
+                          s.key_outer
+            ), claimed AS (
+                UPDATE pgqueue.jobs AS j
+                   SET worker_id = t.worker_id, claimed_at = now(), attempt = j.attempt + 1,
+                       state = 'STARTED', started_at = now(), acks_late = true
+                  FROM took AS t
+                 WHERE j.id = job.id
+                RETURNING t.channel, t.slot, t.handoffs, t.key_inner, t.key_outer
+            )
+            SELECT c.* INTO taken FROM claimed AS c;
+            EXIT WHEN NOT FOUND;
+            body := '[' || taken.slot || ',' || taken.handoffs || ',' || document || ']';
+            PERFORM pg_notify(
+                taken.channel,
+                encode(sha256(taken.key_outer
+                              || sha256(taken.key_inner || convert_to(body, 'UTF8'))), 'hex')
+                || body);
+            handed := handed || job.id;
+        END LOOP;
+    END IF;
+    PERFORM pg_notify('pgqueue_jobs', q.queue)
+       FROM (SELECT DISTINCT n.queue FROM new_jobs AS n
+              WHERE n.worker_id IS NULL AND NOT (n.id = ANY(handed))) AS q;
+    RETURN NULL;
+END
+$$;
