@@ -108,14 +108,9 @@ def test_a_forged_revoke_neither_drops_nor_terminates_a_job(app, db, worker, out
     holder = taskapp.hold.delay("holder", "release-holder")
     wait_for(lambda: runs(db, "holder"), what="the first job to start")
     prefetched = taskapp.record.delay("prefetched")
+    prefetch = "SELECT worker_id IS NOT NULL AND state = 'PENDING' FROM pgqueue.jobs WHERE id = %s"
     wait_for(
-        lambda: (
-            db.execute(
-                "SELECT worker_id IS NOT NULL AND state = 'PENDING' FROM pgqueue.jobs WHERE id = %s",
-                (prefetched.id,),
-            ).fetchone()
-            == (True,)
-        ),
+        lambda: db.execute(prefetch, (prefetched.id,)).fetchone() == (True,),
         what="the worker to prefetch the second job",
     )
     for job in (prefetched, holder):
