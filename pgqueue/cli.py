@@ -109,6 +109,47 @@ def migrate(ctx: click.Context, app_spec: str | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--prefix",
+    default="pgqueue",
+    show_default=True,
+    help="Role names: PREFIX_owner, PREFIX_producer, PREFIX_worker, PREFIX_operator.",
+)
+@click.option(
+    "--apply",
+    "apply_now",
+    is_flag=True,
+    help="Run it on the database (as a superuser) instead of printing it.",
+)
+@click.option("-A", "--app", "app_spec", help="module:app, for its DSN (optional).")
+@click.pass_context
+def roles(ctx: click.Context, prefix: str, apply_now: bool, app_spec: str | None) -> None:
+    """Least-privilege roles for producers, workers, operators and the schema's owner.
+
+    Prints sql/roles.sql (for a DBA, or `| psql -1 -f -`); with --apply, runs it. Either
+    way it may be run again: it keeps existing roles and resets their privileges. After
+    it, `pgqueue migrate` runs as the owner role and grants what new migrations create.
+    """
+    from . import roles as role_setup
+
+    if not apply_now:
+        click.echo(_run(role_setup.script, prefix), nl=False)
+        return
+    app = _app_for(ctx, app_spec)
+    conn = _run(app.connect)
+    try:
+        names = _run(role_setup.apply, conn, prefix)
+    finally:
+        conn.close()
+    owner = names["owner"]
+    click.echo(f"roles ready: {', '.join(names.values())} (schema pgqueue owned by {owner})")
+    click.echo(
+        f"next, a login per component, e.g.: CREATE ROLE shop_web LOGIN PASSWORD '...' "
+        f"IN ROLE {names['producer']};"
+    )
+
+
+@main.command()
 @click.option("-A", "--app", "app_spec", required=True, help="module:app holding the tasks.")
 @click.option("-Q", "--queues", help="Comma-separated queues to consume (default: the default).")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Pool size (default: CPUs).")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import queries
+from . import queries, roles
 from .exceptions import SchemaMissingError
 
 log = logging.getLogger("pgqueue.migrate")
@@ -45,12 +45,17 @@ def migrate(conn: Any) -> list[Migration]:
 
     All pending files run in one transaction while holding a transaction-level advisory lock,
     so two processes migrating at once apply each file exactly once, and a failing file
-    leaves the schema as it was.
+    leaves the schema as it was. They run as the role owning the schema (where the caller
+    is a member of it, or a superuser), which then grants the roles of ``sql/roles.sql`` what
+    they need on everything the schema holds, new objects included.
     """
     applied_now = []
     with conn.transaction():
         conn.execute(queries.get("migrate_lock"), {"key": MIGRATION_LOCK})
-        conn.execute(queries.get("migrate_create_schema"))
+        (has_schema,) = conn.execute(queries.get("migrate_schema_exists")).fetchone()
+        if not has_schema:
+            conn.execute(queries.get("migrate_create_schema"))
+        conn.execute(queries.get("migrate_as_schema_owner"))
         conn.execute(queries.get("migrate_create_versions"))
         done = {row[0] for row in conn.execute(queries.get("schema_versions"))}
         for migration in available():
@@ -63,6 +68,7 @@ def migrate(conn: Any) -> list[Migration]:
                 {"version": migration.version, "name": migration.name},
             )
             applied_now.append(migration)
+        roles.grant(conn)
     return applied_now
 
 

@@ -23,8 +23,8 @@ _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 @cache
-def _load() -> dict[str, str]:
-    text = (sql_dir() / "queries.sql").read_text()
+def _load(file: str) -> dict[str, str]:
+    text = (sql_dir() / file).read_text()
     parts = _HEADER.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=False):
@@ -33,6 +33,7 @@ def _load() -> dict[str, str]:
     return queries
 
 
-def get(name: str) -> str:
-    """The SQL text of the statement called ``name``."""
-    return _load()[name]
+def get(name: str, file: str = "queries.sql") -> str:
+    """The SQL text of the statement called ``name`` (in ``sql/queries.sql``, or in another
+    file of ``sql/`` written the same way, such as ``roles.sql``)."""
+    return _load(file)[name]

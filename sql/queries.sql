@@ -711,8 +711,27 @@ SELECT set_config('statement_timeout', %(ms)s::text, false)
 -- every file recorded and applies none.
 SELECT pg_advisory_xact_lock(%(key)s)
 
+-- name: migrate_schema_exists
+SELECT to_regnamespace('pgqueue') IS NOT NULL
+
 -- name: migrate_create_schema
+-- Only when missing: even with IF NOT EXISTS, CREATE SCHEMA asks for CREATE on the database,
+-- which the owner role of sql/roles.sql does not have.
 CREATE SCHEMA IF NOT EXISTS pgqueue
+
+-- name: migrate_as_schema_owner
+-- Migrations run as the role owning the schema (pgqueue_owner where sql/roles.sql was
+-- applied) when the caller is a member of it or a superuser: what they create is the
+-- owner's too, SECURITY DEFINER functions run with its rights, and it may grant on all of it.
+SELECT set_config('role', r.rolname, true)
+  FROM pg_namespace AS n JOIN pg_roles AS r ON r.oid = n.nspowner
+ WHERE n.nspname = 'pgqueue'
+   AND r.rolname <> current_user
+   AND pg_has_role(r.oid, 'MEMBER')
+
+-- name: roles_set_prefix
+-- The prefix of the role names sql/roles.sql uses, for this transaction.
+SELECT set_config('pgqueue.role_prefix', %(prefix)s, true)
 
 -- name: migrate_create_versions
 CREATE TABLE IF NOT EXISTS pgqueue.schema_migrations (
