@@ -77,6 +77,14 @@ def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except PgQueueError as exc:
         raise _CliError(str(exc)) from None
+    except Exception as exc:
+        if getattr(exc, "sqlstate", None) == "42501":  # insufficient_privilege
+            first_line = str(exc).strip().splitlines()[0]
+            raise _CliError(
+                f"{first_line}: the database role of this DSN may not do this (`pgqueue roles` "
+                "says what the producer, worker, operator and owner roles may do)"
+            ) from None
+        raise
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
