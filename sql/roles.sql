@@ -128,6 +128,12 @@ DECLARE
     member record;
     grant_row record;
 BEGIN
+    -- Only the owner (or a superuser) sets them: `pgqueue migrate` run by anyone else, on a
+    -- schema with nothing to migrate, changes nothing here.
+    IF NOT pg_has_role((SELECT nspowner FROM pg_namespace WHERE nspname = 'pgqueue'),
+                       'MEMBER') THEN
+        RETURN;
+    END IF;
     FOR member IN
         SELECT r.rolname, substring(r.rolname FROM '_(producer|worker|operator)$') AS kind
           FROM pg_namespace AS n, aclexplode(n.nspacl) AS a, pg_roles AS r

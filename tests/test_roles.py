@@ -284,6 +284,14 @@ def test_worker_login_may_end_its_own_earlier_session_and_see_liveness(logins, d
             new.execute(queries.get("terminate_backend"), {"pid": other.info.backend_pid})
     w = logins.worker(db, "-c", "1", "-P", "solo")
     with logins.connect("worker") as conn:
+        refused = {
+            "delete periodic tasks": denied(conn, "DELETE FROM pgqueue.periodic_tasks"),
+            "record a migration": denied(
+                conn, "INSERT INTO pgqueue.schema_migrations (version, name) VALUES (999, 'x')"
+            ),
+            "create a table": denied(conn, "CREATE TABLE pgqueue.mine (x int)"),
+        }
+        assert refused == dict.fromkeys(refused, True)
         # the liveness lock (pg_locks) of a worker of the same role, and its listener's session
         rows = conn.execute(
             "SELECT s.alive, EXISTS (SELECT 1 FROM pg_stat_get_activity(l.listener_pid))"
@@ -314,7 +322,8 @@ def test_operator_runs_the_command_line(logins, db, app):
         r.get(timeout=30)
     parked = [taskapp.add.apply_async((i, 2), countdown=3600) for i in range(3)]
 
-    for args in (["status"], ["workers"], ["jobs"], ["inspect", parked[0].id]):
+    reads = [["status"], ["workers"], ["jobs"], ["inspect", parked[0].id]]
+    for args in [*reads, ["result", queued[0].id]]:
         result = cli(operator, *args)
         assert result.exit_code == 0, (args, result.output)
     assert "default" in cli(operator, "status").output
@@ -337,12 +346,17 @@ def test_operator_runs_the_command_line(logins, db, app):
         ["beat", "disable", "tick"],
         ["beat", "enable", "tick"],
         ["beat", "list"],
+        ["beat", "run", "tick"],
         ["beat", "remove", "tick"],
     ]
     for args in edits:
         result = cli(operator, *args)
         assert result.exit_code == 0, (args, result.output)
     assert db.execute("SELECT count(*) FROM pgqueue.periodic_tasks").fetchone() == (0,)
+    assert db.execute(
+        "SELECT count(*) FROM pgqueue.jobs WHERE task_name = 'tests.taskapp.add'"
+        " AND args = '[1, 2]'"
+    ).fetchone() == (1,)  # the job `beat run` sent
 
 
 def test_operator_cannot_change_the_schema_nor_read_slots(logins, db):
@@ -366,12 +380,27 @@ def test_operator_cannot_change_the_schema_nor_read_slots(logins, db):
         # on what it may use, a GRANT without the grant option only warns, granting nothing
         conn.execute("GRANT ALL ON pgqueue.jobs TO PUBLIC")
     assert refused == dict.fromkeys(refused, True)
+    migrating = cli(logins.dsn_of("operator"), "migrate")
+    assert migrating.exit_code == 1
+    assert migrating.output.startswith("Error: permission denied for schema pgqueue: ")
     assert db.execute(
         "SELECT has_table_privilege(%s, 'pgqueue.jobs', 'DELETE')", (logins.names["producer"],)
     ).fetchone() == (False,)
 
 
 # -- owner and migrations ---------------------------------------------------------------------
+
+
+def owners(conn: psycopg.Connection[Any]) -> list[str]:
+    """The roles owning the schema and what is in it."""
+    rows = conn.execute(
+        "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'pgqueue'"
+        " UNION SELECT pg_get_userbyid(relowner) FROM pg_class"
+        " WHERE relnamespace = 'pgqueue'::regnamespace"
+        " UNION SELECT pg_get_userbyid(proowner) FROM pg_proc"
+        " WHERE pronamespace = 'pgqueue'::regnamespace"
+    ).fetchall()
+    return sorted(r[0] for r in rows)
 
 
 def migrate_up_to(dsn: str, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -399,13 +428,7 @@ def test_owner_migrates_a_schema_the_roles_script_created(bare_postgresql):
         assert result.exit_code == 0, result.output
         assert result.output.count("applied ") == len(migrate.available())
         with psycopg.connect(dsn, autocommit=True) as conn:
-            owners = conn.execute(
-                "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class"
-                " WHERE relnamespace = 'pgqueue'::regnamespace"
-                " UNION SELECT DISTINCT pg_get_userbyid(proowner) FROM pg_proc"
-                " WHERE pronamespace = 'pgqueue'::regnamespace"
-            ).fetchall()
-            assert owners == [("pgqueue_owner",)]
+            assert owners(conn) == ["pgqueue_owner"]
         with psycopg.connect(made.dsn_of("producer"), autocommit=True) as conn:
             (job_id,) = conn.execute("SELECT pgqueue.enqueue('tests.taskapp.add')").fetchone()
             assert job_id is not None
@@ -421,6 +444,7 @@ def test_migrate_grants_the_tables_a_later_migration_adds(bare_postgresql, monke
     with psycopg.connect(dsn, autocommit=True) as conn:
         roles.apply(conn)
         assert conn.execute("SELECT to_regclass('pgqueue.worker_slots')").fetchone() == (None,)
+        assert owners(conn) == ["pgqueue_owner"]  # what the superuser made, handed over
     made = make_logins(dsn, kinds=("owner",))
     try:
         result = cli(made.dsn_of("owner"), "migrate")
@@ -440,11 +464,7 @@ def test_migrate_grants_the_tables_a_later_migration_adds(bare_postgresql, monke
                 "pgqueue_producer": (False, False),
                 "pgqueue_operator": (False, False),
             }
-            (owner,) = conn.execute(
-                "SELECT pg_get_userbyid(relowner) FROM pg_class"
-                " WHERE oid = 'pgqueue.worker_slots'::regclass"
-            ).fetchone()
-            assert owner == "pgqueue_owner"
+            assert owners(conn) == ["pgqueue_owner"]
     finally:
         drop_roles(dsn, list(made.names.values()))
 
