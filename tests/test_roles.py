@@ -29,14 +29,6 @@ from tests.conftest import WorkerProcess, dsn_of, wait_for
 
 KINDS = ("owner", "producer", "worker", "operator")
 
-# Until migration 0006 makes the jobs insert trigger SECURITY DEFINER, it runs with the
-# producer's rights, and those do not reach pgqueue.worker_slots.
-needs_definer_trigger = pytest.mark.xfail(
-    migrate.latest_version() < 6,
-    reason="the insert trigger runs with the producer's rights before migration 0006",
-    strict=True,
-)
-
 
 def as_user(dsn: str, user: str) -> str:
     params = conninfo_to_dict(dsn)
@@ -140,7 +132,6 @@ def denied(conn: psycopg.Connection[Any], statement: str, *params: Any) -> bool:
 # -- producer ---------------------------------------------------------------------------------
 
 
-@needs_definer_trigger
 def test_producer_enqueues_every_way_and_reads_the_state_with_no_worker(producer, logins, db):
     one = taskapp.add.delay(1, 2)
     later = taskapp.add.apply_async((3, 4), countdown=60, expires=600, priority=5)
@@ -161,7 +152,6 @@ def test_producer_enqueues_every_way_and_reads_the_state_with_no_worker(producer
     ).fetchone() == (len(results),)
 
 
-@needs_definer_trigger
 def test_producer_reads_results_of_jobs_a_worker_ran(producer, logins, db):
     ok = taskapp.add.delay(2, 3)
     bad = taskapp.fail.delay("broken")
@@ -172,7 +162,6 @@ def test_producer_reads_results_of_jobs_a_worker_ran(producer, logins, db):
     assert bad.state == states.FAILURE
 
 
-@needs_definer_trigger
 def test_producer_hands_a_job_to_an_idle_worker(producer, logins, db):
     w = logins.worker(db, "-c", "2", "-P", "threads")
     (wid,) = db.execute("SELECT id FROM pgqueue.workers WHERE pid = %s", (w.pid,)).fetchone()
@@ -198,7 +187,6 @@ def test_producer_hands_a_job_to_an_idle_worker(producer, logins, db):
     )
 
 
-@needs_definer_trigger
 def test_producer_cannot_change_jobs_nor_see_workers(producer, logins, db):
     job = taskapp.add.delay(1, 1)
     with logins.connect("producer") as conn:
@@ -310,7 +298,6 @@ def test_worker_login_may_end_its_own_earlier_session_and_see_liveness(logins, d
 # -- operator ---------------------------------------------------------------------------------
 
 
-@needs_definer_trigger
 def test_operator_runs_the_command_line(logins, db, app):
     operator = logins.dsn_of("operator")
     queued = [taskapp.add.delay(i, 1) for i in range(3)]
@@ -413,7 +400,6 @@ def migrate_up_to(dsn: str, version: int, monkeypatch: pytest.MonkeyPatch) -> No
             migrate.migrate(conn)
 
 
-@needs_definer_trigger
 def test_owner_migrates_a_schema_the_roles_script_created(bare_postgresql):
     dsn = dsn_of(bare_postgresql)
     applied = cli(dsn, "roles", "--apply")
