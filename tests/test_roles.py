@@ -7,6 +7,7 @@ them only if missing and survives a concurrent creation. The LOGIN users are thi
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import threading
@@ -221,7 +222,11 @@ def test_producer_cannot_change_jobs_nor_see_workers(producer, logins, db):
 # -- worker -----------------------------------------------------------------------------------
 
 
-def test_worker_role_runs_jobs_and_rescues_a_killed_worker(logins, db, app):
+def test_worker_role_runs_jobs_and_rescues_a_killed_worker(logins, db, app, monkeypatch):
+    monkeypatch.setenv(
+        "PGQUEUE_TEST_CONF",
+        json.dumps({"worker_rescue_interval": 0.2, "worker_reconnect_grace": 1.0}),
+    )
     first = logins.worker(db, "-c", "1", "-P", "threads")
     slow = taskapp.slow_record.delay("slow-rescued", 4)
     wait_for(
@@ -257,6 +262,33 @@ def test_worker_role_runs_jobs_and_rescues_a_killed_worker(logins, db, app):
     assert second.stop() == 0
     for w in (first, second):
         assert "permission denied" not in w.output()
+
+
+def test_worker_role_reconnects_after_its_sessions_are_ended(logins, db, app):
+    w = logins.worker(db, "-c", "1", "-P", "threads")
+    r = taskapp.slow_record.delay("blip-as-worker-role", 3)
+    wait_for(
+        lambda: (
+            db.execute(
+                "SELECT count(*) FROM test_runs WHERE tag = 'blip-as-worker-role'"
+            ).fetchone()
+            == (1,)
+        ),
+        what="the task to start",
+    )
+    db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s"
+        " AND application_name LIKE 'pgqueue %%'",
+        (logins.names["worker"],),
+    )
+    wait_for(lambda: "database connection restored" in w.output(), what="the worker to reconnect")
+    assert r.get(timeout=30)["pid"] == w.pid
+    assert r.retries == 0
+    assert db.execute(
+        "SELECT count(*) FROM test_runs WHERE tag = 'blip-as-worker-role'"
+    ).fetchone() == (1,)
+    assert taskapp.add.delay(1, 2).get(timeout=30) == 3
+    assert "permission denied" not in w.output()
 
 
 def test_worker_login_may_end_its_own_earlier_session_and_see_liveness(logins, db):
