@@ -723,11 +723,17 @@ CREATE SCHEMA IF NOT EXISTS pgqueue
 -- Migrations run as the role owning the schema (pgqueue_owner where sql/roles.sql was
 -- applied) when the caller is a member of it or a superuser: what they create is the
 -- owner's too, SECURITY DEFINER functions run with its rights, and it may grant on all of it.
+-- Only where that role owns everything in the schema, as sql/roles.sql leaves it: in a
+-- schema of mixed ownership it could not alter the rest, and the caller migrates as before.
 SELECT set_config('role', r.rolname, true)
   FROM pg_namespace AS n JOIN pg_roles AS r ON r.oid = n.nspowner
  WHERE n.nspname = 'pgqueue'
    AND r.rolname <> current_user
    AND pg_has_role(r.oid, 'MEMBER')
+   AND NOT EXISTS (SELECT FROM pg_class AS c
+                    WHERE c.relnamespace = n.oid AND c.relowner <> n.nspowner)
+   AND NOT EXISTS (SELECT FROM pg_proc AS p
+                    WHERE p.pronamespace = n.oid AND p.proowner <> n.nspowner)
 
 -- name: roles_set_prefix
 -- The prefix of the role names sql/roles.sql uses, for this transaction.

@@ -488,6 +488,26 @@ def test_migrate_grants_the_tables_a_later_migration_adds(bare_postgresql, monke
         drop_roles(dsn, list(made.names.values()))
 
 
+def test_a_schema_of_mixed_ownership_is_migrated_by_the_caller(bare_postgresql, monkeypatch):
+    """A schema a superuser migrated (its tables are the superuser's), then handed to a role
+    without its tables: the superuser migrates it on as itself, not as the schema's owner,
+    who could not alter those tables."""
+    dsn = dsn_of(bare_postgresql)
+    made = f"pgqueue_t{uuid.uuid4().hex[:10]}_app"
+    migrate_up_to(dsn, 4, monkeypatch)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(made)))
+        conn.execute(sql.SQL("ALTER SCHEMA pgqueue OWNER TO {}").format(sql.Identifier(made)))
+    try:
+        result = cli(dsn, "migrate")
+        assert result.exit_code == 0, result.output
+        assert f"applied {migrate.available()[-1].version:04d}" in result.output
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert owners(conn) == sorted([made, "postgres"])
+    finally:
+        drop_roles(dsn, [made])
+
+
 def test_every_object_of_the_schema_is_named_in_the_roles_script(db):
     text = (queries.sql_dir() / roles.FILE).read_text()
     named = set(re.findall(r"\b(?:TABLE|FUNCTION) pgqueue\.(\w+)", text))
