@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -540,6 +542,34 @@ def test_roles_prints_the_script_and_applying_it_again_resets_privileges(logins,
         "       has_table_privilege('pgqueue_operator', 'pgqueue.worker_slots', 'SELECT'),"
         "       has_table_privilege('pgqueue_producer', 'pgqueue.jobs', 'INSERT')"
     ).fetchone() == (False, False, False, True)
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="needs the psql client")
+def test_the_printed_script_runs_in_psql_with_a_prefix(bare_postgresql):
+    dsn = dsn_of(bare_postgresql)
+    prefix = f"pgqueue_t{uuid.uuid4().hex[:10]}"
+    printed = cli(dsn, "roles", "--prefix", prefix)
+    try:
+        psql = subprocess.run(
+            ["psql", "-X", "-1", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-f", "-"],
+            input=printed.output,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert psql.returncode == 0, psql.stderr
+        migrated = cli(dsn, "migrate")
+        assert migrated.exit_code == 0, migrated.output
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert owners(conn) == [f"{prefix}_owner"]
+            assert conn.execute(
+                "SELECT has_table_privilege(%s, 'pgqueue.jobs', 'INSERT'),"
+                "       has_table_privilege(%s, 'pgqueue.jobs', 'UPDATE'),"
+                "       has_table_privilege(%s, 'pgqueue.worker_slots', 'SELECT')",
+                (f"{prefix}_producer", f"{prefix}_producer", f"{prefix}_worker"),
+            ).fetchone() == (True, False, True)
+    finally:
+        drop_roles(dsn, [f"{prefix}_{kind}" for kind in KINDS])
 
 
 def test_roles_script_survives_a_concurrent_creation_of_its_roles(dsn, db, bare_postgresql):
