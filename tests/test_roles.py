@@ -579,21 +579,21 @@ def test_roles_script_survives_a_concurrent_creation_of_its_roles(dsn, db, bare_
     other = dsn_of(bare_postgresql)
     created: list[str] = []
     errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                created.extend(roles.apply(conn, prefix).values())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
     try:
         with psycopg.connect(other, autocommit=True) as holder, holder.transaction():
             # created, not committed: the script's CREATE ROLE waits on it
             holder.execute(
                 sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(f"{prefix}_worker"))
             )
-
-            def run() -> None:
-                try:
-                    with psycopg.connect(dsn, autocommit=True) as conn:
-                        created.extend(roles.apply(conn, prefix).values())
-                except BaseException as exc:
-                    errors.append(exc)
-
-            thread = threading.Thread(target=run)
             thread.start()
             wait_for(
                 # (not on holder: a transaction sees pg_stat_activity as of its first look)
@@ -611,6 +611,8 @@ def test_roles_script_survives_a_concurrent_creation_of_its_roles(dsn, db, bare_
         assert errors == []
         assert sorted(created) == sorted(f"{prefix}_{k}" for k in KINDS)
     finally:
+        if thread.is_alive():
+            thread.join(60)
         with psycopg.connect(dsn, autocommit=True) as conn:
             existing = [
                 r[0]
