@@ -16,8 +16,8 @@
 -- The prefix is `pgqueue` unless set first: `SET pgqueue.role_prefix = 'shop';` (separate
 -- prefixes keep two applications on one cluster apart: roles are cluster-wide).
 --
--- Run as a superuser (or a role that may create roles and act as the new owner), on the
--- database that holds (or will hold) the schema:
+-- Run as a superuser (on a managed service, its administrator role), on the database that
+-- holds, or will hold, the schema:
 --
 --   psql -1 -v ON_ERROR_STOP=1 -d mydb -f sql/roles.sql      (or: pgqueue roles --apply)
 --
@@ -30,8 +30,8 @@
 --   CREATE ROLE shop_worker1 LOGIN PASSWORD '...' IN ROLE pgqueue_worker;
 --
 -- Later migrations: `pgqueue migrate` runs as the schema's owner and applies the last part
--- of this file (grant_privileges) in its own transaction, so a table a new version adds is
--- granted as it is created. A role takes part if it is NOLOGIN, holds USAGE on the schema
+-- of this file (grant_privileges) in the migration's transaction, so a table a new version
+-- adds is granted as it is created. A role takes part if it is NOLOGIN, holds USAGE on the schema
 -- and its name ends in _producer, _worker or _operator: the roles this file made.
 
 -- name: create_roles
@@ -128,8 +128,7 @@ DECLARE
     member record;
     grant_row record;
 BEGIN
-    -- Only the owner (or a superuser) sets them: `pgqueue migrate` run by anyone else, on a
-    -- schema with nothing to migrate, changes nothing here.
+    -- Only the owner (or a superuser) may set them; run by anyone else, this changes nothing.
     IF NOT pg_has_role((SELECT nspowner FROM pg_namespace WHERE nspname = 'pgqueue'),
                        'MEMBER') THEN
         RETURN;

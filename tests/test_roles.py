@@ -405,6 +405,12 @@ def test_operator_cannot_change_the_schema_nor_read_slots(logins, db):
     migrating = cli(logins.dsn_of("operator"), "migrate")
     assert migrating.exit_code == 1
     assert migrating.output.startswith("Error: permission denied for schema pgqueue: ")
+    granting = cli(logins.dsn_of("operator"), "roles", "--apply")
+    assert granting.exit_code == 1
+    assert granting.output.startswith(
+        f"Error: cannot set up the pgqueue roles as {logins.names['operator']!r}: "
+    )
+    assert "as a superuser" in granting.output
     assert db.execute(
         "SELECT has_table_privilege(%s, 'pgqueue.jobs', 'DELETE')", (logins.names["producer"],)
     ).fetchone() == (False,)
