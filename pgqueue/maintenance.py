@@ -127,10 +127,15 @@ class Maintenance:
         worker is vacuuming it already, this one does nothing.
         """
         if self._vacuum_needed is None:
-            (setting,) = conn.execute(queries.get("autovacuum_setting")).fetchone()
-            self._vacuum_needed = setting == "off"
+            setting, may_vacuum = conn.execute(queries.get("autovacuum_setting")).fetchone()
+            self._vacuum_needed = setting == "off" and may_vacuum
             if self._vacuum_needed:
                 log.info("autovacuum is off on this server: workers vacuum pgqueue.jobs")
+            elif setting == "off":
+                log.warning(
+                    "autovacuum is off on this server, and only the owner of pgqueue.jobs may "
+                    "vacuum it (not this worker's role): schedule VACUUM pgqueue.jobs as its owner"
+                )
         if self._vacuum_needed:
             try:
                 conn.execute(queries.get("vacuum_jobs"))

@@ -416,7 +416,11 @@ SELECT count(*)
            %(keep_for)s::double precision)
 
 -- name: autovacuum_setting
-SELECT current_setting('autovacuum')
+-- Whether the server's autovacuum is on, and whether this role may vacuum pgqueue.jobs: only
+-- its owner (or a member, or a superuser) may; for anyone else VACUUM warns and does nothing.
+SELECT current_setting('autovacuum'), pg_has_role(c.relowner, 'USAGE')
+  FROM pg_class AS c
+ WHERE c.oid = 'pgqueue.jobs'::regclass
 
 -- name: vacuum_jobs
 VACUUM (SKIP_LOCKED, ANALYZE) pgqueue.jobs

@@ -323,6 +323,9 @@ def test_worker_login_may_end_its_own_earlier_session_and_see_liveness(logins, d
             " WHERE s.pid = %s",
             (w.pid,),
         ).fetchall()
+        # VACUUM is the owner's: the worker knows not to try (it would only warn)
+        (_, may_vacuum) = conn.execute(queries.get("autovacuum_setting")).fetchone()
+        assert may_vacuum is False
         # the shared sample the metrics endpoint serves
         queues = conn.execute(queries.get("ops_sampled_queue_stats"), {"max_age": 0}).fetchall()
     assert rows == [(True, True)]
