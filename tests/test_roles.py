@@ -216,6 +216,8 @@ def test_producer_cannot_change_jobs_nor_see_workers(producer, logins, db):
     assert refused == dict.fromkeys(refused, True)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         job.revoke()  # an operator's command
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        job.forget()
     assert db.execute(
         "SELECT priority, state FROM pgqueue.jobs WHERE id = %s", (job.id,)
     ).fetchone() == (0, states.PENDING)
