@@ -218,6 +218,9 @@ def test_producer_cannot_change_jobs_nor_see_workers(producer, logins, db):
         job.revoke()  # an operator's command
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         job.forget()
+    with logins.connect("producer") as conn, pytest.raises(psycopg.errors.FeatureNotSupported):
+        # the function that runs with the owner's rights can only fire, not be called
+        conn.execute("SELECT pgqueue.notify_jobs()")
     assert db.execute(
         "SELECT priority, state FROM pgqueue.jobs WHERE id = %s", (job.id,)
     ).fetchone() == (0, states.PENDING)
