@@ -51,7 +51,7 @@ class HandoffKeys:
 
     def new_key(self) -> tuple[bytes, bytes]:
         """Retire the current key and make a new one; returns it XORed with HMAC's inner and
-        outer pads, as worker_slots stores it (so SQL needs only sha256(), no extension)."""
+        outer pads, as worker_channels stores it (so SQL needs only sha256(), no extension)."""
         secret = secrets.token_bytes(32)
         self._keys = [_Key(secret), *self._keys[: KEPT_KEYS - 1]]
         padded = secret.ljust(_BLOCK, b"\0")

@@ -244,25 +244,32 @@ WITH slots AS (
     DELETE FROM pgqueue.worker_slots
      WHERE ctid = ANY (ARRAY(SELECT ctid FROM pgqueue.worker_slots
                               WHERE worker_id = %(id)s FOR UPDATE SKIP LOCKED))
+), channels AS (
+    DELETE FROM pgqueue.worker_channels WHERE worker_id = %(id)s
 )
 DELETE FROM pgqueue.workers WHERE id = %(id)s
 
 -- ---- hand-off: idle workers offer slots, the jobs_notify trigger fills them ----
 
 -- name: create_slots
--- After (re)registering: this listening connection's slots, none offered yet, with the
--- connection's new hand-off key (see 0006_trust.sql). Rows of an earlier connection are
--- removed, bar any a producer holds (the rescue removes those).
-WITH old AS (
+-- After (re)registering: this listening connection's channel row, with what it serves and
+-- its new hand-off key (see 0006_trust.sql), and its slots, none offered yet. Rows of an
+-- earlier connection are removed, bar slots a producer holds (the rescue removes those; a
+-- producer holding one has read the channel row it needs already).
+WITH old_slots AS (
     DELETE FROM pgqueue.worker_slots
      WHERE ctid = ANY (ARRAY(SELECT ctid FROM pgqueue.worker_slots
                               WHERE worker_id = %(worker_id)s FOR UPDATE SKIP LOCKED))
+), old_channels AS (
+    DELETE FROM pgqueue.worker_channels WHERE worker_id = %(worker_id)s
+), channel AS (
+    INSERT INTO pgqueue.worker_channels (worker_id, listener_pid, channel, queues, tasks,
+                                         at_most_once, key_inner, key_outer)
+    VALUES (%(worker_id)s, %(listener_pid)s, %(channel)s, %(queues)s, %(tasks)s,
+            %(at_most_once)s, %(key_inner)s, %(key_outer)s)
 )
-INSERT INTO pgqueue.worker_slots (worker_id, listener_pid, slot, channel, queues, tasks,
-                                  at_most_once, key_inner, key_outer)
-SELECT %(worker_id)s, %(listener_pid)s, n, %(channel)s, %(queues)s, %(tasks)s,
-       %(at_most_once)s, %(key_inner)s, %(key_outer)s
-  FROM generate_series(1, %(slots)s) AS n
+INSERT INTO pgqueue.worker_slots (worker_id, listener_pid, slot)
+SELECT %(worker_id)s, %(listener_pid)s, n FROM generate_series(1, %(slots)s) AS n
 
 -- name: offer_slots
 -- Offer the first %(n)s slots of this worker and withdraw the others (0 withdraws all).
@@ -398,6 +405,11 @@ WITH status AS (
                    OR NOT EXISTS (SELECT 1 FROM pgqueue.workers AS w WHERE w.id = s.worker_id)
                    OR NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(s.listener_pid))
                   FOR UPDATE SKIP LOCKED))
+), stale_channels AS (
+    DELETE FROM pgqueue.worker_channels AS c
+     WHERE c.worker_id IN (SELECT id FROM lost)
+        OR NOT EXISTS (SELECT 1 FROM pgqueue.workers AS w WHERE w.id = c.worker_id)
+        OR NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(c.listener_pid))
 )
 SELECT (SELECT count(*) FROM lost), (SELECT count(*) FROM requeued),
        (SELECT count(*) FROM failed), (SELECT count(*) FROM woken),

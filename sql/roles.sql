@@ -150,8 +150,11 @@ BEGIN
               FROM (VALUES
                 -- producer: enqueue; read results and the state of a job not finished yet
                 -- (the enqueue() function's RETURNING reads the new id). The identity
-                -- column seq needs no sequence privilege.
-                ('producer', 'INSERT', 'TABLE pgqueue.jobs'),
+                -- column seq needs no sequence privilege. Only the columns of a call: a
+                -- producer cannot insert a job claimed, started or attempted already.
+                ('producer', 'INSERT (id, task_name, args, kwargs, queue, priority, run_at,'
+                             ' expires_at, max_retries, time_limit, soft_time_limit, options)',
+                 'TABLE pgqueue.jobs'),
                 ('producer', 'SELECT (id, task_name, state, retries, exc_type, exc_message,'
                              ' traceback)', 'TABLE pgqueue.jobs'),
                 ('producer', 'SELECT', 'TABLE pgqueue.results'),
@@ -165,6 +168,7 @@ BEGIN
                 ('worker', 'SELECT, INSERT, UPDATE, DELETE', 'TABLE pgqueue.results'),
                 ('worker', 'SELECT, INSERT, UPDATE, DELETE', 'TABLE pgqueue.workers'),
                 ('worker', 'SELECT, INSERT, UPDATE, DELETE', 'TABLE pgqueue.worker_slots'),
+                ('worker', 'SELECT, INSERT, UPDATE, DELETE', 'TABLE pgqueue.worker_channels'),
                 ('worker', 'SELECT, INSERT, UPDATE', 'TABLE pgqueue.periodic_tasks'),
                 ('worker', 'SELECT, INSERT, DELETE', 'TABLE pgqueue.queue_stats_samples'),
                 ('worker', 'SELECT, INSERT, UPDATE', 'TABLE pgqueue.queue_stats_sampled'),

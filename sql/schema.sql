@@ -172,23 +172,23 @@ BEGIN
             EXIT WHEN octet_length(document) > 7850;
             -- One statement takes a slot and claims the job for its worker.
             WITH slot AS (
-                SELECT s.ctid, s.worker_id, s.channel
+                SELECT s.ctid, s.worker_id, c.channel, c.key_inner, c.key_outer
                   FROM pgqueue.worker_slots AS s
+                  JOIN pgqueue.worker_channels AS c USING (worker_id, listener_pid)
                  WHERE s.offered
-                   AND s.key_inner IS NOT NULL
-                   AND job.queue = ANY(s.queues)
-                   AND job.task_name = ANY(s.tasks)
+                   AND job.queue = ANY(c.queues)
+                   AND job.task_name = ANY(c.tasks)
                    AND coalesce((job.options ->> 'acks_late')::boolean,
-                                NOT (job.task_name = ANY(s.at_most_once)))
+                                NOT (job.task_name = ANY(c.at_most_once)))
                    AND EXISTS (SELECT 1 FROM pg_stat_get_activity(s.listener_pid))
                  LIMIT 1
-                   FOR UPDATE SKIP LOCKED
+                   FOR UPDATE OF s SKIP LOCKED
             ), took AS (
                 UPDATE pgqueue.worker_slots AS s
                    SET offered = false, handoffs = s.handoffs + 1
                   FROM slot WHERE s.ctid = slot.ctid
-                RETURNING slot.worker_id, slot.channel, s.slot, s.handoffs, s.key_inner,
-                          s.key_outer
+                RETURNING slot.worker_id, slot.channel, s.slot, s.handoffs, slot.key_inner,
+                          slot.key_outer
             ), claimed AS (
                 UPDATE pgqueue.jobs AS j
                    SET worker_id = t.worker_id, claimed_at = now(), attempt = j.attempt + 1,
@@ -584,6 +584,21 @@ CREATE TABLE pgqueue.schema_migrations (
 );
 
 --
+-- Name: worker_channels; Type: TABLE; Schema: pgqueue; Owner: -
+--
+
+CREATE TABLE pgqueue.worker_channels (
+    worker_id uuid NOT NULL,
+    listener_pid integer NOT NULL,
+    channel text NOT NULL,
+    queues text[] NOT NULL,
+    tasks text[] NOT NULL,
+    at_most_once text[] NOT NULL,
+    key_inner bytea NOT NULL,
+    key_outer bytea NOT NULL
+);
+
+--
 -- Name: worker_slots; Type: TABLE; Schema: pgqueue; Owner: -
 --
 
@@ -592,12 +607,6 @@ CREATE TABLE pgqueue.worker_slots (
     listener_pid integer NOT NULL,
     slot integer NOT NULL,
     offered boolean DEFAULT false NOT NULL,
-    channel text NOT NULL,
-    queues text[] NOT NULL,
-    tasks text[] NOT NULL,
-    at_most_once text[] NOT NULL,
-    key_inner bytea,
-    key_outer bytea,
     handoffs bigint DEFAULT 0 NOT NULL
 )
 WITH (fillfactor='50');
@@ -656,6 +665,13 @@ ALTER TABLE ONLY pgqueue.results
 
 ALTER TABLE ONLY pgqueue.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+--
+-- Name: worker_channels worker_channels_pkey; Type: CONSTRAINT; Schema: pgqueue; Owner: -
+--
+
+ALTER TABLE ONLY pgqueue.worker_channels
+    ADD CONSTRAINT worker_channels_pkey PRIMARY KEY (worker_id, listener_pid);
 
 --
 -- Name: worker_slots worker_slots_pkey; Type: CONSTRAINT; Schema: pgqueue; Owner: -

@@ -199,6 +199,13 @@ def test_producer_cannot_change_jobs_nor_see_workers(producer, logins, db):
             "lock jobs": denied(conn, "SELECT id FROM pgqueue.jobs FOR UPDATE"),
             "read arguments": denied(conn, "SELECT args FROM pgqueue.jobs"),
             "read slots": denied(conn, "SELECT * FROM pgqueue.worker_slots"),
+            "read hand-off keys": denied(conn, "SELECT * FROM pgqueue.worker_channels"),
+            "insert a claimed job": denied(
+                conn,
+                "INSERT INTO pgqueue.jobs (id, task_name, worker_id, state, attempt)"
+                " VALUES (gen_random_uuid(), 'tests.taskapp.add', gen_random_uuid(),"
+                " 'STARTED', 1)",
+            ),
             "read workers": denied(conn, "SELECT * FROM pgqueue.workers"),
             "register a worker": denied(
                 conn,
@@ -404,6 +411,7 @@ def test_operator_cannot_change_the_schema_nor_read_slots(logins, db):
                 conn, "INSERT INTO pgqueue.schema_migrations (version, name) VALUES (999, 'x')"
             ),
             "read slots": denied(conn, "SELECT * FROM pgqueue.worker_slots"),
+            "read hand-off keys": denied(conn, "SELECT * FROM pgqueue.worker_channels"),
             "write workers": denied(conn, "DELETE FROM pgqueue.workers"),
             "grant on slots": denied(conn, "GRANT SELECT ON pgqueue.worker_slots TO PUBLIC"),
         }
@@ -554,8 +562,9 @@ def test_roles_prints_the_script_and_applying_it_again_resets_privileges(logins,
         "SELECT has_table_privilege('pgqueue_producer', 'pgqueue.jobs', 'UPDATE'),"
         "       has_table_privilege('pgqueue_producer', 'pgqueue.jobs', 'DELETE'),"
         "       has_table_privilege('pgqueue_operator', 'pgqueue.worker_slots', 'SELECT'),"
-        "       has_table_privilege('pgqueue_producer', 'pgqueue.jobs', 'INSERT')"
-    ).fetchone() == (False, False, False, True)
+        "       has_column_privilege('pgqueue_producer', 'pgqueue.jobs', 'args', 'INSERT'),"
+        "       has_column_privilege('pgqueue_producer', 'pgqueue.jobs', 'worker_id', 'INSERT')"
+    ).fetchone() == (False, False, False, True, False)
 
 
 @pytest.mark.skipif(shutil.which("psql") is None, reason="needs the psql client")
@@ -577,7 +586,7 @@ def test_the_printed_script_runs_in_psql_with_a_prefix(bare_postgresql):
         with psycopg.connect(dsn, autocommit=True) as conn:
             assert owners(conn) == [f"{prefix}_owner"]
             assert conn.execute(
-                "SELECT has_table_privilege(%s, 'pgqueue.jobs', 'INSERT'),"
+                "SELECT has_column_privilege(%s, 'pgqueue.jobs', 'args', 'INSERT'),"
                 "       has_table_privilege(%s, 'pgqueue.jobs', 'UPDATE'),"
                 "       has_table_privilege(%s, 'pgqueue.worker_slots', 'SELECT')",
                 (f"{prefix}_producer", f"{prefix}_producer", f"{prefix}_worker"),

@@ -45,7 +45,7 @@ def outsider(dsn: str, db: psycopg.Connection[Any]) -> Iterator[psycopg.Connecti
 
 def channel_of(db: psycopg.Connection[Any], wid: str) -> str:
     (channel,) = db.execute(
-        "SELECT DISTINCT channel FROM pgqueue.worker_slots WHERE worker_id = %s", (wid,)
+        "SELECT channel FROM pgqueue.worker_channels WHERE worker_id = %s", (wid,)
     ).fetchone()
     return str(channel)
 

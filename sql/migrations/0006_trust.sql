@@ -2,27 +2,51 @@
 -- is not death.
 --
 -- 1. Signed hand-offs. Any role that can connect may NOTIFY any channel, so a notification
---    alone must never make a worker run something. Each worker's slots now carry a secret
---    HMAC-SHA256 key (as the key XORed with HMAC's inner and outer pads, so SQL needs only
---    the built-in sha256()); the trigger signs every hand-off with the key of the slot it
---    took and a per-slot counter, and the worker runs only documents whose signature and
---    counter check out. Only the owner and worker roles can read the keys; producers reach
---    them through the trigger, which now runs with its owner's rights (SECURITY DEFINER):
---    a producer needs INSERT on pgqueue.jobs, nothing on worker_slots.
+--    alone must never make a worker run something. Each listening connection of a worker
+--    now has a secret HMAC-SHA256 key (stored XORed with HMAC's inner and outer pads, so
+--    SQL needs only the built-in sha256()); the trigger signs every hand-off with the key
+--    of the worker it hands to and the slot's hand-off count, and the worker runs only
+--    documents whose signature and count check out. Only the owner and worker roles can
+--    read the keys; producers reach them through the trigger, which now runs with its
+--    owner's rights (SECURITY DEFINER): a producer needs INSERT on pgqueue.jobs, nothing
+--    on the hand-off tables.
 -- 2. Reconnect grace. A worker whose liveness lock disappears (its backends terminated, a
 --    network blip) is no longer lost at once: the rescue first records when it saw the lock
 --    missing and only rescues the worker's jobs once it has been missing for longer than
 --    the worker's own reconnect_grace (worker_reconnect_grace). A worker that reconnects
 --    within the grace keeps its jobs: no second run, no false WorkerLostError.
 
+-- What a worker's listening connection serves, and its hand-off key, in a row of its own:
+-- the slot rows producers flip at each hand-off shrink to a few dozen bytes, so a page holds
+-- a hundred versions of them and page pruning keeps the table at one page even while a
+-- concurrent snapshot holds back the removal of old versions for a while (with what a
+-- worker serves in every slot row, a page held six, and a busy server grew the table a page
+-- per hand-off until vacuum).
+CREATE TABLE pgqueue.worker_channels (
+    worker_id    uuid NOT NULL,
+    listener_pid integer NOT NULL,
+    channel      text NOT NULL,
+    queues       text[] NOT NULL,
+    tasks        text[] NOT NULL,
+    -- tasks whose jobs are at-most-once (acks_late false) unless the call says otherwise:
+    -- their STARTED mark must be durable before they run, which only the worker ensures
+    at_most_once text[] NOT NULL,
+    -- the HMAC key XORed with 0x36... and with 0x5c... (64 bytes each)
+    key_inner    bytea NOT NULL,
+    key_outer    bytea NOT NULL,
+    PRIMARY KEY (worker_id, listener_pid)
+);
+
+-- Slots of a worker of an older pgqueue have no channel row: they are never handed a job.
+DELETE FROM pgqueue.worker_slots;
 ALTER TABLE pgqueue.worker_slots
-    -- HMAC key XOR 0x36... and XOR 0x5c... (64 bytes each); NULL for a worker of an older
-    -- pgqueue, which is then never handed a job (it claims them as before)
-    ADD COLUMN key_inner bytea,
-    ADD COLUMN key_outer bytea,
-    -- hand-offs through this slot so far: signed with each, so a replayed notification
-    -- (same count) is refused
-    ADD COLUMN handoffs  bigint NOT NULL DEFAULT 0;
+    DROP COLUMN channel,
+    DROP COLUMN queues,
+    DROP COLUMN tasks,
+    DROP COLUMN at_most_once,
+    -- hand-offs through this slot so far: each is signed with its count, so a replayed
+    -- notification (an old count) is refused
+    ADD COLUMN handoffs bigint NOT NULL DEFAULT 0;
 
 ALTER TABLE pgqueue.workers
     -- seconds the worker may be without its liveness lock before its jobs are rescued
@@ -33,7 +57,7 @@ ALTER TABLE pgqueue.workers
 -- Hand ready jobs to offered slots, in claim order, until one finds no slot; then one
 -- notification per queue per statement (not per row) for the rest. The hand-off payload is
 -- "<hex HMAC-SHA256><body>", body = [slot, hand-off count, job document], signed with the
--- slot's key.
+-- key of the worker's listening connection.
 CREATE OR REPLACE FUNCTION pgqueue.notify_jobs() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -58,23 +82,23 @@ BEGIN
             EXIT WHEN octet_length(document) > 7850;
             -- One statement takes a slot and claims the job for its worker.
             WITH slot AS (
-                SELECT s.ctid, s.worker_id, s.channel
+                SELECT s.ctid, s.worker_id, c.channel, c.key_inner, c.key_outer
                   FROM pgqueue.worker_slots AS s
+                  JOIN pgqueue.worker_channels AS c USING (worker_id, listener_pid)
                  WHERE s.offered
-                   AND s.key_inner IS NOT NULL
-                   AND job.queue = ANY(s.queues)
-                   AND job.task_name = ANY(s.tasks)
+                   AND job.queue = ANY(c.queues)
+                   AND job.task_name = ANY(c.tasks)
                    AND coalesce((job.options ->> 'acks_late')::boolean,
-                                NOT (job.task_name = ANY(s.at_most_once)))
+                                NOT (job.task_name = ANY(c.at_most_once)))
                    AND EXISTS (SELECT 1 FROM pg_stat_get_activity(s.listener_pid))
                  LIMIT 1
-                   FOR UPDATE SKIP LOCKED
+                   FOR UPDATE OF s SKIP LOCKED
             ), took AS (
                 UPDATE pgqueue.worker_slots AS s
                    SET offered = false, handoffs = s.handoffs + 1
                   FROM slot WHERE s.ctid = slot.ctid
-                RETURNING slot.worker_id, slot.channel, s.slot, s.handoffs, s.key_inner,
-                          s.key_outer
+                RETURNING slot.worker_id, slot.channel, s.slot, s.handoffs, slot.key_inner,
+                          slot.key_outer
             ), claimed AS (
                 UPDATE pgqueue.jobs AS j
                    SET worker_id = t.worker_id, claimed_at = now(), attempt = j.attempt + 1,
