@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import EllipsisType
 from typing import Any, TypeVar, overload
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 import psycopg.errors
@@ -23,7 +24,7 @@ from .db import ConnectionHolder, connect, resolve_dsn, translate_errors
 from .exceptions import ConfigurationError, DatabaseUnavailable, EncodeError, NotRegistered
 from .ids import new_job_id
 from .result import AsyncResult
-from .serialization import as_json_types, compact_json, dumps_args, dumps_jobs
+from .serialization import as_json_types, check_size, compact_json, dumps_args, dumps_jobs
 from .task import PER_CALL_OPTIONS, Signature, Task
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -197,7 +198,9 @@ class PgQueue:
             call["max_retries"] = max_retries
         args, kwargs = args or (), kwargs or {}
         job_id, columns = self._job_columns(name, args, kwargs, call)
-        document = dumps_jobs([_job(job_id, args, kwargs, columns)])
+        jobs = [_job(job_id, args, kwargs, columns)]
+        document = dumps_jobs(jobs)
+        _check_payloads(jobs, document, self.conf.task_max_payload_size)
         self._execute(queries.get("enqueue_jobs"), {"jobs": document}, connection)
         return AsyncResult(job_id, app=self, task_name=name)
 
@@ -220,11 +223,14 @@ class PgQueue:
             # statement keeps the batch all or nothing there too.
             jobs = [_job(i, sig.args, sig.kwargs, c) for i, sig, c, _ in self._plan(signatures)]
             if jobs:
+                document = dumps_jobs(jobs)
+                _check_payloads(jobs, document, self.conf.task_max_payload_size)
                 with translate_errors():
-                    _execute_on(target, sql, {"jobs": dumps_jobs(jobs)})
+                    _execute_on(target, sql, {"jobs": document})
             return [AsyncResult(j["id"], app=self, task_name=j["task_name"]) for j in jobs]
 
         clocked: list[dict[str, Any]] = []  # jobs whose times the database works out
+        limit = self.conf.task_max_payload_size
 
         def rows() -> Iterator[tuple[Any, ...]]:
             for job_id, sig, columns, fixed in self._plan(signatures):
@@ -232,7 +238,9 @@ class PgQueue:
                 if fixed is None:
                     clocked.append(_job(job_id, sig.args, sig.kwargs, columns))
                 else:
-                    yield (job_id, sig.task, *dumps_args(sig.task, sig.args, sig.kwargs), *fixed)
+                    args_json, kwargs_json = dumps_args(sig.task, sig.args, sig.kwargs)
+                    check_size(sig.task, "its arguments", len(args_json) + len(kwargs_json), limit)
+                    yield (job_id, sig.task, args_json, kwargs_json, *fixed)
 
         copied: list[tuple[Any, ...]] = []
         pending = rows()
@@ -250,7 +258,9 @@ class PgQueue:
                     if clocked:
                         with conn.pipeline():
                             for at in range(0, len(clocked), ENQUEUE_CHUNK):
-                                chunk = dumps_jobs(clocked[at : at + ENQUEUE_CHUNK])
+                                jobs = clocked[at : at + ENQUEUE_CHUNK]
+                                chunk = dumps_jobs(jobs)
+                                _check_payloads(jobs, chunk, limit)
                                 conn.execute(sql, {"jobs": chunk})
                 return results
             except psycopg.errors.UniqueViolation:
@@ -311,20 +321,17 @@ class PgQueue:
         task = self.tasks.get(name)
         route = self.route(name, args, kwargs)
 
-        expires = options.get("expires", task.expires if task else None)
-        expires_at: str | None = None
-        expires_in: float | None = None
-        if isinstance(expires, dt.datetime):
-            expires_at = _aware(expires).isoformat()
-        elif isinstance(expires, dt.timedelta):
-            expires_in = expires.total_seconds()
-        elif expires is not None:
-            expires_in = float(expires)
-
         eta = options.get("eta")
         countdown = options.get("countdown")
         if eta is not None and countdown is not None:
             raise TypeError(f"{name}: give eta or countdown, not both")
+        run_at, countdown, expires_at, expires_in = _times(
+            name,
+            eta,
+            countdown,
+            options.get("expires", task.expires if task else None),
+            self.conf.timezone or "UTC",
+        )
         per_call = {k: options[k] for k in PER_CALL_OPTIONS if k in options}
         if "max_retries" in options and options["max_retries"] is None:
             # The column's NULL means the task's default, so "no limit" is kept here.
@@ -348,8 +355,8 @@ class PgQueue:
                     self.conf.task_default_priority,
                 )
             ),
-            "run_at": _aware(eta).isoformat() if eta is not None else None,
-            "countdown": float(countdown) if countdown is not None else None,
+            "run_at": run_at,
+            "countdown": countdown,
             "expires_at": expires_at,
             "expires_in": expires_in,
             "max_retries": options.get("max_retries"),
@@ -357,6 +364,14 @@ class PgQueue:
             "soft_time_limit": options.get("soft_time_limit"),
             "options": per_call,
         }
+        for what in ("task_name", "queue"):
+            # COPY would pass a NUL on to the database, which refuses it with a bare error.
+            value = columns[what]
+            if isinstance(value, str) and "\x00" in value:
+                raise EncodeError(
+                    f"{name!r}: the {what} {value!r} contains a NUL character "
+                    "(\\x00), which Postgres cannot store"
+                )
         return job_id, columns
 
     def _execute(self, sql: str, params: Mapping[str, Any], connection: Any) -> None:
@@ -417,8 +432,18 @@ class PgQueue:
         return self._connections.get()
 
     def connect(self, **kwargs: Any) -> Any:
-        """A new connection to the app's database (the caller closes it)."""
-        return connect(self.dsn, **kwargs)
+        """A new connection to the app's database (the caller closes it). Raises
+        SchemaTooNewError if a newer pgqueue migrated that database."""
+        conn = connect(self.dsn, **kwargs)
+        try:
+            with translate_errors():
+                migrations.check_not_newer(conn)
+            if not conn.autocommit:
+                conn.rollback()  # hand the connection over outside any transaction
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def migrate(self) -> list[migrations.Migration]:
         """Create or upgrade the pgqueue schema; safe to run any number of times at once."""
@@ -451,8 +476,73 @@ def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
 
 
-def _aware(when: dt.datetime) -> dt.datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
+def _times(
+    name: str,
+    eta: dt.datetime | None,
+    countdown: float | None,
+    expires: float | dt.timedelta | dt.datetime | None,
+    zone: str,
+) -> tuple[str | None, float | None, str | None, float | None]:
+    """A call's run_at and expires_at columns (absolute, as ISO text in UTC) or their
+    countdown and expires_in (seconds, worked out on the database's clock).
+
+    Naive datetimes are in ``zone`` (conf.timezone), as Celery reads them. A time outside
+    the years 1-9999 in UTC is refused with a ValueError, before anything is written. An
+    expiry before the eta is kept, as in Celery: the job ends REVOKED without running.
+    """
+    run_at = _utc(name, "eta", eta, zone) if eta is not None else None
+    if countdown is not None:
+        countdown = _seconds(name, "countdown", countdown)
+    expires_at = expires_in = None
+    if isinstance(expires, dt.datetime):
+        expires_at = _utc(name, "expires", expires, zone)
+    elif isinstance(expires, dt.timedelta):
+        expires_in = _seconds(name, "expires", expires.total_seconds())
+    elif expires is not None:
+        expires_in = _seconds(name, "expires", expires)
+    return (
+        run_at.isoformat() if run_at is not None else None,
+        countdown,
+        expires_at.isoformat() if expires_at is not None else None,
+        expires_in,
+    )
+
+
+def _utc(name: str, what: str, when: object, zone: str) -> dt.datetime:
+    if not isinstance(when, dt.datetime):
+        raise TypeError(f"{name}: {what} must be a datetime, got {type(when).__name__}")
+    try:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=_zone(zone))
+        return when.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise ValueError(
+            f"{name}: {what}={when!r} is outside the years 1-9999 in UTC, which pgqueue "
+            "cannot store"
+        ) from None
+
+
+def _seconds(name: str, what: str, value: Any) -> float:
+    """Seconds from now, refused unless the time they give is one pgqueue can store."""
+    try:
+        seconds = float(value)
+        dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(
+            f"{name}: {what}={value!r} is not a number of seconds giving a time within the "
+            "years 1-9999"
+        ) from None
+    return seconds
+
+
+def _zone(name: str) -> dt.tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ConfigurationError(
+            f"conf.timezone={name!r} is not a time zone name (such as 'UTC' or "
+            "'Europe/Paris'); naive datetimes are read in it"
+        ) from None
 
 
 def _job(
@@ -463,6 +553,16 @@ def _job(
     job["id"] = job_id
     job["args"], job["kwargs"] = as_json_types(args, kwargs)
     return job
+
+
+def _check_payloads(jobs: list[dict[str, Any]], document: str, limit: int | None) -> None:
+    """Refuse a job whose arguments are over ``limit`` bytes; ``document`` holds the jobs
+    encoded, so that a batch under the limit as a whole costs nothing more."""
+    if limit is None or len(document) <= limit:
+        return
+    for job in jobs:
+        args_json, kwargs_json = dumps_args(job["task_name"], job["args"], job["kwargs"])
+        check_size(job["task_name"], "its arguments", len(args_json) + len(kwargs_json), limit)
 
 
 def _copy_values(columns: dict[str, Any]) -> tuple[Any, ...] | None:

@@ -24,6 +24,11 @@ DEFAULTS: dict[str, Any] = {
     "task_time_limit": None,
     "task_soft_time_limit": None,
     "task_default_retry_delay": 180,
+    # The largest a call's arguments (args and kwargs, as JSON) or a task's result may be, in
+    # bytes; None for no limit. Bigger ones are refused at enqueue (EncodeError), or end the
+    # job FAILURE. Postgres caps a jsonb value near 256 MB; big payloads also cost a worker
+    # their size in memory several times over, at the claim and in the pool.
+    "task_max_payload_size": 64 * 1024 * 1024,
     "task_max_retries": 3,
     "worker_concurrency": None,  # None: the number of CPUs
     "worker_prefetch_multiplier": 4,

@@ -11,7 +11,7 @@ from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import MaxRetriesExceededError, Retry
-from .serialization import dumps_args
+from .serialization import check_size, dumps_args
 
 if TYPE_CHECKING:
     from .app import PgQueue
@@ -293,6 +293,12 @@ class Task:
                 self.name,
                 request.args if args is None else args,
                 request.kwargs if kwargs is None else kwargs,
+            )
+            check_size(
+                self.name,
+                "the retry's arguments",
+                len(args_json) + len(kwargs_json),
+                self.app.conf.task_max_payload_size,
             )
             error = RetryWithArguments(
                 exc=exc, when=when, args_json=args_json, kwargs_json=kwargs_json
