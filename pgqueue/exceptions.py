@@ -26,6 +26,10 @@ class SchemaMissingError(PgQueueError):
     """The database has no pgqueue schema, or an older one than this code needs."""
 
 
+class SchemaTooNewError(PgQueueError):
+    """A newer pgqueue migrated the database: this one may not read or write its tables."""
+
+
 class NotRegistered(PgQueueError, KeyError):
     """No task of this name is registered with the app."""
 
@@ -35,6 +39,11 @@ class NotRegistered(PgQueueError, KeyError):
 
 class EncodeError(PgQueueError, TypeError):
     """A task argument or result cannot be carried as JSON."""
+
+
+class DecodeError(PgQueueError, ValueError):
+    """A claimed job's row cannot be turned into a call (it was written by hand, with args
+    that are not a JSON array, say); the job ends FAILURE with this error."""
 
 
 class TimeoutError(PgQueueError, builtins.TimeoutError):

@@ -13,9 +13,10 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from . import signals, states
-from .exceptions import EncodeError, Ignore, Reject, Retry
+from .exceptions import DecodeError, EncodeError, Ignore, Reject, Retry
 from .serialization import dumps_result
 from .task import Request, RetryWithArguments, reset_current_request, set_current_request
 
@@ -49,9 +50,23 @@ class Job:
 
     @classmethod
     def from_claim(cls, row: list[Any]) -> Job:
-        """A job from one entry of claim_jobs' JSON document (times in epoch microseconds)."""
+        """A job from one entry of claim_jobs' JSON document (times in epoch microseconds).
+
+        Raises DecodeError for a job no task can be called with: its row was written by
+        hand (the table's constraints let through, say, options that are not an object).
+        """
         (id_, seq, task_name, queue, args, kwargs, priority, run_at, expires_at, expired) = row[:10]
         (retries, max_retries, time_limit, soft_time_limit, options, attempt, started) = row[10:]
+        if type(args) is not list or type(kwargs) is not dict or type(options) is not dict:
+            raise DecodeError(
+                f"job {id_} of {task_name}: args must be a JSON array and kwargs and options "
+                f"JSON objects, found {_kind(args)}, {_kind(kwargs)} and {_kind(options)}"
+            )
+        for name, limit in (("time_limit", time_limit), ("soft_time_limit", soft_time_limit)):
+            if limit is not None and (type(limit) not in (int, float) or not 0 <= limit < _INF):
+                raise DecodeError(
+                    f"job {id_} of {task_name}: {name} must be a number of seconds, found {limit!r}"
+                )
         return cls(
             id_,
             seq,
@@ -78,6 +93,36 @@ class Job:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_INF = float("inf")
+
+
+def _kind(value: Any) -> str:
+    """A decoded JSON value's type, in JSON's words."""
+    kinds = {list: "an array", dict: "an object", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return kinds.get(type(value), "a number")
+
+
+def decode_failure(
+    job_id: str, attempt: int, task_name: str, queue: str, exc: Exception
+) -> Outcome:
+    """The FAILURE of a claimed job whose entry the worker could not decode (a row written
+    by hand: a number too long for Python, arrays nested too deep, options not an object)."""
+    error = (
+        exc
+        if isinstance(exc, DecodeError)
+        else DecodeError(f"job {job_id} of {task_name}: its row cannot be decoded: {exc}")
+    )
+    return Outcome(
+        job_id,
+        attempt,
+        states.FAILURE,
+        task_name,
+        exc_type=exception_name(error),
+        exc_message=str(error),
+        queue=queue,
+    )
 
 
 @dataclass
@@ -103,6 +148,14 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
     queue: str | None = None
 
+    def __post_init__(self) -> None:
+        # Postgres text cannot hold NUL: an error with one would fail the whole batch of
+        # outcomes it travels with (and the worker's loop). Replaced here, once, so that the
+        # log line says what the database stores.
+        self.exc_type = _text(self.exc_type)
+        self.exc_message = _text(self.exc_message)
+        self.traceback = _text(self.traceback)
+
     def finish_row(self) -> list[Any]:
         """This outcome as finish_jobs reads it, one entry of its JSON document."""
         return [
@@ -111,8 +164,8 @@ class Outcome:
             self.state,
             self.result_json,
             self.exc_type,
-            _text(self.exc_message),
-            _text(self.traceback),
+            self.exc_message,
+            self.traceback,
             self.time_taken,
             self.store or self.state == states.FAILURE,
         ]
@@ -137,9 +190,13 @@ class Outcome:
 
 
 def _text(value: str | None) -> str | None:
-    """Postgres text cannot hold NUL: an error message with one would fail the whole batch
-    of outcomes it travels with."""
-    if value is None or "\x00" not in value:
+    """``value`` with each NUL replaced by U+FFFD, and each lone surrogate by '?' (neither
+    can be stored as text)."""
+    if value is None:
+        return value
+    if not value.isascii():
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    if "\x00" not in value:
         return value
     return value.replace("\x00", "\ufffd")
 
@@ -214,7 +271,8 @@ def _call(task: Task, job: Job, store: bool) -> tuple[Outcome, Any]:
                 task.retry(exc=exc, **kwargs)  # raises Retry, or exc when exhausted
             raise
     except Retry as retry:
-        return _retry_outcome(job, retry, time.perf_counter() - started, store), retry
+        elapsed = time.perf_counter() - started
+        return _retry_outcome(job, retry, elapsed, store, task.app.conf.timezone), retry
     except Ignore as ignore:
         return Outcome.for_job(job, states.IGNORED, time_taken=_since(started)), ignore
     except Reject as reject:
@@ -244,7 +302,7 @@ def _call(task: Task, job: Job, store: bool) -> tuple[Outcome, Any]:
         return Outcome.failure(job, exc, tb=tb, time_taken=_since(started)), exc
     elapsed = _since(started)
     try:
-        result_json = dumps_result(value) if store else None
+        result_json = dumps_result(value, task.app.conf.task_max_payload_size) if store else None
     except EncodeError as exc:
         return Outcome.failure(job, exc, tb=None, time_taken=elapsed), exc
     outcome = Outcome.for_job(
@@ -304,7 +362,7 @@ def _since(started: float) -> float:
     return time.perf_counter() - started
 
 
-def _retry_outcome(job: Job, retry: Retry, elapsed: float, store: bool) -> Outcome:
+def _retry_outcome(job: Job, retry: Retry, elapsed: float, store: bool, zone: str) -> Outcome:
     exc = retry.exc
     outcome = Outcome.for_job(
         job,
@@ -320,7 +378,8 @@ def _retry_outcome(job: Job, retry: Retry, elapsed: float, store: bool) -> Outco
         outcome.kwargs_json = retry.kwargs_json
     if isinstance(retry.when, dt.datetime):
         when = retry.when
-        outcome.eta = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+        # naive: in conf.timezone, as for apply_async(eta=...)
+        outcome.eta = when if when.tzinfo else when.replace(tzinfo=ZoneInfo(zone or "UTC"))
     else:
         outcome.countdown = float(retry.when or 0.0)
     return outcome

@@ -32,8 +32,8 @@ from psycopg import sql
 from . import logs, migrate, queries, signals, states
 from .db import JOBS_CHANNEL, connect, translate_errors
 from .exceptions import ConfigurationError, DatabaseUnavailable, WorkerLostError
-from .execution import Job, Outcome
-from .handoff import HandoffKeys
+from .execution import Job, Outcome, decode_failure
+from .handoff import Handoff, HandoffKeys
 from .maintenance import Maintenance
 from .pools import POOLS, Pool, PreforkPool
 
@@ -536,7 +536,7 @@ class Worker:
         (delay,) = due.fetchone()
         self._due_after_claim = None if delay is None else time.monotonic() + max(0.0, delay)
         document, _ = claimed.fetchone()
-        jobs = [Job.from_claim(row) for row in json.loads(document)]
+        jobs = self._decode(document)
         for job in jobs:
             if job.started:
                 self._start(job)
@@ -621,7 +621,11 @@ class Worker:
         if handoff is None:
             self._forged_notification("hand-off", payload)
             return
-        job = Job.from_claim(handoff.document)
+        job = self._handed_job(handoff)
+        if job is None:  # it could not be decoded, and ends FAILURE
+            if handoff.current:
+                self._offered = max(0, self._offered - 1)
+            return
         if not handoff.current:
             self._release([job], "handed to this worker before it reconnected")
             return
@@ -630,6 +634,51 @@ class Worker:
             self._buffer.append(job)
         else:
             self._start(job)
+
+    def _handed_job(self, handoff: Handoff) -> Job | None:
+        """The job of a verified hand-off; None if it cannot be decoded (a row written by
+        hand), in which case it ends FAILURE with DecodeError. The trigger signed the
+        document, so its id and attempt can be trusted to fence that outcome."""
+        if handoff.document is None:  # not even JSON Python can read: see _decode
+            with translate_errors():
+                (entry,) = self._conn.execute(
+                    queries.get("handoff_job_document"), {"body": handoff.body}
+                ).fetchone()
+            jobs = self._decode(f"[{entry}]")
+            return jobs[0] if jobs else None
+        try:
+            return Job.from_claim(handoff.document)
+        except (ValueError, TypeError, OverflowError) as exc:
+            job_id, task_name, queue, attempt = (handoff.document[i] for i in (0, 2, 3, 15))
+            outcome = decode_failure(str(job_id), int(attempt), str(task_name), str(queue), exc)
+            log.error("task %s[%s]: %s", task_name, job_id, outcome.exc_message)
+            self._add_outcome(outcome)
+            return None
+
+    def _decode(self, document: str) -> list[Job]:
+        """The jobs of a claim's JSON document. A job that cannot be decoded (a row written
+        by hand) ends FAILURE with DecodeError; the others go on as usual.
+
+        The document is parsed whole, as fast as can be; only if that fails does the
+        database split it, so that each job is decoded alone.
+        """
+        try:
+            return [Job.from_claim(row) for row in json.loads(document)]
+        except (ValueError, TypeError, RecursionError, OverflowError):
+            pass
+        with translate_errors():
+            entries = self._conn.execute(
+                queries.get("split_jobs_document"), {"document": document}
+            ).fetchall()
+        jobs = []
+        for job_id, attempt, task_name, queue, entry in entries:
+            try:
+                jobs.append(Job.from_claim(json.loads(entry)))
+            except (ValueError, TypeError, RecursionError, OverflowError) as exc:
+                outcome = decode_failure(job_id, attempt, task_name, queue, exc)
+                log.error("task %s[%s]: %s", task_name, job_id, outcome.exc_message)
+                self._add_outcome(outcome)
+        return jobs
 
     def _forged_notification(self, what: str, payload: str) -> None:
         """Say that someone sent us a notification pgqueue did not, without letting a flood

@@ -84,11 +84,15 @@ WITH candidates AS (
 -- call, where row by row decoding cost it more than the claim itself. Times travel as
 -- microseconds since the epoch, exact and independent of the session's TimeZone.
 -- pgqueue.job_document() (migration 0005) builds the same entry for a job handed to an
--- idle worker: the two must stay in step with Job.from_claim.
+-- idle worker: the two must stay in step with Job.from_claim. Times are clamped to the years
+-- 1-9999 that Python can hold: a row written by hand with 'infinity' (or year 20000) would
+-- otherwise fail every claim, or the worker's decoding.
 SELECT coalesce(json_agg(json_build_array(
            c.id, c.seq, c.task_name, c.queue, c.args, c.kwargs, c.priority,
-           (extract(epoch FROM c.run_at) * 1000000)::bigint,
-           (extract(epoch FROM c.expires_at) * 1000000)::bigint,
+           (extract(epoch FROM least(greatest(c.run_at, '0001-01-01 00:00:00+00'),
+                                     '9999-12-31 23:59:59.999999+00')) * 1000000)::bigint,
+           (extract(epoch FROM least(greatest(c.expires_at, '0001-01-01 00:00:00+00'),
+                                     '9999-12-31 23:59:59.999999+00')) * 1000000)::bigint,
            c.expired, c.retries, c.max_retries, c.time_limit, c.soft_time_limit, c.options,
            c.attempt, c.started)
          ORDER BY c.priority DESC, c.run_at, c.seq), '[]')::text,
@@ -96,6 +100,19 @@ SELECT coalesce(json_agg(json_build_array(
        CASE WHEN bool_or(c.started AND NOT c.acks_late)
             THEN set_config('synchronous_commit', %(synchronous_commit)s, true) END
   FROM claimed AS c
+
+-- name: split_jobs_document
+-- A claim's (or hand-off's) document the worker could not decode, one entry per row, with
+-- what it needs to end that job FAILURE: the id, attempt, task name and queue, read by the
+-- database, which wrote them. (json, not jsonb: each entry comes back as it was written.)
+SELECT e ->> 0 AS id, (e ->> 15)::integer AS attempt, e ->> 2 AS task_name,
+       e ->> 3 AS queue, e::text AS entry
+  FROM json_array_elements(%(document)s::json) AS e
+
+-- name: handoff_job_document
+-- The job document of a verified hand-off body ([slot, count, document]) the worker could
+-- not parse, as it was written (json, not jsonb), for split_jobs_document's caller.
+SELECT (%(body)s::json -> 2)::text
 
 -- name: claim_settings
 -- Sent first in the transaction that claims jobs and marks them STARTED.
@@ -799,8 +816,10 @@ SELECT pg_terminate_backend(%(pid)s)
 -- Seconds from the database's now until the earliest job this worker could run becomes
 -- due (negative if already due; NULL if none); drives the idle sleep. Sent right after
 -- each claim, in its transaction, so the jobs just claimed do not count. The earliest job
--- of each (queue, priority) level is the first index entry of that level.
-SELECT extract(epoch FROM min(f.run_at) - now())::double precision
+-- of each (queue, priority) level is the first index entry of that level. (An infinite
+-- run_at, written by hand, is taken as the year 9999: infinities cannot be subtracted.)
+SELECT extract(epoch FROM least(greatest(min(f.run_at), '0001-01-01 00:00:00+00'),
+                                '9999-12-31 23:59:59.999999+00') - now())::double precision
   FROM pgqueue.queue_levels(%(queues)s::text[]) AS l,
        LATERAL (SELECT j.run_at FROM pgqueue.jobs AS j
                  WHERE j.worker_id IS NULL AND j.queue = l.queue
