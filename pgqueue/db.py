@@ -17,6 +17,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import queries
 from .exceptions import ConfigurationError, DatabaseUnavailable, SchemaMissingError
+from .migrate import check_not_newer
 
 JOBS_CHANNEL = "pgqueue_jobs"
 
@@ -254,6 +255,12 @@ class ConnectionHolder:
         pid = getattr(self._local, "pid", None)
         if conn is None or conn.closed or pid != os.getpid():
             conn = connect(self.dsn)
+            try:
+                with translate_errors():
+                    check_not_newer(conn)
+            except BaseException:
+                conn.close()
+                raise
             self._local.conn = conn
             self._local.pid = os.getpid()
         return conn

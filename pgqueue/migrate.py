@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from . import queries, roles
-from .exceptions import SchemaMissingError
+from .exceptions import SchemaMissingError, SchemaTooNewError
+from .version import __version__
 
 log = logging.getLogger("pgqueue.migrate")
 
@@ -58,6 +59,9 @@ def migrate(conn: Any) -> list[Migration]:
         conn.execute(queries.get("migrate_as_schema_owner"))
         conn.execute(queries.get("migrate_create_versions"))
         done = {row[0] for row in conn.execute(queries.get("schema_versions"))}
+        # A newer pgqueue migrated this database: applying nothing and saying "up to date"
+        # would hide it, and there is no going back down.
+        _refuse_newer(done)
         for migration in available():
             if migration.version in done:
                 continue
@@ -80,9 +84,29 @@ def check(conn: Any) -> None:
             "this database has no pgqueue schema: run `pgqueue migrate` (or app.migrate()) first"
         )
     done = {r[0] for r in conn.execute(queries.get("schema_versions"))}
+    _refuse_newer(done)
     missing = [m for m in available() if m.version not in done]
     if missing:
         raise SchemaMissingError(
             f"the pgqueue schema is out of date (missing migration "
             f"{', '.join(f'{m.version:04d}_{m.name}' for m in missing)}): run `pgqueue migrate`"
+        )
+
+
+def check_not_newer(conn: Any) -> None:
+    """Raise SchemaTooNewError if a newer pgqueue migrated this database (the producer's
+    check: an absent or older schema shows at its first statement)."""
+    (exists,) = conn.execute(queries.get("schema_exists")).fetchone()
+    if exists:
+        _refuse_newer({r[0] for r in conn.execute(queries.get("schema_versions"))})
+
+
+def _refuse_newer(done: set[int]) -> None:
+    newest = max(done, default=0)
+    if newest > latest_version():
+        raise SchemaTooNewError(
+            f"the pgqueue schema in this database is newer than this pgqueue: it has "
+            f"migration {newest:04d}, this pgqueue {__version__} knows up to "
+            f"{latest_version():04d}. Upgrade pgqueue here (`pgqueue migrate` never "
+            "downgrades a schema)"
         )
