@@ -333,6 +333,9 @@ class PgQueue:
             self.conf.timezone or "UTC",
         )
         per_call = {k: options[k] for k in PER_CALL_OPTIONS if k in options}
+        if "acks_late" in per_call:
+            # stored as a JSON boolean: the claim and the hand-off ignore anything else
+            per_call["acks_late"] = bool(per_call["acks_late"])
         if "max_retries" in options and options["max_retries"] is None:
             # The column's NULL means the task's default, so "no limit" is kept here.
             per_call["max_retries"] = None

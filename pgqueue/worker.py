@@ -772,7 +772,9 @@ class Worker:
     def _acks_late(self, job: Job) -> bool:
         task = self.app.tasks.get(job.task_name)
         default = task.acks_late if task else bool(self.app.conf.task_acks_late)
-        return bool(job.options.get("acks_late", default))
+        value = job.options.get("acks_late")
+        # as claim_jobs reads it: anything but a boolean (a row written by hand) is ignored
+        return value if isinstance(value, bool) else default
 
     def _limits(self, job: Job) -> tuple[float | None, float | None]:
         """The job's soft and hard time limits: its own, else its task's."""

@@ -65,9 +65,12 @@ WITH candidates AS (
        SET worker_id = %(worker_id)s, claimed_at = now(), attempt = j.attempt + 1,
            state = CASE WHEN next.go THEN 'STARTED' ELSE j.state END,
            started_at = CASE WHEN next.go THEN now() ELSE j.started_at END,
-           -- what mark_started would set: the call's acks_late, else the task's
+           -- what mark_started would set: the call's acks_late, else the task's (a value
+           -- not a boolean, written by hand, must not fail every claim: it is ignored)
            acks_late = CASE WHEN next.go
-                            THEN coalesce((j.options ->> 'acks_late')::boolean,
+                            THEN coalesce(CASE jsonb_typeof(j.options -> 'acks_late')
+                                          WHEN 'boolean' THEN (j.options ->> 'acks_late')::boolean
+                                          END,
                                           NOT (j.task_name = ANY(%(at_most_once)s::text[])))
                             ELSE j.acks_late END
       FROM next

@@ -120,7 +120,12 @@ def test_rows_the_worker_cannot_call_end_failure_and_the_worker_serves_on(app, d
     # Options the claim reads in SQL, and times Python cannot hold, must not fail the claim.
     odd_but_runnable = {
         "acks_late not a boolean": insert_by_hand(
-            db, "hostile.add", args="'[1, 1]'", options='\'{"acks_late": "maybe"}\''
+            # first in claim order, so that the claim itself starts it
+            db,
+            "hostile.add",
+            args="'[1, 1]'",
+            options='\'{"acks_late": "maybe"}\'',
+            priority="10",
         ),
         "run_at -infinity": insert_by_hand(
             db, "hostile.add", args="'[1, 2]'", run_at="'-infinity'"
