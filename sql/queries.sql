@@ -94,8 +94,10 @@ SELECT coalesce(json_agg(json_build_array(
            c.id, c.seq, c.task_name, c.queue, c.args, c.kwargs, c.priority,
            (extract(epoch FROM least(greatest(c.run_at, '0001-01-01 00:00:00+00'),
                                      '9999-12-31 23:59:59.999999+00')) * 1000000)::bigint,
-           (extract(epoch FROM least(greatest(c.expires_at, '0001-01-01 00:00:00+00'),
-                                     '9999-12-31 23:59:59.999999+00')) * 1000000)::bigint,
+           (extract(epoch FROM CASE WHEN c.expires_at IS NOT NULL  -- greatest() skips NULL
+                               THEN least(greatest(c.expires_at, '0001-01-01 00:00:00+00'),
+                                          '9999-12-31 23:59:59.999999+00') END)
+            * 1000000)::bigint,
            c.expired, c.retries, c.max_retries, c.time_limit, c.soft_time_limit, c.options,
            c.attempt, c.started)
          ORDER BY c.priority DESC, c.run_at, c.seq), '[]')::text,
@@ -819,10 +821,11 @@ SELECT pg_terminate_backend(%(pid)s)
 -- Seconds from the database's now until the earliest job this worker could run becomes
 -- due (negative if already due; NULL if none); drives the idle sleep. Sent right after
 -- each claim, in its transaction, so the jobs just claimed do not count. The earliest job
--- of each (queue, priority) level is the first index entry of that level. (An infinite
--- run_at, written by hand, is taken as the year 9999: infinities cannot be subtracted.)
-SELECT extract(epoch FROM least(greatest(min(f.run_at), '0001-01-01 00:00:00+00'),
-                                '9999-12-31 23:59:59.999999+00') - now())::double precision
+-- of each (queue, priority) level is the first index entry of that level. Infinities
+-- (written by hand) cannot be subtracted: '-infinity' is due, 'infinity' never is.
+SELECT CASE WHEN isfinite(min(f.run_at))
+            THEN extract(epoch FROM min(f.run_at) - now())::double precision
+            WHEN min(f.run_at) < now() THEN 0.0 END
   FROM pgqueue.queue_levels(%(queues)s::text[]) AS l,
        LATERAL (SELECT j.run_at FROM pgqueue.jobs AS j
                  WHERE j.worker_id IS NULL AND j.queue = l.queue
