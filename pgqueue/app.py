@@ -368,12 +368,13 @@ class PgQueue:
             "options": per_call,
         }
         for what in ("task_name", "queue"):
-            # COPY would pass a NUL on to the database, which refuses it with a bare error.
+            # COPY would pass these on to the database (or the driver), which refuse them
+            # with a bare error.
             value = columns[what]
-            if isinstance(value, str) and "\x00" in value:
+            if isinstance(value, str) and ("\x00" in value or not _utf8(value)):
                 raise EncodeError(
-                    f"{name!r}: the {what} {value!r} contains a NUL character "
-                    "(\\x00), which Postgres cannot store"
+                    f"{name!r}: the {what} {value!r} contains a NUL character (\\x00) or a "
+                    "lone surrogate, which Postgres cannot store"
                 )
         return job_id, columns
 
@@ -556,6 +557,14 @@ def _job(
     job["id"] = job_id
     job["args"], job["kwargs"] = as_json_types(args, kwargs)
     return job
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_payloads(jobs: list[dict[str, Any]], document: str, limit: int | None) -> None:

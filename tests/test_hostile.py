@@ -453,8 +453,16 @@ def test_nul_in_arguments_names_or_options_is_refused_at_enqueue(app, db):
             call()
         assert "\x00" not in str(caught.value)  # the message shows it escaped
     # a lone surrogate (bytes decoded with surrogateescape) is refused the same way
+    cafe = b"caf\xe9".decode("utf-8", "surrogateescape")
     with pytest.raises(EncodeError, match=r"positional argument 0.*lone surrogate"):
-        app.send_task("hostile.echo", (b"caf\xe9".decode("utf-8", "surrogateescape"),))
+        app.send_task("hostile.echo", (cafe,))
+    with pytest.raises(EncodeError, match=r"keyword argument name.*lone surrogate"):
+        app.send_task("hostile.echo", kwargs={cafe: 1})
+    for name, queue in ((cafe, "default"), ("hostile.echo", cafe)):
+        with pytest.raises(EncodeError, match="lone surrogate"):
+            app.send_task(name, queue=queue)
+        with pytest.raises(EncodeError, match="lone surrogate"):
+            app.enqueue_many([sig(name, queue=queue)])
     assert jobs_left(db) == 0
 
 
