@@ -418,16 +418,17 @@ def test_a_schema_from_a_newer_pgqueue_is_refused_by_producer_worker_and_cli(app
         result = CliRunner().invoke(cli_main, ["--dsn", dsn_of(db), *command])
         assert result.exit_code == 1, (command, result.output)
         assert "Upgrade pgqueue" in result.output and "Traceback" not in result.output
-    worker = subprocess.run(
-        [sys.executable, "-m", "pgqueue.cli", "worker", "-A", "tests.hostileapp:app"],
-        cwd=ROOT,
-        env={**os.environ, "PGQUEUE_DSN": dsn_of(db), "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert worker.returncode == 1 and "Upgrade pgqueue" in worker.stderr, worker.stderr
-    assert "Traceback" not in worker.stderr
+    for process in ("worker", "beat"):
+        run = subprocess.run(
+            [sys.executable, "-m", "pgqueue.cli", process, "-A", "tests.hostileapp:app"],
+            cwd=ROOT,
+            env={**os.environ, "PGQUEUE_DSN": dsn_of(db), "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 1 and "Upgrade pgqueue" in run.stderr, (process, run.stderr)
+        assert "Traceback" not in run.stderr
     # migrate neither downgrades nor touches anything
     with psycopg.connect(dsn_of(db), autocommit=True) as conn, pytest.raises(SchemaTooNewError):
         migrate.migrate(conn)
