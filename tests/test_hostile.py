@@ -105,6 +105,10 @@ LONG_NUMBER = "1" * 5000  # jsonb takes it; Python reads at most 4,300 digits in
 
 
 def test_rows_the_worker_cannot_call_end_failure_and_the_worker_serves_on(app, db, hostile_worker):
+    # NULL or mistyped args and kwargs never get in: the table's constraints refuse them.
+    for columns in ({"args": "NULL"}, {"kwargs": "NULL"}, {"args": "'{}'"}, {"kwargs": "'[]'"}):
+        with pytest.raises((psycopg.errors.NotNullViolation, psycopg.errors.CheckViolation)):
+            insert_by_hand(db, "hostile.echo", **columns)
     # Claimed by the worker's claim (it starts after the rows are in): one batch holds them all.
     undecodable = {
         "long number": insert_by_hand(db, "hostile.echo", args=f"'[{LONG_NUMBER}]'"),
