@@ -490,9 +490,10 @@ def _times(
     """A call's run_at and expires_at columns (absolute, as ISO text in UTC) or their
     countdown and expires_in (seconds, worked out on the database's clock).
 
-    Naive datetimes are in ``zone`` (conf.timezone), as Celery reads them. A time outside
-    the years 1-9999 in UTC is refused with a ValueError, before anything is written. An
-    expiry before the eta is kept, as in Celery: the job ends REVOKED without running.
+    Naive datetimes are in ``zone`` (conf.timezone), where Celery reads a naive eta too. A
+    time outside the years 1-9999 in UTC is refused with a ValueError, before anything is
+    written. An expiry before the eta is kept, as in Celery: the job ends REVOKED without
+    running.
     """
     run_at = _utc(name, "eta", eta, zone) if eta is not None else None
     if countdown is not None:
