@@ -20,7 +20,7 @@ from . import migrate as migrations
 from . import queries
 from .conf import Settings
 from .control import Control
-from .db import ConnectionHolder, connect, resolve_dsn, translate_errors
+from .db import ConnectionHolder, connect, load_times_clamped, resolve_dsn, translate_errors
 from .exceptions import ConfigurationError, DatabaseUnavailable, EncodeError, NotRegistered
 from .ids import new_job_id
 from .result import AsyncResult
@@ -437,8 +437,10 @@ class PgQueue:
 
     def connect(self, **kwargs: Any) -> Any:
         """A new connection to the app's database (the caller closes it). Raises
-        SchemaTooNewError if a newer pgqueue migrated that database."""
+        SchemaTooNewError if a newer pgqueue migrated that database. Times Python cannot
+        hold ('infinity' in a row written by hand) read as datetime.max or datetime.min."""
         conn = connect(self.dsn, **kwargs)
+        load_times_clamped(conn)
         try:
             with translate_errors():
                 migrations.check_not_newer(conn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.types.datetime import TimestamptzLoader
 
 from . import queries
 from .exceptions import ConfigurationError, DatabaseUnavailable, SchemaMissingError
@@ -215,6 +217,25 @@ def connect(dsn: str, *, autocommit: bool = True, application_name: str = "pgque
             f"cannot connect to Postgres at {describe(dsn)}: {first_line}. "
             "Check that the server is running and the DSN (--dsn / PGQUEUE_DSN) is right."
         ) from None
+
+
+class _ClampedTimestamptzLoader(TimestamptzLoader):
+    """Loads a time Python cannot hold ('infinity', or beyond the years 1-9999, written into
+    a table by hand) as datetime.max or datetime.min in UTC, instead of failing the read."""
+
+    def load(self, data: Any) -> dt.datetime:
+        try:
+            return super().load(data)
+        except psycopg.DataError:
+            text = bytes(data)
+            if text.startswith(b"-") or text.endswith(b" BC"):
+                return dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+            return dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+
+
+def load_times_clamped(conn: Any) -> None:
+    """Have ``conn`` read out-of-range timestamps clamped (see _ClampedTimestamptzLoader)."""
+    conn.adapters.register_loader("timestamptz", _ClampedTimestamptzLoader)
 
 
 @contextlib.contextmanager

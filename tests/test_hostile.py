@@ -175,6 +175,11 @@ def test_rows_the_worker_cannot_call_end_failure_and_the_worker_serves_on(app, d
     assert app.send_task("hostile.add", (2, 2)).get(timeout=30) == 4
     assert w.alive()
     assert jobs_left(db) == 2
+    # the operator's commands show a time Python cannot hold as the end of time
+    for command in (["jobs", "--json"], ["inspect", never_due, "--json"]):
+        shown = CliRunner().invoke(cli_main, ["--dsn", dsn_of(db), *command])
+        assert shown.exit_code == 0, shown.output
+        assert "9999-12-31T23:59:59.999999+00:00" in shown.output
 
 
 # -- payload size ----------------------------------------------------------------------------
