@@ -46,6 +46,11 @@ def big(n: int) -> str:
     return "x" * n
 
 
+@app.task(name="hostile.retry_big", bind=True, max_retries=1)
+def retry_big(self: Any, n: int) -> None:
+    raise self.retry(args=["x" * n], countdown=0)
+
+
 @app.task(name="hostile.fail_nul")
 def fail_nul() -> None:
     raise ValueError("broken\x00glass")

@@ -232,6 +232,10 @@ def test_a_result_over_the_limit_ends_failure_with_a_clear_error(
     with pytest.raises(EncodeError, match=r"2,000,002 bytes of JSON, over task_max_payload_size"):
         r.get(timeout=30)
     assert app.send_task("hostile.big", (10,)).get(timeout=30) == "x" * 10
+    # so do new arguments for a retry
+    r = app.send_task("hostile.retry_big", (2_000_000,))
+    with pytest.raises(EncodeError, match=r"the retry's arguments take 2,000,00\d bytes"):
+        r.get(timeout=30)
     assert w.alive()
 
 
