@@ -169,7 +169,10 @@ def test_rows_the_worker_cannot_call_end_failure_and_the_worker_serves_on(app, d
         lambda: db.execute("SELECT count(*) FROM pgqueue.worker_slots WHERE offered").fetchone()[0],
         what="the idle worker to offer its slots",
     )
-    handed = insert_by_hand(db, "hostile.echo", args=f"'[{LONG_NUMBER}]'")
+    with psycopg.connect(dsn_of(db)) as conn:  # committed at the end of the block
+        handed = insert_by_hand(conn, "hostile.echo", args=f"'[{LONG_NUMBER}]'")
+        state = conn.execute("SELECT state FROM pgqueue.jobs WHERE id = %s", (handed,))
+        assert state.fetchone() == ("STARTED",)  # handed over by the insert itself
     wait_for(lambda: result_row(db, handed), what="the handed job to end")
     assert result_row(db, handed)[:2] == (states.FAILURE, "pgqueue.exceptions.DecodeError")
     assert app.send_task("hostile.add", (2, 2)).get(timeout=30) == 4
