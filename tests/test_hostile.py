@@ -176,6 +176,29 @@ def test_rows_the_worker_cannot_call_end_failure_and_the_worker_serves_on(app, d
     wait_for(lambda: result_row(db, handed), what="the handed job to end")
     assert result_row(db, handed)[:2] == (states.FAILURE, "pgqueue.exceptions.DecodeError")
     assert app.send_task("hostile.add", (2, 2)).get(timeout=30) == 4
+    # Rows the trigger cannot hand over (odd options, infinite times) go in all the same
+    # while the worker offers its slots, and are claimed instead.
+    wait_for(
+        lambda: db.execute("SELECT count(*) FROM pgqueue.worker_slots WHERE offered").fetchone()[0],
+        what="the idle worker to offer its slots again",
+    )
+    with psycopg.connect(dsn_of(db)) as conn:
+        odd_while_idle = [
+            insert_by_hand(
+                conn, "hostile.add", args="'[2, 1]'", options='\'{"acks_late": "maybe"}\''
+            ),
+            insert_by_hand(conn, "hostile.add", args="'[2, 2]'", run_at="'-infinity'"),
+            insert_by_hand(conn, "hostile.add", args="'[2, 3]'", expires_at="'infinity'"),
+        ]
+        states_now = conn.execute(
+            "SELECT state FROM pgqueue.jobs WHERE id = ANY(%s::uuid[]) ORDER BY seq",
+            (odd_while_idle,),
+        ).fetchall()
+        # the first handed over (its odd option ignored), the infinite times left to a claim
+        assert states_now == [("STARTED",), ("PENDING",), ("PENDING",)]
+    for job_id in odd_while_idle:
+        wait_for(lambda: result_row(db, job_id), what="an odd row to run")  # noqa: B023
+    assert [result_row(db, j)[::3] for j in odd_while_idle] == [("SUCCESS", n) for n in (3, 4, 5)]
     assert w.alive()
     assert jobs_left(db) == 2
     # the operator's commands show a time Python cannot hold as the end of time

@@ -73,6 +73,9 @@ BEGIN
              WHERE n.worker_id IS NULL
                AND n.run_at <= statement_timestamp()
                AND (n.expires_at IS NULL OR n.expires_at > statement_timestamp())
+               -- a row written by hand with an infinite time has no epoch for the document:
+               -- it is claimed the usual way, where the claim clamps it
+               AND isfinite(n.run_at) AND (n.expires_at IS NULL OR isfinite(n.expires_at))
              ORDER BY n.priority DESC, n.run_at, n.seq
              LIMIT (SELECT count(*) FROM pgqueue.worker_slots WHERE offered)
         LOOP
@@ -88,7 +91,9 @@ BEGIN
                  WHERE s.offered
                    AND job.queue = ANY(c.queues)
                    AND job.task_name = ANY(c.tasks)
-                   AND coalesce((job.options ->> 'acks_late')::boolean,
+                   -- as claim_jobs reads it: an acks_late that is not a boolean is ignored
+                   AND coalesce(CASE WHEN jsonb_typeof(job.options -> 'acks_late') = 'boolean'
+                                     THEN (job.options ->> 'acks_late')::boolean END,
                                 NOT (job.task_name = ANY(c.at_most_once)))
                    AND EXISTS (SELECT 1 FROM pg_stat_get_activity(s.listener_pid))
                  LIMIT 1
