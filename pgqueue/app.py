@@ -7,6 +7,7 @@ import contextvars
 import datetime as dt
 import fnmatch
 import importlib
+import inspect
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import EllipsisType
@@ -196,6 +197,8 @@ class PgQueue:
         )
         if not isinstance(max_retries, EllipsisType):
             call["max_retries"] = max_retries
+        if connection is not None:
+            check_connection(connection)
         args, kwargs = args or (), kwargs or {}
         job_id, columns = self._job_columns(name, args, kwargs, call)
         jobs = [_job(job_id, args, kwargs, columns)]
@@ -219,6 +222,7 @@ class PgQueue:
         sql = queries.get("enqueue_jobs")
         target = connection if connection is not None else _bound_connection.get()
         if target is not None:
+            check_connection(target)
             # The caller's connection may be in autocommit (or not psycopg 3 at all): one
             # statement keeps the batch all or nothing there too.
             jobs = [_job(i, sig.args, sig.kwargs, c) for i, sig, c, _ in self._plan(signatures)]
@@ -415,6 +419,7 @@ class PgQueue:
 
         Other DB-API connections are used as they are; commit them yourself.
         """
+        check_connection(connection)
         token = _bound_connection.set(connection)
         try:
             if isinstance(connection, psycopg.Connection):
@@ -612,9 +617,53 @@ def _check_call(name: str, args: Any, kwargs: Any) -> None:
         raise TypeError(f"{name}: kwargs must be a dict, got {type(kwargs).__name__}")
 
 
+_ACCEPTED_CONNECTIONS = (
+    "a psycopg.Connection or psycopg.Cursor, or a blocking DB-API 2 connection or cursor "
+    "(psycopg2, ...)"
+)
+
+
+def check_connection(target: Any) -> None:
+    """Raise TypeError unless the producer can write a job through ``target`` (a
+    ``connection=`` argument): an async connection would return a coroutine nobody awaits,
+    and the job would silently not exist."""
+    if isinstance(target, psycopg.Connection | psycopg.Cursor):
+        if isinstance(target, psycopg.ServerCursor):
+            raise TypeError(
+                f"connection= got a server-side (named) cursor, which cannot run an INSERT: "
+                f"pass its connection instead ({_ACCEPTED_CONNECTIONS})"
+            )
+        return
+    kind = f"{type(target).__module__}.{type(target).__qualname__}"
+    if isinstance(target, psycopg.AsyncConnection | psycopg.AsyncCursor) or any(
+        inspect.iscoroutinefunction(getattr(target, method, None))
+        for method in ("cursor", "execute")
+    ):
+        raise TypeError(
+            f"connection= got {kind}, an async connection, which pgqueue cannot use yet: "
+            f"pass {_ACCEPTED_CONNECTIONS}"
+        )
+    if not callable(getattr(target, "execute", None)) and not callable(
+        getattr(target, "cursor", None)
+    ):
+        raise TypeError(f"connection= got {kind}: pass {_ACCEPTED_CONNECTIONS}")
+
+
 def _execute_on(target: Any, sql: str, params: Mapping[str, Any]) -> None:
     if hasattr(target, "fetchone"):  # a cursor
-        target.execute(sql, params)
+        _sync_result(target, target.execute(sql, params))
         return
     with contextlib.closing(target.cursor()) as cur:
-        cur.execute(sql, params)
+        _sync_result(target, cur.execute(sql, params))
+
+
+def _sync_result(target: Any, value: Any) -> None:
+    # An async driver that check_connection could not recognise: its statement never ran.
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        kind = f"{type(target).__module__}.{type(target).__qualname__}"
+        raise TypeError(
+            f"connection= got {kind}, whose execute() returned an awaitable: the job was not "
+            f"written; pass {_ACCEPTED_CONNECTIONS}"
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -193,9 +194,42 @@ def describe(dsn: str) -> str:
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
-        return "<unparsable dsn>"
+        return redact(dsn)
     params.pop("password", None)
     return make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+# Where a password may sit in a DSN libpq cannot parse: a password=... pair (quoted or
+# not), a password= query parameter, or the user:password@ of a URI.
+_PASSWORD_PAIR = re.compile(
+    # Words after an unquoted password, up to the next key=value, may be more of it.
+    r"(?<![?&])(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*(?:\s+[^\s=']+(?=\s|$))*)",
+    re.IGNORECASE,
+)
+_PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_URI_USERINFO = re.compile(r"^(\s*postgres(?:ql)?://[^:@/?#]*):[^/?#]*@", re.IGNORECASE)
+
+
+def redact(dsn: str) -> str:
+    """``dsn`` with anything that may be a password replaced by ``***``, even when libpq
+    cannot parse it (a message about a malformed DSN must not print its password)."""
+    dsn = _URI_USERINFO.sub(r"\1:***@", dsn)
+    dsn = _PASSWORD_PARAM.sub(r"\1***", dsn)
+    return _PASSWORD_PAIR.sub(r"\1***", dsn)
+
+
+def _parse_error(dsn: str, exc: Exception) -> str:
+    """libpq's complaint about ``dsn``, with any fragment it quotes that the redacted DSN
+    does not show (a piece of a password split by a space, say) masked."""
+    shown = redact(dsn)
+    message = " ".join(str(exc).split())
+    masked = re.sub(r'"([^"]*)"', lambda m: m.group(0) if m.group(1) in shown else '"***"', message)
+    if masked != message:
+        masked += (
+            " (*** is a word after the password, not shown: it may be part of it; a "
+            "password containing spaces must be quoted, password='two words')"
+        )
+    return masked
 
 
 def connect(dsn: str, *, autocommit: bool = True, application_name: str = "pgqueue") -> Any:
@@ -203,7 +237,12 @@ def connect(dsn: str, *, autocommit: bool = True, application_name: str = "pgque
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
-        raise ConfigurationError(f"invalid DSN {dsn!r}: {exc}") from None
+        raise ConfigurationError(
+            f"invalid DSN {redact(dsn)!r}: {_parse_error(dsn, exc)}. Write it as key=value "
+            "pairs separated by spaces (host=db.example.com dbname=app user=app; quote a "
+            "value containing spaces in single quotes) or as a URI "
+            "(postgresql://user@host:5432/dbname)"
+        ) from None
     for key, value in _CONNECT_DEFAULTS.items():
         params.setdefault(key, value)
     params.setdefault("application_name", application_name)

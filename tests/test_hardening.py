@@ -1,0 +1,120 @@
+"""Issue 13's defects 4 and 5: what a wrong argument, a malformed DSN, a statement error or a
+bad row does, each against the real Postgres and, where it matters, a real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from pgqueue import PgQueue
+from tests import taskapp
+from tests.conftest import ROOT
+
+
+def job_count(db: psycopg.Connection) -> int:
+    return db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone()[0]
+
+
+# -- connection= that pgqueue cannot use -------------------------------------------------------
+
+
+def test_async_connection_is_refused_before_anything_is_written(app, dsn, db):
+    async def attempt() -> list[str]:
+        errors = []
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            calls = [
+                lambda: taskapp.add.apply_async((1, 2), connection=conn),
+                lambda: app.send_task("tests.taskapp.add", (1, 2), connection=conn),
+                lambda: app.enqueue_many([taskapp.add.s(1, 2)], connection=conn),
+                lambda: taskapp.add.enqueue_many([(1, 2)], connection=conn),
+                lambda: taskapp.add.s(1, 2).apply_async(connection=conn),
+                lambda: app.transaction(conn).__enter__(),
+            ]
+            async with conn.cursor() as cur:
+                calls.append(lambda: taskapp.add.apply_async((1, 2), connection=cur))
+                for call in calls:
+                    with pytest.raises(TypeError) as info:
+                        call()
+                    errors.append(str(info.value))
+        return errors
+
+    errors = asyncio.run(attempt())
+    assert len(errors) == 7
+    for message in errors:
+        assert "async" in message
+        assert "psycopg.Connection" in message
+    assert job_count(db) == 0
+
+
+def test_objects_that_are_not_connections_are_refused(app, db):
+    for wrong in ("postgresql://localhost/x", 42, object()):
+        with pytest.raises(TypeError, match=r"psycopg\.Connection or psycopg\.Cursor"):
+            taskapp.add.apply_async((1, 2), connection=wrong)
+        with pytest.raises(TypeError, match=r"psycopg\.Connection or psycopg\.Cursor"):
+            app.enqueue_many([taskapp.add.s(1, 2)], connection=wrong)
+    assert job_count(db) == 0
+
+
+def test_an_unknown_async_driver_is_refused_and_writes_nothing(app, dsn, db):
+    class AwaitingCursor:
+        """A driver's cursor whose execute() returns an awaitable without being declared
+        async, the last thing the producer can still catch."""
+
+        def execute(self, sql, params):
+            async def never_awaited() -> None:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(sql, params)
+
+            return never_awaited()
+
+        def fetchone(self) -> None:
+            return None
+
+    with pytest.raises(TypeError, match="returned an awaitable"):
+        taskapp.add.apply_async((1, 2), connection=AwaitingCursor())
+    assert job_count(db) == 0
+
+
+# -- a malformed DSN ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "host=127.0.0.1 password=Pa55word junk",
+        "host=127.0.0.1 password='Pa55word",
+        "postgresql://someone:Pa55word@127.0.0.1/x?junk=1",
+        "postgresql://someone@127.0.0.1/x?password=Pa55word&junk=1",
+    ],
+)
+def test_a_malformed_dsn_is_reported_without_its_password(dsn):
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue.cli", "--dsn", dsn, "status"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Pa55word" not in output
+    assert "invalid DSN" in output
+    assert "***" in output  # where the password was
+    assert "key=value" in output and "postgresql://" in output  # how to write one
+    assert "Traceback" not in output
+
+
+def test_a_malformed_dsn_given_to_the_app_hides_its_password_too():
+    from pgqueue.exceptions import ConfigurationError
+
+    app = PgQueue("x", dsn="host=127.0.0.1 password=s3cr3t junk")
+    with pytest.raises(ConfigurationError) as info:
+        app.connection()
+    assert "s3cr3t" not in str(info.value)
+    assert 'missing "="' in str(info.value)
