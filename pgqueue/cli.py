@@ -189,7 +189,12 @@ def roles(ctx: click.Context, prefix: str, apply_now: bool, app_spec: str | None
     help="Serve Prometheus metrics on this port (needs pgqueue[metrics]).",
 )
 @click.option(
-    "--metrics-addr", default="0.0.0.0", show_default=True, help="Address to serve metrics on."
+    "--metrics-host",
+    "--metrics-addr",
+    "metrics_host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to serve metrics on; 0.0.0.0 (or ::) for every interface.",
 )
 @click.pass_context
 def worker(
@@ -208,7 +213,7 @@ def worker(
     loglevel: str,
     log_format: str,
     metrics_port: int | None,
-    metrics_addr: str,
+    metrics_host: str,
 ) -> None:
     """Run a worker: claim jobs and run them until SIGTERM/SIGINT.
 
@@ -236,7 +241,7 @@ def worker(
         max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child=max_memory_per_child,
     )
-    metrics_server = _serve_metrics(w, metrics_addr, metrics_port)
+    metrics_server = _serve_metrics(w, metrics_host, metrics_port)
     beat_service = _run(Beat(app).start) if embed_beat else None
     try:
         code = _run(w.run)

@@ -190,10 +190,11 @@ class MetricsServer:
 
 
 def serve(
-    worker: Worker, port: int, addr: str = "0.0.0.0", *, sample_interval: float = 15.0
+    worker: Worker, port: int, addr: str = "127.0.0.1", *, sample_interval: float = 15.0
 ) -> MetricsServer:
     """Give ``worker`` metrics and serve them on ``addr:port`` (``/metrics``, or any path)
-    from a daemon thread, until ``stop()``."""
+    from a daemon thread, until ``stop()``. Only this machine can scrape the default
+    address; ``addr="0.0.0.0"`` serves every interface."""
     metrics = Metrics(worker.app, sample_interval=sample_interval)
     server, thread = start_wsgi_server(port, addr, registry=metrics.registry)
     worker.metrics = metrics

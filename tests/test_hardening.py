@@ -4,6 +4,8 @@ bad row does, each against the real Postgres and, where it matters, a real worke
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import subprocess
 import sys
 
@@ -12,7 +14,7 @@ import pytest
 
 from pgqueue import PgQueue
 from tests import taskapp
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 
 
 def job_count(db: psycopg.Connection) -> int:
@@ -118,3 +120,37 @@ def test_a_malformed_dsn_given_to_the_app_hides_its_password_too():
         app.connection()
     assert "s3cr3t" not in str(info.value)
     assert 'missing "="' in str(info.value)
+
+
+# -- where metrics listen -------------------------------------------------------------------
+
+
+def _listening_on(pid: int, port: int) -> set[str]:
+    """The local addresses process ``pid`` listens on at ``port``, from /proc/<pid>/net."""
+    found = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            next(f)
+            for line in f:
+                local, _, state = line.split()[1:4]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.add(str(ipaddress.ip_address(bytes.fromhex(address)[::-1])))
+    return found
+
+
+def test_metrics_listen_on_loopback_unless_told_otherwise(app, worker):
+    pytest.importorskip("prometheus_client")
+    ports = [_free_port(), _free_port()]
+    local = worker("-c", "1", "--metrics-port", str(ports[0]))
+    wide = worker("-c", "1", "--metrics-port", str(ports[1]), "--metrics-host", "0.0.0.0")
+    wait_for(lambda: _listening_on(local.pid, ports[0]), what="the metrics server to listen")
+    wait_for(lambda: _listening_on(wide.pid, ports[1]), what="the metrics server to listen")
+    assert _listening_on(local.pid, ports[0]) == {"127.0.0.1"}
+    assert _listening_on(wide.pid, ports[1]) == {"0.0.0.0"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

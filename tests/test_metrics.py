@@ -44,7 +44,7 @@ def test_metrics_endpoint_shows_the_counts(app, worker):
     failed = taskapp.fail.delay("boom")
     port = free_port()
     # prefork: tasks run in children, their outcomes are counted in the worker process
-    w = worker("-c", "2", "--metrics-port", str(port), "--metrics-addr", "127.0.0.1")
+    w = worker("-c", "2", "--metrics-port", str(port), "--metrics-host", "127.0.0.1")
     for r in done:
         r.get(timeout=60)
     failed.get(timeout=60, propagate=False)
@@ -127,7 +127,7 @@ def test_metrics_port_in_use_is_one_clear_line(dsn):
             "tests.taskapp:app",
             "--metrics-port",
             str(port),
-            "--metrics-addr",
+            "--metrics-host",
             "127.0.0.1",
         )
     assert proc.returncode == 1
