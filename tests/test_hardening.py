@@ -14,7 +14,7 @@ import pytest
 
 from pgqueue import PgQueue
 from tests import taskapp
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, dsn_of, wait_for
 
 
 def job_count(db: psycopg.Connection) -> int:
@@ -154,3 +154,29 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# -- a worker's failed connect ----------------------------------------------------------------
+
+
+def test_a_failed_worker_connect_closes_the_connections_it_opened(bare_postgresql):
+    from pgqueue.exceptions import SchemaMissingError
+    from pgqueue.worker import Worker
+
+    bare = PgQueue("bare", dsn=dsn_of(bare_postgresql))
+    bare.task(name="noop")(lambda: None)
+    w = Worker(bare, name="connect-leak", pool="solo")
+
+    def sessions() -> int:
+        return bare_postgresql.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
+            ("%connect-leak%",),
+        ).fetchone()[0]
+
+    bare_postgresql.autocommit = True
+    # The schema check fails after all three connections are open; the exception (and
+    # with it any connection the failed call's frames still hold) is kept alive meanwhile.
+    with pytest.raises(SchemaMissingError) as failed:
+        w._connect()
+    wait_for(lambda: sessions() == 0, timeout=10, what="the worker's sessions to end")
+    assert "pgqueue migrate" in str(failed.value)
