@@ -354,13 +354,11 @@ class PgQueue:
             or route.get("queue")
             or (task.queue if task else None)
             or self.conf.task_default_queue,
-            "priority": int(
-                _first(
-                    options.get("priority"),
-                    route.get("priority"),
-                    task.priority if task else None,
-                    self.conf.task_default_priority,
-                )
+            "priority": _first(
+                options.get("priority"),
+                route.get("priority"),
+                task.priority if task else None,
+                self.conf.task_default_priority,
             ),
             "run_at": run_at,
             "countdown": countdown,
@@ -371,6 +369,7 @@ class PgQueue:
             "soft_time_limit": options.get("soft_time_limit"),
             "options": per_call,
         }
+        _check_columns(columns)
         for what in ("task_name", "queue"):
             # COPY would pass these on to the database (or the driver), which refuse them
             # with a bare error.
@@ -647,6 +646,46 @@ def check_connection(target: Any) -> None:
         getattr(target, "cursor", None)
     ):
         raise TypeError(f"connection= got {kind}: pass {_ACCEPTED_CONNECTIONS}")
+
+
+# The jobs.priority column is an integer (int4).
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+# Longest queue or task name, in bytes of UTF-8. A queue name is a key of btree indexes
+# (an entry must stay under 2,704 bytes) and the payload of a NOTIFY (under 8,000 bytes);
+# a name is an identifier, so the limit is set well below both.
+NAME_MAX_BYTES = 1000
+
+
+def _check_columns(columns: dict[str, Any]) -> None:
+    """Refuse a priority or name the jobs table cannot take, before anything is sent."""
+    name = columns["task_name"]
+    priority = columns["priority"]
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(
+            f"{_short(name)}: priority must be an integer from {PRIORITY_MIN} to "
+            f"{PRIORITY_MAX} (higher runs first), got {_short(priority)}"
+        )
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValueError(
+            f"{_short(name)}: priority {priority} is out of range: it must be from "
+            f"{PRIORITY_MIN} to {PRIORITY_MAX} (higher runs first)"
+        )
+    for what, value in (("task name", name), ("queue name", columns["queue"])):
+        about = "" if what == "task name" else f"{_short(name)}: "
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"{about}the {what} must be a non-empty string, got {_short(value)}")
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > NAME_MAX_BYTES:
+            raise ValueError(
+                f"{about}the {what} {_short(value)} is {size} bytes long; names may be at "
+                f"most {NAME_MAX_BYTES} bytes (UTF-8)"
+            )
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to keep a message about an over-long value readable."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...{text[-12:]} ({len(text)} chars)"
 
 
 def _execute_on(target: Any, sql: str, params: Mapping[str, Any]) -> None:

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from pgqueue import PgQueue
+from pgqueue.task import Signature
 from tests import taskapp
 from tests.conftest import ROOT, dsn_of, wait_for
 
@@ -180,3 +181,63 @@ def test_a_failed_worker_connect_closes_the_connections_it_opened(bare_postgresq
         w._connect()
     wait_for(lambda: sessions() == 0, timeout=10, what="the worker's sessions to end")
     assert "pgqueue migrate" in str(failed.value)
+
+
+# -- priorities and names the jobs table cannot take -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "words"),
+    [
+        ({"priority": 2**40}, ValueError, ["1099511627776", "-2147483648", "2147483647"]),
+        ({"priority": 2**31}, ValueError, ["2147483648", "2147483647"]),
+        ({"priority": -(2**31) - 1}, ValueError, ["-2147483649", "-2147483648"]),
+        ({"priority": "high"}, TypeError, ["'high'", "integer", "2147483647"]),
+        ({"priority": 1.5}, TypeError, ["1.5", "integer"]),
+        ({"queue": "q" * 8001}, ValueError, ["queue name", "8001 bytes", "1000"]),
+        ({"queue": "é" * 600}, ValueError, ["queue name", "1200 bytes", "1000"]),
+        ({"queue": 7}, TypeError, ["queue name", "string"]),
+    ],
+)
+def test_bad_priority_or_queue_is_refused_on_every_producer_path(app, db, options, error, words):
+    calls = [
+        lambda: taskapp.add.apply_async((1, 2), **options),
+        lambda: app.send_task("tests.taskapp.add", (1, 2), **options),
+        lambda: taskapp.add.s(1, 2).set(**options).delay(),
+        lambda: app.enqueue_many([taskapp.add.s(0, 0), taskapp.add.s(1, 2).set(**options)]),
+        lambda: taskapp.add.enqueue_many([(1, 2)], **options),
+    ]
+    with psycopg.connect(db.info.dsn, autocommit=True) as conn:
+        calls.append(
+            lambda: app.enqueue_many([taskapp.add.s(1, 2).set(**options)], connection=conn)
+        )
+        for call in calls:
+            with pytest.raises(error) as info:
+                call()
+            for word in words:
+                assert word in str(info.value)
+            assert "tests.taskapp.add" in str(info.value)
+    assert job_count(db) == 0
+
+
+def test_bad_priority_or_queue_from_a_route_is_refused(app, db):
+    try:
+        app.conf.task_routes = {"tests.taskapp.add": {"priority": 2**40}}
+        with pytest.raises(ValueError, match="priority 1099511627776 is out of range"):
+            taskapp.add.delay(1, 2)
+        app.conf.task_routes = {"tests.taskapp.*": {"queue": "x" * 9000}}
+        with pytest.raises(ValueError, match=r"queue name .* is 9000 bytes long"):
+            app.enqueue_many([taskapp.add.s(1, 2)])
+    finally:
+        app.conf.task_routes = None
+    assert job_count(db) == 0
+
+
+def test_an_over_long_task_name_is_refused(app, db):
+    with pytest.raises(ValueError, match=r"task name .* is 100000 bytes long; names may be"):
+        app.send_task("t" * 100_000, (1, 2))
+    with pytest.raises(ValueError, match="task name"):
+        app.enqueue_many([Signature("t" * 1001, (1, 2))])
+    # The limit itself is allowed.
+    app.send_task("t" * 1000, (1, 2))
+    assert job_count(db) == 1
