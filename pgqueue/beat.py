@@ -604,7 +604,7 @@ class Beat:
                     # failed pass changed nothing, since each tick is one transaction.
                     delay = _RECONNECT_DELAYS[min(failures, len(_RECONNECT_DELAYS) - 1)]
                     failures += 1
-                    if isinstance(exc, PgQueueError):
+                    if isinstance(exc, PgQueueError | psycopg.Error):
                         log.warning("beat %s: %s; retrying in %.1fs", self.name, exc, delay)
                     else:
                         log.exception(

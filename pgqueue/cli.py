@@ -71,6 +71,9 @@ def _dsn_for(ctx: click.Context) -> str:
 
 
 def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    import psycopg
+
+    from .db import describe_error
     from .exceptions import PgQueueError
 
     try:
@@ -84,6 +87,9 @@ def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
                 f"{first_line}: the database role of this DSN may not do this (`pgqueue roles` "
                 "says what the producer, worker, operator and owner roles may do)"
             ) from None
+        if isinstance(exc, psycopg.Error):
+            # A statement the server refused (a timeout, a lock it could not get...).
+            raise _CliError(f"the database refused a statement: {describe_error(exc)}") from None
         raise
 
 

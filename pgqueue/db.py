@@ -277,9 +277,37 @@ def load_times_clamped(conn: Any) -> None:
     conn.adapters.register_loader("timestamptz", _ClampedTimestamptzLoader)
 
 
+# SQLSTATEs outside class 08 (connection exception) with which the server ends the session:
+# shutdown, crash, start-up, dropped database, idle session and idle transaction timeouts.
+_SESSION_ENDED = {"57P01", "57P02", "57P03", "57P04", "57P05", "25P03"}
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` means the connection is gone, as opposed to one statement failing
+    (a deadlock, a statement or lock timeout, a serialization failure, a full disk...),
+    after which the same connection goes on working."""
+    if isinstance(exc, DatabaseUnavailable):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    sqlstate = exc.sqlstate
+    # No SQLSTATE: libpq's own error (server closed the connection, connection is closed).
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _SESSION_ENDED
+
+
+def describe_error(exc: BaseException) -> str:
+    """A driver error on one line, with its SQLSTATE, for a log line or message."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__} ({sqlstate}): {message}" if sqlstate else message
+
+
 @contextlib.contextmanager
 def translate_errors() -> Iterator[None]:
-    """Re-raise a missing schema or a dropped connection as pgqueue's own clear errors."""
+    """Re-raise a missing schema or a lost connection as pgqueue's own clear errors.
+
+    Any other database error (a deadlock, a statement or lock timeout...) is raised as it
+    is: the connection still works, and the caller may catch that error precisely."""
     try:
         yield
     except _MISSING_SCHEMA as exc:
@@ -288,7 +316,7 @@ def translate_errors() -> Iterator[None]:
             f"{str(exc).splitlines()[0]}): run `pgqueue migrate` (or app.migrate())"
         ) from exc
     except psycopg.OperationalError as exc:
-        if isinstance(exc, DatabaseUnavailable):
+        if isinstance(exc, DatabaseUnavailable) or not connection_lost(exc):
             raise
         # libpq's messages span lines; outages are logged as one line each
         message = " ".join(str(exc).split())

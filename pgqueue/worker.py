@@ -27,10 +27,11 @@ import uuid
 from multiprocessing.connection import wait as wait_for_fds
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import sql
 
 from . import logs, migrate, queries, signals, states
-from .db import JOBS_CHANNEL, connect, translate_errors
+from .db import JOBS_CHANNEL, connect, connection_lost, describe_error, translate_errors
 from .exceptions import ConfigurationError, DatabaseUnavailable, WorkerLostError
 from .execution import Job, Outcome, decode_failure
 from .handoff import Handoff, HandoffKeys
@@ -55,6 +56,9 @@ SHUTDOWN_OUTAGE_LIMIT = 30.0
 HANDOFF_SLOTS = 8
 # At most one warning per this many seconds about notifications pgqueue did not send.
 FORGED_LOG_INTERVAL = 60.0
+# After a statement the server refused (lock or statement timeout, deadlock...), the next
+# round trip waits this long (seconds): the error may well come again at once.
+STATEMENT_RETRY = 1.0
 
 
 class Worker:
@@ -132,6 +136,10 @@ class Worker:
         self._heartbeat: _Heartbeat | None = None
         # Set by the heartbeat when our row was removed: re-register through a reconnection.
         self._lost = False
+        # A statement error pauses round trips until then (monotonic); the kind of error
+        # failing now, so that it is logged once, not at every retry.
+        self._pause_until = 0.0
+        self._failing: str | None = None
         # Set once the warning about an unenforceable per-call time limit was logged.
         self._warned_limit = False
         # Set by pgqueue.metrics.serve(): counts the jobs this worker starts and finishes.
@@ -388,19 +396,24 @@ class Worker:
             if self._lost:
                 self._lost = False
                 raise DatabaseUnavailable("this worker was taken for lost; registering again")
-            if self._stopping:
-                self._release_buffer()
-            to_start = self._startable()
+            paused = self._paused()
+            if self._stopping and not paused:
+                self._tolerate(self._release_buffer)
+            to_start = [] if paused else self._startable()
             room = 0
-            if not self._stopping and (
-                want_claim or (next_due is not None and time.monotonic() >= next_due)
+            if (
+                not paused
+                and not self._stopping
+                and (want_claim or (next_due is not None and time.monotonic() >= next_due))
             ):
                 room = self._room(capacity, len(to_start))
-            if to_start or room > 0 or self._outcomes_due():
+            if to_start or room > 0 or (not paused and self._outcomes_due()):
                 # Free slots are filled straight from the claim (STARTED in the same trip).
                 start = min(room, pool.free_slots() - len(to_start))
                 claimed = self._sync(to_start, room, start)
-                if room > 0:
+                if self._paused():
+                    want_claim = want_claim or room > 0  # the claim did not happen
+                elif room > 0:
                     last_poll = time.monotonic()
                     # A full batch means more may be waiting; a short one means the ready
                     # jobs are drained and a NOTIFY (or a due run_at) tells of more.
@@ -409,14 +422,15 @@ class Worker:
                 if claimed or (self._buffer and pool.free_slots()):
                     continue
             if self._stopping:
-                self._offer(0)
+                if not self._paused():
+                    self._tolerate(self._offer, 0)
                 if not pool.busy():
                     return
             else:
-                with translate_errors():
-                    self._maintenance.run_due(self._conn)
+                self._run_maintenance()
                 idle = not want_claim and not self._buffer
-                self._offer(min(self._slots, pool.free_slots()) if idle else 0)
+                if not self._paused():
+                    self._tolerate(self._offer, min(self._slots, pool.free_slots()) if idle else 0)
             now = time.monotonic()
             timeouts = [self.poll_interval - (now - last_poll), self._maintenance.next_due() - now]
             if next_due is not None:
@@ -424,10 +438,13 @@ class Worker:
             deadline = pool.next_deadline()
             if deadline is not None:
                 timeouts.append(deadline - now)
-            if want_claim and self._room(capacity, 0) > 0:
-                timeouts.append(0)
-            if self._outcomes:
-                timeouts.append(self._outcomes_since + OUTCOME_LINGER - now)
+            if self._paused():
+                timeouts.append(self._pause_until - now)  # then the round trip is tried again
+            else:
+                if want_claim and self._room(capacity, 0) > 0:
+                    timeouts.append(0)
+                if self._outcomes:
+                    timeouts.append(self._outcomes_since + OUTCOME_LINGER - now)
             ready = wait_for_fds(
                 [self._wake_r, self._listener.fileno(), *pool.fds()], max(0.0, min(timeouts))
             )
@@ -481,43 +498,49 @@ class Worker:
         finished = [o for o in outcomes if o.state != states.RETRY]
         retried = [o for o in outcomes if o.state == states.RETRY]
         done = started = claimed = due = None
-        with translate_errors(), contextlib.ExitStack() as writer_sent:
-            if finished or retried:
-                # Sent now; its reply is awaited when the block ends, after conn's.
-                writer_sent.enter_context(self._writer.pipeline())
-            if finished:
-                done = self._writer.execute(
-                    queries.get("finish_jobs"), self._finish_params(finished)
-                )
-            if retried:
-                self._writer.execute(queries.get("retry_jobs"), self._retry_params(retried))
-            if to_start or claim > 0:
-                with self._conn.pipeline():
-                    self._conn.execute(queries.get("claim_settings"), self._durable)
-                    if self._offered:
-                        # Claiming means not idle: no job is to be handed to us meanwhile.
-                        self._conn.execute(
-                            queries.get("offer_slots"), {"worker_id": self.id, "n": 0}
+        offered = self._offered
+        writer_error: Exception | None = None
+        conn_error: Exception | None = None
+        with translate_errors():
+            try:
+                with contextlib.ExitStack() as writer_sent:
+                    if finished or retried:
+                        # Sent now; its reply is awaited when the block ends, after conn's.
+                        writer_sent.enter_context(self._writer.pipeline())
+                    if finished:
+                        done = self._writer.execute(
+                            queries.get("finish_jobs"), self._finish_params(finished)
                         )
-                        self._offered = 0
-                    if to_start:
-                        started = self._conn.execute(
-                            queries.get("mark_started"), self._start_params(to_start)
-                        )
-                    if claim > 0:
-                        claimed = self._conn.execute(
-                            queries.get("claim_jobs"), self._claim_params(claim, start)
-                        )
-                        # Needed only when the claim comes up short, to sleep until the
-                        # next job is due; asked now, it costs no round trip of its own.
-                        # (Same transaction: the jobs just claimed no longer count.)
-                        due = self._conn.execute(
-                            queries.get("next_run_delay"),
-                            {"queues": self.queues, "tasks": self._tasks},
-                        )
-        # Cleared only once written: after an outage the same outcomes are written again,
-        # and the (id, attempt) fence makes that idempotent.
-        self._outcomes = []
+                    if retried:
+                        self._writer.execute(queries.get("retry_jobs"), self._retry_params(retried))
+                    if to_start or claim > 0:
+                        try:
+                            started, claimed, due = self._claim(to_start, claim, start)
+                        except psycopg.Error as exc:
+                            if connection_lost(exc):
+                                raise
+                            conn_error = exc
+            except psycopg.Error as exc:
+                if connection_lost(exc):
+                    raise
+                writer_error = exc
+        if conn_error is not None:
+            # The claim's transaction rolled back whole: the jobs to start are still ours,
+            # claimed and not STARTED; they go back to the buffer, and the slots we offered
+            # are as they were.
+            self._buffer.extendleft(reversed(to_start))
+            self._offered = offered
+            started = claimed = due = None
+            to_start = []
+        self._statement_failed(writer_error or conn_error)
+        if writer_error is not None:
+            # Nothing of finish_jobs/retry_jobs committed: the outcomes stay held, for the
+            # next round trip.
+            outcomes, done = [], None
+        else:
+            # Cleared only once written: after an outage the same outcomes are written
+            # again, and the (id, attempt) fence makes that idempotent.
+            self._outcomes = []
         written = {r[0] for r in done.fetchall()} if done is not None else set()
         for o in outcomes:
             self._log_outcome(o, o.state == states.RETRY or o.job_id in written)
@@ -543,6 +566,80 @@ class Worker:
             else:
                 self._buffer.append(job)
         return jobs
+
+    def _claim(self, to_start: list[Job], claim: int, start: int) -> tuple[Any, Any, Any]:
+        """Send _sync's statements on ``conn``, in one pipeline (one transaction): mark
+        ``to_start`` STARTED, claim up to ``claim`` more; their cursors, and next_run_delay's."""
+        started = claimed = due = None
+        with self._conn.pipeline():
+            self._conn.execute(queries.get("claim_settings"), self._durable)
+            if self._offered:
+                # Claiming means not idle: no job is to be handed to us meanwhile.
+                self._conn.execute(queries.get("offer_slots"), {"worker_id": self.id, "n": 0})
+                self._offered = 0
+            if to_start:
+                started = self._conn.execute(
+                    queries.get("mark_started"), self._start_params(to_start)
+                )
+            if claim > 0:
+                claimed = self._conn.execute(
+                    queries.get("claim_jobs"), self._claim_params(claim, start)
+                )
+                # Needed only when the claim comes up short, to sleep until the next job is
+                # due; asked now, it costs no round trip of its own. (Same transaction: the
+                # jobs just claimed no longer count.)
+                due = self._conn.execute(
+                    queries.get("next_run_delay"), {"queues": self.queues, "tasks": self._tasks}
+                )
+        return started, claimed, due
+
+    def _statement_failed(self, exc: Exception | None) -> None:
+        """Note how the last round trip went. A statement the server refused (a lock or
+        statement timeout, a deadlock...) leaves the connections working: the worker keeps
+        its registration and its jobs, waits STATEMENT_RETRY seconds and tries again. Logged
+        once per kind of error, not at every retry."""
+        if exc is None:
+            if self._failing is not None:
+                log.warning("database statements succeed again after %s", self._failing)
+                self._failing = None
+            return
+        self._pause_until = time.monotonic() + STATEMENT_RETRY
+        kind = type(exc).__name__
+        if kind != self._failing:
+            log.warning(
+                "a round trip failed: %s; keeping the connections, claimed jobs and "
+                "outcomes, retrying every %.0f s",
+                describe_error(exc),
+                STATEMENT_RETRY,
+            )
+            self._failing = kind
+        else:
+            log.debug("a round trip failed again: %s", describe_error(exc))
+
+    def _tolerate(self, step: Any, *args: Any) -> None:
+        """Run one of the loop's statements; a statement error is noted (see
+        _statement_failed) instead of ending the loop. A lost connection still raises."""
+        try:
+            with translate_errors():
+                step(*args)
+        except psycopg.Error as exc:
+            self._statement_failed(exc)
+
+    def _run_maintenance(self) -> None:
+        """Run the maintenance services due; one that fails on a statement error (a lock
+        timeout while rescuing, say) is logged and runs again at its next interval."""
+        try:
+            with translate_errors():
+                self._maintenance.run_due(self._conn)
+        except psycopg.Error as exc:
+            log.warning(
+                "maintenance failed: %s; it runs again at its next interval",
+                describe_error(exc),
+            )
+
+    def _paused(self) -> bool:
+        """Whether a statement error asks the loop to wait before its next round trip."""
+        return time.monotonic() < self._pause_until
 
     def _start(self, job: Job) -> None:
         """Hand a job marked STARTED in the database to the pool."""

@@ -241,3 +241,95 @@ def test_an_over_long_task_name_is_refused(app, db):
     # The limit itself is allowed.
     app.send_task("t" * 1000, (1, 2))
     assert job_count(db) == 1
+
+
+# -- statement errors are not connection losses ---------------------------------------------
+
+
+def test_statement_errors_surface_as_themselves_and_a_lost_connection_as_unavailable(dsn, db):
+    from pgqueue.db import translate_errors
+    from pgqueue.exceptions import DatabaseUnavailable
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '50ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled), translate_errors():
+            conn.execute("SELECT pg_sleep(5)")
+        conn.execute("SET statement_timeout = 0")
+        conn.execute("SET lock_timeout = '50ms'")
+        with db.transaction():
+            db.execute("LOCK TABLE pgqueue.jobs IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(psycopg.errors.LockNotAvailable), translate_errors():
+                conn.execute("SELECT count(*) FROM pgqueue.jobs")
+        # The same connection goes on working after both.
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        pid = conn.info.backend_pid
+        db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(DatabaseUnavailable, match="lost the connection"), translate_errors():
+            conn.execute("SELECT 1")
+
+
+def _worker_sessions(db: psycopg.Connection, name: str) -> list[tuple[str, int]]:
+    return db.execute(
+        "SELECT application_name, pid FROM pg_stat_activity WHERE application_name LIKE %s"
+        " AND application_name NOT LIKE 'pgqueue listener%%' ORDER BY 1",
+        (f"% {name}",),
+    ).fetchall()
+
+
+def _registration(db: psycopg.Connection) -> list[tuple[str, object]]:
+    return db.execute("SELECT id::text, started_at FROM pgqueue.workers").fetchall()
+
+
+def _failures(w) -> int:
+    """Statements of the worker that the lock made fail, as its log (at DEBUG) tells."""
+    return w.output().count("due to lock timeout")
+
+
+def _held_worker_test(db, worker, name: str, table: str, enqueue_first: bool) -> None:
+    """Jobs go through a worker while ``table`` is locked against its writes for a while:
+    its statements fail on lock_timeout, it keeps its sessions and registration, and every
+    job runs once and ends SUCCESS once the lock is gone."""
+    db.execute(f"ALTER DATABASE {db.info.dbname} SET lock_timeout = '200ms'")
+    tags = [f"held-{i}" for i in range(6)]
+    locker = psycopg.connect(db.info.dsn)  # its transaction holds the lock
+    try:
+        if enqueue_first:
+            results = [taskapp.record.delay(t) for t in tags]
+        locker.execute(f"LOCK TABLE pgqueue.{table} IN SHARE MODE")
+        w = worker("-c", "2", "-P", "threads", "-n", name)
+        sessions = _worker_sessions(db, name)
+        registered = _registration(db)
+        assert len(sessions) == 2 and len(registered) == 1
+        if not enqueue_first:
+            results = [taskapp.record.delay(t) for t in tags]
+        # At least three failed round trips, the first and retries after it (or, as
+        # pgqueue once did, a reconnection, which the assertions below refuse).
+        wait_for(
+            lambda: _failures(w) >= 3 or "reconnecting" in w.output(),
+            timeout=30,
+            what="round trips to fail",
+        )
+        assert not any(r.ready() for r in results)
+    finally:
+        locker.rollback()
+        locker.close()
+    wait_for(lambda: all(r.ready() for r in results), timeout=30, what="jobs to finish")
+    assert [r.state for r in results] == ["SUCCESS"] * len(results)
+    runs = db.execute("SELECT tag, count(*) FROM test_runs GROUP BY tag ORDER BY tag")
+    assert runs.fetchall() == [(t, 1) for t in tags]
+    # Same sessions, same registration: no reconnection, no re-registration.
+    assert _worker_sessions(db, name) == sessions
+    assert _registration(db) == registered
+    out = w.output()
+    assert out.count("a round trip failed:") == 1, out
+    assert "LockNotAvailable (55P03)" in out
+    assert "reconnecting" not in out and "lost" not in out, out
+    wait_for(lambda: "statements succeed again" in w.output(), timeout=10, what="the recovery line")
+
+
+def test_a_worker_rides_out_outcome_writes_refused_by_a_lock_timeout(app, db, worker):
+    _held_worker_test(db, worker, "held-results", "results", enqueue_first=False)
+
+
+def test_a_worker_rides_out_claims_refused_by_a_lock_timeout(app, db, worker):
+    _held_worker_test(db, worker, "held-jobs", "jobs", enqueue_first=True)
