@@ -39,7 +39,7 @@ from psycopg.rows import dict_row
 from . import migrate, queries
 from .app import _SEND_OPTIONS
 from .db import connect, translate_errors
-from .exceptions import ConfigurationError, PgQueueError, SchemaMissingError
+from .exceptions import ConfigurationError, EncodeError, PgQueueError, SchemaMissingError
 from .result import AsyncResult
 from .schedules import UTC, InvalidSchedule, Schedule
 from .serialization import dumps_args
@@ -67,6 +67,22 @@ _SPEC_KEYS = {
 # apply_async options kept in the options column: beat decides eta and task_id, and queue,
 # priority and expires have columns of their own.
 _ENTRY_OPTIONS = _SEND_OPTIONS - {"eta", "task_id", "queue", "priority", "expires"}
+
+# What each option's value must be, so that a wrong one is refused when the entry is read or
+# written, not at its every tick. Null (None) is "not given", as for apply_async.
+_NUMBER = (int, float)
+_OPTION_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "countdown": (_NUMBER, "a number"),
+    "max_retries": ((int,), "an integer"),
+    "time_limit": (_NUMBER, "a number"),
+    "soft_time_limit": (_NUMBER, "a number"),
+    "ignore_result": ((bool,), "true or false"),
+    "acks_late": ((bool,), "true or false"),
+    "retry_backoff": ((bool, *_NUMBER), "true, false or a number"),
+    "retry_backoff_max": (_NUMBER, "a number"),
+    "retry_jitter": ((bool,), "true or false"),
+    "default_retry_delay": (_NUMBER, "a number"),
+}
 
 # Seconds between attempts to reach the database again after losing it.
 _RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -130,6 +146,13 @@ class PeriodicEntry:
                 f"{what}: unknown option(s) {', '.join(sorted(unknown))}; "
                 f"allowed: {', '.join(sorted(_ENTRY_OPTIONS))}"
             )
+        for option, value in self.options.items():
+            kinds, wanted = _OPTION_TYPES.get(option, ((object,), ""))
+            # bool is an int to Python, not a number to a user
+            if value is None:
+                continue
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise ConfigurationError(f"{what}: option {option} must be {wanted}, got {value!r}")
         dumps_args(self.task, self.args, self.kwargs)  # refuse what JSON cannot carry, now
 
     def row(self) -> dict[str, Any]:
@@ -292,10 +315,46 @@ def sync_schedule(app: PgQueue, conn: Any) -> SyncResult:
     return SyncResult(names, disabled)
 
 
-def list_entries(conn: Any) -> list[PeriodicEntry]:
-    """Every entry, enabled or not, by name."""
+@dataclass(frozen=True)
+class BrokenEntry:
+    """A row of ``pgqueue.periodic_tasks`` that is no usable entry (edited by hand: a cron
+    expression croniter rejects, an unknown time zone, an option of the wrong type...),
+    with why. Beat leaves it alone; fix the row, or remove it."""
+
+    name: str
+    task: str
+    reason: str
+    enabled: bool
+    next_run_at: dt.datetime | None
+    last_run_at: dt.datetime | None
+    total_run_count: int
+
+
+def read_entry(row: Mapping[str, Any]) -> PeriodicEntry | BrokenEntry:
+    """The entry of a periodic_tasks row, or a BrokenEntry saying what is wrong with it."""
+    try:
+        return PeriodicEntry.from_row(row)
+    except (ConfigurationError, EncodeError, TypeError, ValueError) as exc:
+        return BrokenEntry(
+            name=row["name"],
+            task=row["task_name"],
+            reason=" ".join(str(exc).split()) or type(exc).__name__,
+            enabled=row["enabled"],
+            next_run_at=row["next_run_at"],
+            last_run_at=row["last_run_at"],
+            total_run_count=row["total_run_count"],
+        )
+
+
+def list_rows(conn: Any) -> list[PeriodicEntry | BrokenEntry]:
+    """Every row, enabled or not, by name: an entry, or a BrokenEntry for a bad row."""
     with translate_errors(), conn.cursor(row_factory=dict_row) as cur:
-        return [PeriodicEntry.from_row(r) for r in cur.execute(queries.get("beat_list"))]
+        return [read_entry(r) for r in cur.execute(queries.get("beat_list"))]
+
+
+def list_entries(conn: Any) -> list[PeriodicEntry]:
+    """Every usable entry, enabled or not, by name (broken rows: see list_rows)."""
+    return [e for e in list_rows(conn) if isinstance(e, PeriodicEntry)]
 
 
 def add_entry(conn: Any, entry: PeriodicEntry) -> None:
@@ -498,6 +557,8 @@ class Beat:
         self._thread: threading.Thread | None = None
         # entry name -> monotonic time before which it is not retried after an error
         self._failing: dict[str, float] = {}
+        # The error last logged for each failing entry: said once, not at every retry.
+        self._reported: dict[str, str] = {}
         self._signals = 0
         self._serving = False
 
@@ -627,11 +688,22 @@ class Beat:
             try:
                 done = tick(self.app, self._conn, skip=self._failing)
             except EntryError as exc:
-                log.error("beat: %s; retrying it in %.0fs", exc, self.max_loop_interval)
                 self._failing[exc.name] = clock + self.max_loop_interval
+                if self._reported.get(exc.name) != str(exc):
+                    self._reported[exc.name] = str(exc)
+                    log.error(
+                        "beat: %s; the other periodic tasks go on, this one is tried again "
+                        "every %.0fs: fix its row or remove it (`pgqueue beat list` shows it)",
+                        exc,
+                        self.max_loop_interval,
+                    )
+                else:
+                    log.debug("beat: %s (again)", exc)
                 continue
             if done is None:
                 break
+            if self._reported.pop(done.name, None) is not None:
+                log.info("beat: periodic task %r works again", done.name)
             if done.task_id is not None:
                 sent += 1
         self.sent += sent

@@ -321,20 +321,24 @@ _app_option = click.option("-A", "--app", "app_spec", help="module:app (for its 
 @_app_option
 @click.pass_context
 def beat_list(ctx: click.Context, app_spec: str | None) -> None:
-    """Show every periodic task: schedule, state, next and last run."""
-    from .beat import list_entries
+    """Show every periodic task: schedule, state, next and last run. A row beat cannot use
+    (edited by hand) is shown as BROKEN, with the reason."""
+    from .beat import BrokenEntry, list_rows
 
-    entries = _beat_edit(ctx, app_spec, lambda app, conn: list_entries(conn))
+    entries = _beat_edit(ctx, app_spec, lambda app, conn: list_rows(conn))
     if not entries:
         click.echo("no periodic tasks")
         return
     rows = [("NAME", "ENABLED", "SCHEDULE", "TASK", "NEXT RUN", "LAST RUN", "RUNS")]
+    broken = []
     for e in entries:
+        if isinstance(e, BrokenEntry):
+            broken.append(e)
         rows.append(
             (
                 e.name,
                 "yes" if e.enabled else "no",
-                e.schedule.describe(),
+                "BROKEN (see below)" if isinstance(e, BrokenEntry) else e.schedule.describe(),
                 e.task,
                 e.next_run_at.isoformat(timespec="seconds") if e.next_run_at else "-",
                 e.last_run_at.isoformat(timespec="seconds") if e.last_run_at else "-",
@@ -344,6 +348,11 @@ def beat_list(ctx: click.Context, app_spec: str | None) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    for e in broken:
+        click.echo(
+            f"BROKEN {e.name}: {e.reason}. Beat skips it; fix the row in "
+            "pgqueue.periodic_tasks, or `pgqueue beat remove` it."
+        )
 
 
 def _json_option(value: str | None, what: str, kind: type) -> Any:

@@ -333,3 +333,80 @@ def test_a_worker_rides_out_outcome_writes_refused_by_a_lock_timeout(app, db, wo
 
 def test_a_worker_rides_out_claims_refused_by_a_lock_timeout(app, db, worker):
     _held_worker_test(db, worker, "held-jobs", "jobs", enqueue_first=True)
+
+
+# -- broken rows of periodic_tasks ----------------------------------------------------------
+
+BROKEN_ROWS = {
+    # name: (columns, values, words the reason must hold)
+    "bad-cron": ("cron", "every tuesday", ["every tuesday"]),
+    "bad-zone": ("timezone", "Mars/Olympus_Mons", ["Mars/Olympus_Mons"]),
+    "bad-option": ("options", '{"max_retries": "many"}', ["max_retries", "an integer", "'many'"]),
+    "bad-key": ("options", '{"bogus": 1}', ["bogus"]),
+}
+
+
+def _periodic_table_with_broken_rows(db: psycopg.Connection) -> None:
+    from pgqueue.beat import PeriodicEntry, add_entry
+    from pgqueue.schedules import Schedule
+
+    good = PeriodicEntry(
+        name="good", task="tests.record", schedule=Schedule(interval=0.2), args=("beat-good",)
+    )
+    add_entry(db, good)
+    for name, (column, value, _) in BROKEN_ROWS.items():
+        interval = None if column == "cron" else 60
+        db.execute(
+            f"INSERT INTO pgqueue.periodic_tasks (name, task_name, interval_seconds, {column})"
+            " VALUES (%s, 'tests.record', %s, %s)",
+            (name, interval, value),
+        )
+
+
+def test_beat_list_shows_a_broken_row_as_broken_and_the_others_as_they_are(dsn, db):
+    from click.testing import CliRunner
+
+    from pgqueue.cli import main
+
+    _periodic_table_with_broken_rows(db)
+    done = CliRunner().invoke(main, ["--dsn", dsn, "beat", "list"])
+    assert done.exit_code == 0, done.output
+    lines = done.output.splitlines()
+    (good,) = [line for line in lines if line.startswith("good ")]
+    assert "every 0.2s" in good
+    for name, (_, _, words) in BROKEN_ROWS.items():
+        (listed,) = [line for line in lines if line.startswith(f"{name} ")]
+        assert "BROKEN" in listed
+        (reason,) = [line for line in lines if line.startswith(f"BROKEN {name}:")]
+        for word in words:
+            assert word in reason, reason
+        assert "pgqueue beat remove" in reason
+
+
+def test_beat_serves_the_good_entries_and_names_each_broken_row_once(dsn, db):
+    from tests.conftest import CliProcess
+
+    _periodic_table_with_broken_rows(db)
+    beat = CliProcess(dsn, db, ["beat", "--max-interval", "0.2", "--loglevel", "DEBUG"])
+    try:
+
+        def retried_each_bad_row_twice() -> bool:
+            out = beat.output()
+            return all(out.count(f"'{name}'") >= 3 for name in BROKEN_ROWS)
+
+        wait_for(retried_each_bad_row_twice, timeout=30, what="beat to retry each bad row")
+        wait_for(
+            lambda: db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone()[0] >= 3,
+            timeout=30,
+            what="three ticks of the good entry",
+        )
+        out = beat.output()
+        for name in BROKEN_ROWS:
+            errors = [line for line in out.splitlines() if "ERROR" in line and f"'{name}'" in line]
+            assert len(errors) == 1, out
+            assert "fix its row or remove it" in errors[0]
+        sent = db.execute("SELECT DISTINCT task_name, args FROM pgqueue.jobs").fetchall()
+        assert sent == [("tests.record", ["beat-good"])]
+    finally:
+        beat.stop()
+        beat.close()
