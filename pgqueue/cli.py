@@ -750,11 +750,14 @@ def status(
             if as_json:
                 _echo_json(stats, compact=watch)
             else:
+                unserved = _run(ops.unserved_tasks, conn)
                 if watch:
                     click.clear()
                     now = dt.datetime.now().astimezone().isoformat(timespec="seconds")
                     click.echo(f"Every {interval:g}s: pgqueue status    {now}\n")
                 click.echo(_status_table(stats))
+                if unserved:
+                    click.echo(_unserved_table(unserved))
             if not watch:
                 return
             sys.stdout.flush()
@@ -798,6 +801,14 @@ def _status_table(stats: list[Any]) -> str:
         for s in stats
     ]
     return _table(header, rows)
+
+
+def _unserved_table(unserved: list[Any]) -> str:
+    rows = [(u.queue, u.task_name, f"{u.jobs:,}") for u in unserved]
+    return (
+        "\nNo live worker runs these tasks (their jobs wait until a worker that imports the "
+        "task and consumes the queue starts):\n" + _table(("QUEUE", "TASK", "JOBS"), rows)
+    )
 
 
 _ALL_STATES = ("PENDING", "RETRY", "STARTED", "SUCCESS", "FAILURE", "REVOKED", "IGNORED")

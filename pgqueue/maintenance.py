@@ -7,7 +7,8 @@ the others skip it. No external cron is needed.
 - rescue: jobs held by lost workers go back to the queue (or end FAILURE when at-most-once);
 - expire: unclaimed jobs past their expiry end REVOKED, whatever their task;
 - results: results past ``result_expires`` are deleted, in batches;
-- vacuum: where the server's autovacuum is off, the jobs table is vacuumed every minute.
+- vacuum: where the server's autovacuum is off, the jobs table is vacuumed every minute;
+- unserved: jobs of a task no live worker runs are named in a warning, once per worker.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ log = logging.getLogger("pgqueue.maintenance")
 MAINTENANCE_LOCK = 0x70677175_0002
 BATCH = 5000
 VACUUM_INTERVAL = 60.0
+# The unserved check looks at up to this many ready jobs (its cost stays flat).
+UNSERVED_SAMPLE = 1000
 
 
 @dataclass
@@ -55,8 +58,11 @@ class Maintenance:
             Service("expire", float(conf.worker_rescue_interval), self.expire),
             Service("results", float(conf.result_cleanup_interval), self.delete_results),
             Service("vacuum", VACUUM_INTERVAL, self.vacuum, transactional=False),
+            Service("unserved", float(conf.worker_rescue_interval), self.warn_unserved),
         ]
         self._vacuum_needed: bool | None = None
+        # (queue, task) pairs already warned about: once per worker process, not per check.
+        self._unserved: set[tuple[str, str]] = set()
 
     def next_due(self) -> float:
         return min(s.next_run for s in self.services)
@@ -118,6 +124,29 @@ class Maintenance:
         if deleted:
             log.info("deleted %d expired result(s)", deleted)
         return deleted == BATCH
+
+    def warn_unserved(self, conn: Any) -> bool:
+        """Warn, once per (queue, task), about ready jobs no live worker can run: the claim
+        skips them, so nothing else would say why they wait."""
+        rows = conn.execute(
+            queries.get("unserved_tasks_sample"), {"limit": UNSERVED_SAMPLE}
+        ).fetchall()
+        for queue, task, jobs in rows:
+            if (queue, task) not in self._unserved:
+                self._unserved.add((queue, task))
+                log.warning(
+                    "jobs of task %r wait in queue %r (at least %d) and no live worker consuming "
+                    "that queue has registered the task: start a worker whose app imports "
+                    "it (-A, include=[...]) with -Q %s, or remove them with "
+                    "`pgqueue purge -Q %s --task %s`",
+                    task,
+                    queue,
+                    jobs,
+                    queue,
+                    queue,
+                    task,
+                )
+        return False
 
     def vacuum(self, conn: Any) -> bool:
         """VACUUM the jobs table where the server's autovacuum is off.

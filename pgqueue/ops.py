@@ -76,6 +76,23 @@ def sampled_queue_stats(conn: Any, max_age: float) -> list[QueueStats]:
 
 
 @dataclass(frozen=True)
+class UnservedTask:
+    """Jobs waiting for a task that no live worker consuming their queue has registered."""
+
+    queue: str
+    task_name: str
+    jobs: int  # unclaimed jobs, due or not
+
+
+def unserved_tasks(conn: Any) -> list[UnservedTask]:
+    """Each (queue, task) whose unclaimed jobs no live worker can run, by queue and task:
+    nobody runs them until a worker that imports the task and consumes the queue starts."""
+    with translate_errors():
+        rows = conn.execute(queries.get("ops_unserved_tasks"), prepare=False).fetchall()
+    return [UnservedTask(*row) for row in rows]
+
+
+@dataclass(frozen=True)
 class WorkerStatus:
     """One row of ``pgqueue.worker_status``."""
 

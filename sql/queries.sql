@@ -616,6 +616,40 @@ SELECT queue, ready, scheduled, retrying, reserved, running, failed_last_hour,
        workers
   FROM pgqueue.sampled_queue_stats(%(max_age)s)
 
+-- name: ops_unserved_tasks
+-- Unclaimed jobs by queue and task, for each task no live worker consuming the queue has
+-- registered: nobody runs them until such a worker starts (queue_stats.unregistered, by
+-- task). Grouped before the check, which then runs once per (queue, task).
+WITH live AS MATERIALIZED (
+    SELECT w.queues, w.tasks FROM pgqueue.worker_status AS w WHERE w.alive
+)
+SELECT t.queue, t.task_name, t.jobs
+  FROM (SELECT j.queue, j.task_name, count(*) AS jobs
+          FROM pgqueue.jobs AS j
+         WHERE j.worker_id IS NULL
+         GROUP BY j.queue, j.task_name) AS t
+ WHERE NOT EXISTS (SELECT 1 FROM live AS w
+                    WHERE t.queue = ANY(w.queues) AND t.task_name = ANY(w.tasks))
+ ORDER BY t.queue, t.task_name
+
+-- name: unserved_tasks_sample
+-- ops_unserved_tasks for maintenance, bounded: only among up to %(limit)s ready unclaimed
+-- jobs (whichever the scan meets first), so that its cost does not grow with the queue.
+WITH live AS MATERIALIZED (
+    SELECT w.queues, w.tasks FROM pgqueue.worker_status AS w WHERE w.alive
+), sample AS (
+    SELECT j.queue, j.task_name
+      FROM pgqueue.jobs AS j
+     WHERE j.worker_id IS NULL AND j.run_at <= now()
+     LIMIT %(limit)s
+)
+SELECT s.queue, s.task_name, count(*) AS jobs
+  FROM sample AS s
+ WHERE NOT EXISTS (SELECT 1 FROM live AS w
+                    WHERE s.queue = ANY(w.queues) AND s.task_name = ANY(w.tasks))
+ GROUP BY s.queue, s.task_name
+ ORDER BY s.queue, s.task_name
+
 -- name: ops_worker_status
 SELECT id, name, hostname, pid, queues, pool, concurrency, started_at, heartbeat_at, alive,
        jobs_done, running, tasks

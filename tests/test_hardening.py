@@ -410,3 +410,44 @@ def test_beat_serves_the_good_entries_and_names_each_broken_row_once(dsn, db):
     finally:
         beat.stop()
         beat.close()
+
+
+# -- jobs no live worker runs -----------------------------------------------------------------
+
+
+def test_status_lists_the_tasks_no_live_worker_runs_with_their_job_counts(app, dsn, db, worker):
+    from click.testing import CliRunner
+
+    from pgqueue.cli import main
+
+    worker("-c", "1", "-P", "threads")  # consumes "default" only
+    for i in range(3):
+        app.send_task("tests.nobody_has_this", (i,))
+    for _ in range(2):
+        taskapp.send_email.delay("a@b.c")  # queue "emails": no worker consumes it
+    served = taskapp.add.delay(1, 2)
+    assert served.get(timeout=30) == 3
+    done = CliRunner().invoke(main, ["--dsn", dsn, "status"])
+    assert done.exit_code == 0, done.output
+    section = done.output.split("No live worker runs these tasks", 1)[1].splitlines()[2:]
+    rows = [line.split() for line in section if line.strip()]
+    assert rows == [["default", "tests.nobody_has_this", "3"], ["emails", "emails.send", "2"]]
+
+
+def test_a_worker_warns_once_per_task_no_live_worker_runs(app, db, worker):
+    w = worker("-c", "1", "-P", "threads")
+
+    def warned(task: str) -> int:
+        return w.output().count(f"jobs of task '{task}' wait in queue 'default'")
+
+    # Each new task is warned about by a later maintenance pass than the one before, so
+    # by the third the first two were checked again and again.
+    for task in ("tests.nobody_1", "tests.nobody_2", "tests.nobody_3"):
+        app.send_task(task, ())
+        wait_for(lambda task=task: warned(task) >= 1, timeout=30, what=f"a warning on {task}")
+    for task in ("tests.nobody_1", "tests.nobody_2", "tests.nobody_3"):
+        assert warned(task) == 1, w.output()
+    line = next(x for x in w.output().splitlines() if "'tests.nobody_1'" in x)
+    assert "WARNING" in line
+    assert "-Q default" in line and "include=[...]" in line
+    assert "pgqueue purge -Q default --task tests.nobody_1" in line
