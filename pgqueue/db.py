@@ -297,7 +297,10 @@ def connection_lost(exc: BaseException) -> bool:
 
 def describe_error(exc: BaseException) -> str:
     """A driver error on one line, with its SQLSTATE, for a log line or message."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
+    diag = getattr(exc, "diag", None)
+    # The server's primary message, without the statement excerpt libpq appends.
+    primary = diag.message_primary if diag is not None else None
+    message = " ".join((primary or str(exc)).split()) or type(exc).__name__
     sqlstate = getattr(exc, "sqlstate", None)
     return f"{type(exc).__name__} ({sqlstate}): {message}" if sqlstate else message
 

@@ -451,3 +451,19 @@ def test_a_worker_warns_once_per_task_no_live_worker_runs(app, db, worker):
     assert "WARNING" in line
     assert "-Q default" in line and "include=[...]" in line
     assert "pgqueue purge -Q default --task tests.nobody_1" in line
+
+
+def test_the_cli_prints_a_refused_statement_on_one_line(dsn, db):
+    from click.testing import CliRunner
+
+    from pgqueue.cli import main
+
+    db.execute(f"ALTER DATABASE {db.info.dbname} SET lock_timeout = '100ms'")
+    with db.transaction():
+        db.execute("LOCK TABLE pgqueue.jobs IN ACCESS EXCLUSIVE MODE")
+        done = CliRunner().invoke(main, ["--dsn", dsn, "jobs"])
+    assert done.exit_code == 1
+    assert done.output.strip().splitlines() == [
+        "Error: the database refused a statement: LockNotAvailable (55P03): "
+        "canceling statement due to lock timeout"
+    ]
