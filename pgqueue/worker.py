@@ -140,6 +140,7 @@ class Worker:
         # failing now, so that it is logged once, not at every retry.
         self._pause_until = 0.0
         self._failing: str | None = None
+        self._stopping_since = 0.0
         # Set once the warning about an unenforceable per-call time limit was logged.
         self._warned_limit = False
         # Set by pgqueue.metrics.serve(): counts the jobs this worker starts and finishes.
@@ -298,6 +299,8 @@ class Worker:
 
     def stop(self) -> None:
         """Ask the loop for a warm shutdown (from another thread or a signal handler)."""
+        if not self._stopping:
+            self._stopping_since = time.monotonic()
         self._stopping = True
         self.stop_waiting()
 
@@ -424,7 +427,7 @@ class Worker:
             if self._stopping:
                 if not self._paused():
                     self._tolerate(self._offer, 0)
-                if not pool.busy():
+                if not pool.busy() and not self._holding_outcomes():
                     return
             else:
                 self._run_maintenance()
@@ -636,6 +639,21 @@ class Worker:
                 "maintenance failed: %s; it runs again at its next interval",
                 describe_error(exc),
             )
+
+    def _holding_outcomes(self) -> bool:
+        """Whether a warm shutdown waits on, for outcomes statement errors kept unwritten:
+        at most SHUTDOWN_OUTAGE_LIMIT seconds, then the jobs are left to be rescued."""
+        if not self._outcomes:
+            return False
+        if time.monotonic() - self._stopping_since < SHUTDOWN_OUTAGE_LIMIT:
+            return True
+        log.error(
+            "%d outcome(s) still refused by the database %.0f s into a warm shutdown; "
+            "exiting, their jobs will be rescued",
+            len(self._outcomes),
+            SHUTDOWN_OUTAGE_LIMIT,
+        )
+        return False
 
     def _paused(self) -> bool:
         """Whether a statement error asks the loop to wait before its next round trip."""

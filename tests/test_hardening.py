@@ -285,6 +285,11 @@ def _failures(w) -> int:
     return w.output().count("due to lock timeout")
 
 
+def _round_trips_failed(w) -> int:
+    out = w.output()
+    return out.count("a round trip failed:") + out.count("a round trip failed again:")
+
+
 def _held_worker_test(db, worker, name: str, table: str, enqueue_first: bool) -> None:
     """Jobs go through a worker while ``table`` is locked against its writes for a while:
     its statements fail on lock_timeout, it keeps its sessions and registration, and every
@@ -467,3 +472,29 @@ def test_the_cli_prints_a_refused_statement_on_one_line(dsn, db):
         "Error: the database refused a statement: LockNotAvailable (55P03): "
         "canceling statement due to lock timeout"
     ]
+
+
+def test_a_warm_shutdown_waits_for_outcomes_a_statement_error_held_back(app, db, worker):
+    import signal
+
+    db.execute(f"ALTER DATABASE {db.info.dbname} SET lock_timeout = '200ms'")
+    w = worker("-c", "2", "-P", "threads", "-n", "held-stop")
+    locker = psycopg.connect(db.info.dsn)
+    try:
+        locker.execute("LOCK TABLE pgqueue.results IN SHARE MODE")
+        results = [taskapp.record.delay(f"stop-{i}") for i in range(2)]
+        wait_for(lambda: _round_trips_failed(w) >= 1, timeout=30, what="a write to fail")
+        w.signal(signal.SIGTERM)
+        wait_for(lambda: "warm shutdown" in w.output(), timeout=10, what="the shutdown")
+        seen = _round_trips_failed(w)
+        wait_for(
+            lambda: _round_trips_failed(w) >= seen + 2 or w.proc.poll() is not None,
+            timeout=30,
+            what="retries while stopping",
+        )
+        assert w.proc.poll() is None  # still waiting to write the outcomes
+    finally:
+        locker.rollback()
+        locker.close()
+    assert w.proc.wait(timeout=30) == 0
+    assert [r.state for r in results] == ["SUCCESS", "SUCCESS"]
