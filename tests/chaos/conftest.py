@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -52,6 +53,34 @@ CREATE TABLE IF NOT EXISTS public.chaos_jobs (
 def create_tables(conn: psycopg.Connection[Any]) -> None:
     conn.execute(chaosapp.RUNS_DDL)
     conn.execute(KILLS_DDL)
+
+
+def job_mix(rng: random.Random, n: int) -> list[Any]:
+    """Signatures of ``n`` jobs: short, slow, failing-then-retrying, at-most-once, countdown."""
+    sigs = []
+    for _ in range(n):
+        kind = rng.random()
+        if kind < 0.02:
+            sigs.append(chaosapp.slow.s(round(rng.uniform(0.2, 1.0), 2)))
+        elif kind < 0.08:
+            sigs.append(chaosapp.flaky.s(rng.choice([1, 2])))
+        elif kind < 0.12:
+            sigs.append(chaosapp.flaky_self.s(rng.choice([1, 2])))
+        elif kind < 0.22:
+            sigs.append(chaosapp.once.s(rng.choice([0.0, 0.0, 0.02, 0.1])))
+        elif kind < 0.27:
+            sigs.append(chaosapp.short.s().set(countdown=round(rng.uniform(0.5, 5.0), 2)))
+        else:
+            sigs.append(chaosapp.short.s())
+    return sigs
+
+
+def enqueue(db: psycopg.Connection[Any], sigs: list[Any]) -> None:
+    """Queue the jobs and note their ids and tasks in chaos_jobs."""
+    results = chaosapp.app.enqueue_many(sigs)
+    with db.cursor() as cur, cur.copy("COPY public.chaos_jobs (job_id, task) FROM STDIN") as copy:
+        for r, sig in zip(results, sigs, strict=True):
+            copy.write_row((r.id, sig.task))
 
 
 # -- processes -------------------------------------------------------------------------------

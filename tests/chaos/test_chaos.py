@@ -33,7 +33,9 @@ from tests.chaos.conftest import (
     alive,
     analyse,
     clock,
+    enqueue,
     explain,
+    job_mix,
     record_kill,
 )
 from tests.conftest import wait_for
@@ -57,26 +59,6 @@ POOLS = [
 CONF = {"worker_reconnect_grace": 5.0}
 # The worker's connections by application_name, as pg_stat_activity shows them.
 CONNECTIONS = ("pgqueue worker {}", "pgqueue outcomes {}", "pgqueue listener {}")
-
-
-def job_mix(rng: random.Random, n: int) -> list[Any]:
-    """Signatures of ``n`` jobs: short, slow, failing-then-retrying, at-most-once, countdown."""
-    sigs = []
-    for _ in range(n):
-        kind = rng.random()
-        if kind < 0.02:
-            sigs.append(chaosapp.slow.s(round(rng.uniform(0.2, 1.0), 2)))
-        elif kind < 0.08:
-            sigs.append(chaosapp.flaky.s(rng.choice([1, 2])))
-        elif kind < 0.12:
-            sigs.append(chaosapp.flaky_self.s(rng.choice([1, 2])))
-        elif kind < 0.22:
-            sigs.append(chaosapp.once.s(rng.choice([0.0, 0.0, 0.02, 0.1])))
-        elif kind < 0.27:
-            sigs.append(chaosapp.short.s().set(countdown=round(rng.uniform(0.5, 5.0), 2)))
-        else:
-            sigs.append(chaosapp.short.s())
-    return sigs
 
 
 @dataclass
@@ -190,13 +172,6 @@ class ChaosLoop(threading.Thread):
         assert self.error is None, f"the chaos loop failed:\n{self.error}"
 
 
-def _enqueue(db: psycopg.Connection[Any], sigs: list[Any]) -> None:
-    results = chaosapp.app.enqueue_many(sigs)
-    with db.cursor() as cur, cur.copy("COPY public.chaos_jobs (job_id, task) FROM STDIN") as copy:
-        for r, sig in zip(results, sigs, strict=True):
-            copy.write_row((r.id, sig.task))
-
-
 def _finished(db: psycopg.Connection[Any]) -> int:
     (n,) = db.execute("SELECT count(*) FROM pgqueue.results").fetchone() or (0,)
     return int(n)
@@ -221,10 +196,10 @@ def test_chaos_loses_no_job_and_never_runs_one_twice_at_once(
     try:
         # A first batch, then the rest while the chaos goes on.
         batch = 2000
-        _enqueue(db, job_mix(rng, batch))
+        enqueue(db, job_mix(rng, batch))
         chaos.start()
         for offset in range(batch, JOBS, batch):
-            _enqueue(db, job_mix(rng, min(batch, JOBS - offset)))
+            enqueue(db, job_mix(rng, min(batch, JOBS - offset)))
             # Keep a few thousand jobs ahead of the workers, no more: a deep queue would let
             # the chaos end before the last batches are in.
             wait_for(
