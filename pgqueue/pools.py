@@ -220,10 +220,20 @@ class PreforkPool(Pool):
         return min(times) if times else None
 
     def submit(self, job: Job, soft: float | None, hard: float | None) -> None:
-        child = next(c for c in self._children if c.slot is None)
+        index = next(i for i, c in enumerate(self._children) if c.slot is None)
+        child = self._children[index]
+        try:
+            child.conn.send((job, soft))
+        except OSError:
+            # The child died idle since the last collect() (OOM killer, a stray SIGKILL).
+            # The job never reached it: a fresh child runs it, rather than the error ending
+            # the worker and every job its other children run.
+            log.warning("idle child process exited (%s); replaced", _exit_reason(child.process))
+            self._replace(index, kill=True)
+            child = self._children[index]
+            child.conn.send((job, soft))
         now = time.monotonic()
         child.slot = Slot(job, now, *_deadlines(now, soft, hard))
-        child.conn.send((job, soft))
 
     def collect(self) -> list[Outcome]:
         outcomes: list[Outcome] = []
