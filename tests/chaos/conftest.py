@@ -153,7 +153,7 @@ class ChaosWorker:
             "-n",
             name,
             "--loglevel",
-            "INFO",
+            os.environ.get("PGQUEUE_CHAOS_LOGLEVEL", "WARNING"),
             *args,
         ]
         if netns:
@@ -232,6 +232,15 @@ class Workers:
     def close(self) -> None:
         for w in self.started:
             w.close()
+
+    def grep(self, needles: list[str]) -> str:
+        """Every worker's log lines that mention one of ``needles`` (job ids)."""
+        found = []
+        for w in self.started:
+            for line in w.output().splitlines():
+                if any(n in line for n in needles):
+                    found.append(f"{w.name}: {line}")
+        return "\n".join(found)
 
     def logs(self, lines: int = 40) -> str:
         """The last lines of every worker's log, for failure messages."""

@@ -100,12 +100,23 @@ class ChaosLoop(threading.Thread):
                 ]
                 actions = [(a, w) for a, w, name in weighed if name in ACTIONS]
                 while not self.halt.wait(self.interval):
+                    self.check_workers()
                     action = self.rng.choices(
                         [a for a, _ in actions], weights=[w for _, w in actions]
                     )[0]
                     action(db)
         except Exception:
             self.error = traceback.format_exc()
+
+    def check_workers(self) -> None:
+        """No worker may exit unless the loop killed it."""
+        for slot in self.slots:
+            code = slot.worker.proc.poll()
+            if code is not None:
+                tail = "\n".join(slot.worker.output().splitlines()[-30:])
+                raise AssertionError(
+                    f"worker {slot.worker.name} exited by itself (code {code}):\n{tail}"
+                )
 
     def _count(self, action: str) -> None:
         self.actions[action] = self.actions.get(action, 0) + 1
@@ -153,6 +164,7 @@ class ChaosLoop(threading.Thread):
         w = self.rng.choice(prefork)
         children = w.children()
         if not children:
+            self._count("no child to kill")
             return
         busy = [
             pid
@@ -167,6 +179,7 @@ class ChaosLoop(threading.Thread):
         try:
             os.kill(child, 9)
         except ProcessLookupError:
+            self._count("child gone before its kill")
             return
         wait_for(lambda: not alive(child), timeout=10, what=f"child {child} to die")
         record_kill(db, child, "child", at, w.name)
@@ -261,12 +274,14 @@ def test_chaos_loses_no_job_and_never_runs_one_twice_at_once(
     assert report.overlaps == [], (
         f"{len(report.overlaps)} overlapping pairs of runs of one job; {report.summary()}\n"
         f"runs of the first ones and all kills:\n"
-        f"{explain(db, [o[0] for o in report.overlaps[:5]])}"
+        f"{explain(db, [o[0] for o in report.overlaps[:5]])}\n"
+        f"{chaos_workers.grep([str(o[0]) for o in report.overlaps[:5]])}"
     )
     assert report.unexplained_repeats == [], (
         f"{len(report.unexplained_repeats)} repeated runs no kill explains; "
         f"{report.summary()}\nruns of the first ones and all kills:\n"
-        f"{explain(db, [r[0] for r in report.unexplained_repeats[:5]])}"
+        f"{explain(db, [r[0] for r in report.unexplained_repeats[:5]])}\n"
+        f"{chaos_workers.grep([str(r[0]) for r in report.unexplained_repeats[:5]])}"
     )
     assert report.at_most_once_twice == [], report.summary()
     assert report.false_worker_lost == [], (
