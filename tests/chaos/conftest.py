@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -318,7 +319,7 @@ class PrivateServer:
         )  # fmt: skip
 
     def dsn(self, host: str = "127.0.0.1", **params: Any) -> str:
-        extra = "".join(f"&{k}={v}" for k, v in params.items())
+        extra = "".join(f"&{k}={quote(str(v), safe='')}" for k, v in params.items())
         return f"postgresql://postgres@{host}:{self.port}/postgres?sslmode=disable{extra}"
 
     def log(self) -> str:

@@ -1,12 +1,18 @@
 """A worker cut off from the database mid-job, past the point where it is taken for lost.
 
 The worker runs in its own network namespace and reaches a private server over a veth pair;
-the test cuts the pair (the host end goes down) while the worker runs two jobs. The server
-never sees the connections close, so the worker's liveness lock stays held: it is found
-lost by its heartbeat, worker_lost_timeout after the cut. Its jobs then run on a worker
-that can reach the server. When the link comes back, the cut worker's late outcomes are
-refused (the results keep the other worker's run), and it registers again and serves new
-jobs.
+the test cuts the pair (the host end goes down) while the worker runs two jobs. It is found
+lost one of two ways:
+
+- lease: the server never sees the connections close, so the worker's liveness lock stays
+  held; its heartbeat, older than worker_lost_timeout, gives it away;
+- lock: the server's own keepalives (asked for in the worker's DSN) end its sessions a few
+  seconds into the cut, the lock goes with them, and the rescue waits
+  worker_reconnect_grace for it to come back before taking its jobs.
+
+Its jobs then run on a worker that can reach the server. When the link comes back, the cut
+worker's late outcomes are refused (the results keep the other worker's run), and it
+registers again and serves new jobs.
 
 How long the cut worker takes to notice comes from its connections' TCP settings, given in
 its DSN (tcp_user_timeout, keepalives: pgqueue's defaults in pgqueue/db.py are for real
@@ -33,9 +39,19 @@ from tests.conftest import wait_for
 
 CONF = {
     "worker_heartbeat_interval": 0.5,
-    "worker_lost_timeout": 3.0,
     "worker_rescue_interval": 0.5,
     "worker_reconnect_grace": 2.0,
+}
+# How the cut worker is found lost: its worker_lost_timeout, and its sessions' options.
+MODES = {
+    "lease": (3.0, {}),
+    "lock": (
+        120.0,
+        {
+            "options": "-c tcp_keepalives_idle=1 -c tcp_keepalives_interval=1"
+            " -c tcp_keepalives_count=2"
+        },
+    ),
 }
 # Long enough that the cut worker's copies still run when the other worker has finished
 # them, and when the link comes back.
@@ -47,7 +63,9 @@ def _rows(db: psycopg.Connection[Any], query: str, *params: Any) -> list[tuple[A
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("found_by", list(MODES))
 def test_partitioned_worker_is_rescued_fenced_and_rejoins(
+    found_by: str,
     netns: Netns,
     partition_server: PrivateServer,
     chaos_workers: Workers,
@@ -55,6 +73,8 @@ def test_partitioned_worker_is_rescued_fenced_and_rejoins(
 ) -> None:
     server = partition_server
     dsn = server.dsn()
+    lost_timeout, session_options = MODES[found_by]
+    conf = {**CONF, "worker_lost_timeout": lost_timeout}
     cut_dsn = server.dsn(
         netns.host_ip,
         connect_timeout=2,
@@ -62,6 +82,7 @@ def test_partitioned_worker_is_rescued_fenced_and_rejoins(
         keepalives_interval=1,
         keepalives_count=2,
         tcp_user_timeout=3000,
+        **session_options,
     )
     monkeypatch.setenv("PGQUEUE_DSN", dsn)
     chaosapp.app.close()
@@ -70,7 +91,7 @@ def test_partitioned_worker_is_rescued_fenced_and_rejoins(
     try:
         create_tables(db)
         cut = chaos_workers.start(
-            cut_dsn, "cut-off", "-P", "threads", "-c", "2", conf=CONF, netns=netns.name
+            cut_dsn, "cut-off", "-P", "threads", "-c", "2", conf=conf, netns=netns.name
         ).wait_ready(db)
         jobs = [chaosapp.first_slow.delay(FIRST_RUN_SECONDS).id for _ in range(2)]
         chaosapp.app.close()
@@ -85,7 +106,7 @@ def test_partitioned_worker_is_rescued_fenced_and_rejoins(
         )
         netns.cut()
         cut_at = time.monotonic()
-        other = chaos_workers.start(dsn, "stand-in", "-P", "threads", "-c", "2", conf=CONF)
+        other = chaos_workers.start(dsn, "stand-in", "-P", "threads", "-c", "2", conf=conf)
         other.wait_ready(db)
 
         def done_elsewhere() -> list[tuple[Any, ...]]:
@@ -96,8 +117,20 @@ def test_partitioned_worker_is_rescued_fenced_and_rejoins(
                 jobs,
             )
 
+        def held_session() -> list[tuple[Any, ...]]:
+            # The session holding the cut worker's liveness lock, as the server sees it.
+            return _rows(
+                db,
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                "pgqueue worker cut-off",
+            )
+
+        if found_by == "lock":
+            wait_for(lambda: not held_session(), timeout=30, what="the server to end it")
         wait_for(lambda: len(done_elsewhere()) == 2, timeout=60, what="rescue and rerun")
         rescued_after = time.monotonic() - cut_at
+        if found_by == "lease":
+            assert held_session(), "the server ended the cut worker's session itself"
         assert all(r[1] == "SUCCESS" and r[2] == 2 for r in done_elsewhere()), done_elsewhere()
         # The cut worker's copies are still running: its outcomes come after the restore.
         assert time.monotonic() - cut_at < FIRST_RUN_SECONDS - 2, (
@@ -170,6 +203,6 @@ def test_partitioned_worker_is_rescued_fenced_and_rejoins(
         assert served == [("SUCCESS", "cut-off")], served
         assert _rows(db, "SELECT count(*) FROM pgqueue.jobs") == [(0,)]
         assert cut.stop() == 0, cut.output()[-3000:]
-        print(f"rescued {rescued_after:.1f}s after the cut")
+        print(f"{found_by}: rescued {rescued_after:.1f}s after the cut")
     finally:
         db.close()
