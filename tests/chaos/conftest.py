@@ -76,9 +76,9 @@ def job_mix(rng: random.Random, n: int) -> list[Any]:
     return sigs
 
 
-def enqueue(db: psycopg.Connection[Any], sigs: list[Any]) -> None:
-    """Queue the jobs and note their ids and tasks in chaos_jobs."""
-    results = chaosapp.app.enqueue_many(sigs)
+def enqueue(db: psycopg.Connection[Any], sigs: list[Any], *, single: bool = False) -> None:
+    """Queue the jobs (in one batch, or one call each) and note them in chaos_jobs."""
+    results = [s.apply_async() for s in sigs] if single else chaosapp.app.enqueue_many(sigs)
     with db.cursor() as cur, cur.copy("COPY public.chaos_jobs (job_id, task) FROM STDIN") as copy:
         for r, sig in zip(results, sigs, strict=True):
             copy.write_row((r.id, sig.task))

@@ -45,6 +45,8 @@ JOBS = int(os.environ.get("PGQUEUE_CHAOS_JOBS") or (200_000 if SOAK else 20_000)
 # How long the chaos goes on at most, and how long the queue then has to drain.
 CHAOS_SECONDS = 3600 if SOAK else 150
 DRAIN_SECONDS = 1800 if SOAK else 120
+# Jobs per round of the producer, and how many of them are single calls.
+ROUND, SINGLES = 2000, 100
 SEED = int(os.environ.get("PGQUEUE_CHAOS_SEED") or time.time())
 # PGQUEUE_CHAOS_ACTIONS narrows the chaos to some of: worker, backends, child.
 ACTIONS = (os.environ.get("PGQUEUE_CHAOS_ACTIONS") or "worker,backends,child").split(",")
@@ -192,6 +194,14 @@ class ChaosLoop(threading.Thread):
         assert self.error is None, f"the chaos loop failed:\n{self.error}"
 
 
+def _waiting(db: psycopg.Connection[Any]) -> int:
+    """Jobs due and not claimed by any worker."""
+    (n,) = db.execute(
+        "SELECT count(*) FROM pgqueue.jobs WHERE worker_id IS NULL AND run_at <= now()"
+    ).fetchone() or (0,)
+    return int(n)
+
+
 def _finished(db: psycopg.Connection[Any]) -> int:
     (n,) = db.execute("SELECT count(*) FROM pgqueue.results").fetchone() or (0,)
     return int(n)
@@ -213,20 +223,29 @@ def test_chaos_loses_no_job_and_never_runs_one_twice_at_once(
         s.worker.wait_ready(db)
     chaos = ChaosLoop(dsn, chaos_workers, slots, rng, interval=1.0)
     started = time.monotonic()
+    # Jobs handed to each worker's slots, as last seen (a killed worker's slots go away).
+    handed: dict[Any, int] = {}
     try:
-        # A first batch, then the rest while the chaos goes on.
-        batch = 2000
-        enqueue(db, job_mix(rng, batch))
+        # Rounds of a batch (enqueue_many) and, once the workers have taken it and gone
+        # idle, single calls (apply_async) that the insert hands straight to an idle
+        # worker's free slot: the chaos hits both paths.
         chaos.start()
-        for offset in range(batch, JOBS, batch):
-            enqueue(db, job_mix(rng, min(batch, JOBS - offset)))
-            # Keep a few thousand jobs ahead of the workers, no more: a deep queue would let
-            # the chaos end before the last batches are in.
+        for offset in range(0, JOBS, ROUND):
+            sigs = job_mix(rng, min(ROUND, JOBS - offset))
+            singles, sigs = sigs[:SINGLES], sigs[SINGLES:]
+            enqueue(db, sigs)
             wait_for(
-                lambda o=offset: _finished(db) > o - 3 * batch or chaos.error,
+                lambda: _waiting(db) < 20 or chaos.error,
                 timeout=CHAOS_SECONDS,
-                what="the workers to keep up",
+                what="the workers to take the batch",
             )
+            for sig in singles:
+                enqueue(db, [sig], single=True)
+                time.sleep(0.005)
+            for worker_id, n in db.execute(
+                "SELECT worker_id, sum(handoffs) FROM pgqueue.worker_slots GROUP BY 1"
+            ):
+                handed[worker_id] = max(handed.get(worker_id, 0), n)
         wait_for(
             lambda: (
                 _finished(db) > JOBS * 0.9
@@ -260,7 +279,8 @@ def test_chaos_loses_no_job_and_never_runs_one_twice_at_once(
         s.worker.stop()
     report: Report = analyse(db)
     print(
-        f"{JOBS} jobs in {total:.0f}s ({chaos_seconds:.0f}s of chaos: {chaos.actions}); "
+        f"{JOBS} jobs in {total:.0f}s ({chaos_seconds:.0f}s of chaos: {chaos.actions}), "
+        f"at least {sum(handed.values())} handed to idle workers; "
         f"{report.summary()}"
     )
     if ACTIONS == ["worker", "backends", "child"]:
@@ -269,6 +289,7 @@ def test_chaos_loses_no_job_and_never_runs_one_twice_at_once(
         f"prefork children outlived their SIGKILLed worker (worker, child): {chaos.orphans}"
     )
     assert report.jobs == JOBS
+    assert sum(handed.values()) > 0, "no job was handed to an idle worker: the test missed a path"
     assert report.results == JOBS and report.missing_results == 0, report.summary()
     assert report.left_in_jobs == [], report.summary()
     assert report.overlaps == [], (
