@@ -25,7 +25,6 @@ from typing import Any
 import psycopg
 
 from pgqueue import PgQueue
-from pgqueue.conf import DEFAULTS
 
 # Settings every chaos worker shares: a killed prefork child's acks_late job runs again
 # (so a child kill must be explained like a worker kill), and lost workers are noticed soon.
@@ -38,14 +37,8 @@ BASE_CONF: dict[str, Any] = {
 }
 
 
-def _conf() -> dict[str, Any]:
-    conf = {**BASE_CONF, **json.loads(os.environ.get("PGQUEUE_CHAOS_CONF") or "{}")}
-    # A test may name a setting this pgqueue does not have yet (worker_reconnect_grace before
-    # it lands): it only tunes what exists.
-    return {k: v for k, v in conf.items() if k in DEFAULTS}
-
-
-app = PgQueue("chaos", **_conf())
+_OVERRIDES = json.loads(os.environ.get("PGQUEUE_CHAOS_CONF") or "{}")
+app = PgQueue("chaos", **{**BASE_CONF, **_OVERRIDES})
 
 RUNS_DDL = """
 CREATE TABLE IF NOT EXISTS public.chaos_runs (

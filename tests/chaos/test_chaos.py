@@ -2,11 +2,20 @@
 
 What must hold at the end, whatever the chaos loop did: every job has exactly one final
 result and none is left in pgqueue.jobs; no two runs of one job overlap; each repeated run is
-explained by a kill of the process that ran it; an at-most-once job never runs twice and is
-recorded WorkerLostError only when its process was killed.
+explained by a kill; an at-most-once job never runs twice and is recorded WorkerLostError
+only when its process was killed; no worker exits unless killed, and no prefork child
+outlives its killed worker.
 
-Two runs of one job overlap when one started before the other ended, where a run killed by
-the chaos loop ends when the kill was sent (the database's clock, read just before it).
+Definitions (tests/chaos/conftest.py holds the queries):
+- a run is one row of chaos_runs, written by the task as it starts and completed as it ends;
+- a run killed by the chaos loop (its process, or the prefork worker that is its parent) ends
+  when the signal was sent (the database's clock, read just before), or at its own start if
+  it began while the signal was on its way (before the process was seen dead);
+- two runs of one job overlap when the later one started before the earlier one ended;
+- a repeated run is a run followed by another run of its job without having asked for it (a
+  run that raised to be retried did); it is explained by a kill of its process or parent
+  sent after it started (or while it started) and before the next run started. Terminated
+  database sessions explain nothing: a worker that reconnects within its grace keeps its jobs.
 
 CI profile: 20,000 jobs. The soak, PGQUEUE_CHAOS_SOAK=1: 200,000 jobs.
 """
@@ -59,7 +68,7 @@ POOLS = [
     ["-P", "prefork", "-c", "2"],
 ]
 # Settings of the workers: a grace a blip stays well within, and that a killed worker's jobs
-# do not wait long for (ignored by a pgqueue without worker_reconnect_grace).
+# do not wait long for.
 CONF = {"worker_reconnect_grace": 5.0}
 # The worker's connections by application_name, as pg_stat_activity shows them.
 CONNECTIONS = ("pgqueue worker {}", "pgqueue outcomes {}", "pgqueue listener {}")
