@@ -78,6 +78,18 @@ class PgQueue:
         """The DSN in use: the one given, else ``PGQUEUE_DSN``."""
         return resolve_dsn(self._dsn)
 
+    def use_dsn(self, dsn: str) -> None:
+        """Use ``dsn`` from now on instead of the DSN given to the constructor (or
+        ``PGQUEUE_DSN``), as ``pgqueue --dsn`` does for the app of ``-A``.
+
+        This thread's producer connection is closed; every thread's next producer call
+        connects to ``dsn``. Connections already handed out (``connect()``) and workers
+        already running keep the database they have.
+        """
+        self._connections.close()
+        self._dsn = dsn
+        self._connections = ConnectionHolder(dsn)
+
     # -- tasks -------------------------------------------------------------------------
 
     @overload
