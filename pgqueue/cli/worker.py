@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import TYPE_CHECKING
 
@@ -95,6 +96,11 @@ def worker(
     beat_service = run(Beat(app).start) if embed_beat else None
     try:
         code = run(w.run)
+    except BrokenPipeError:
+        # click ends a command that lets EPIPE out silently with status 1 (it takes it for
+        # a closed stdout); a worker's broken pipe is a bug to see, not a quiet exit
+        logging.getLogger("pgqueue.worker").exception("worker stopped on a broken pipe")
+        code = 1
     finally:
         if beat_service is not None:
             beat_service.stop()
