@@ -29,7 +29,7 @@ from . import queries
 from .app import PgQueue
 from .beat import list_entries
 from .db import describe, find_dsn
-from .exceptions import TimeoutError
+from .exceptions import PgQueueError, TimeoutError
 from .result import AsyncResult
 from .schedules import crontab
 from .task import Task
@@ -219,8 +219,6 @@ def _tail(path: str, lines: int = 40) -> str:
 
 
 def main() -> None:
-    from .exceptions import PgQueueError
-
     try:
         sys.exit(run())
     except PgQueueError as exc:

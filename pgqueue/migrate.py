@@ -10,12 +10,10 @@ from typing import Any
 
 from . import queries, roles
 from .exceptions import SchemaMissingError, SchemaTooNewError
+from .locks import MIGRATION_LOCK
 from .version import __version__
 
 log = logging.getLogger("pgqueue.migrate")
-
-# pg_advisory_xact_lock key shared by every process migrating the same database.
-MIGRATION_LOCK = 0x70677175_0001
 
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 

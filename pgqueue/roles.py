@@ -15,6 +15,7 @@ import psycopg.errors
 
 from . import queries
 from .exceptions import ConfigurationError
+from .locks import MIGRATION_LOCK
 
 FILE = "roles.sql"
 DEFAULT_PREFIX = "pgqueue"
@@ -52,8 +53,6 @@ def script(prefix: str = DEFAULT_PREFIX) -> str:
 def apply(conn: Any, prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
     """Create the roles (kept if they exist), hand the schema to the owner role and set each
     role's privileges, in one transaction; returns the role names by kind."""
-    from .migrate import MIGRATION_LOCK
-
     names = role_names(prefix)
     try:
         with conn.transaction():
