@@ -217,13 +217,15 @@ def check_connection(target: object) -> None:
         raise TypeError(f"connection= got {kind}: pass {_ACCEPTED_CONNECTIONS}")
 
 
-def _execute_on(target: Any, sql: str, params: Mapping[str, Any]) -> None:
-    # Any: a psycopg connection or cursor, or another driver's (check_connection passed it).
-    if hasattr(target, "fetchone"):  # a cursor
-        _sync_result(target, target.execute(sql, params))
+def _execute_on(target: ProducerConnection, sql: str, params: Mapping[str, Any]) -> None:
+    # Any: what is called below is DB-API 2, common to the four kinds; mypy cannot tell a
+    # cursor from a connection by the hasattr check.
+    driver: Any = target
+    if hasattr(driver, "fetchone"):  # a cursor
+        _sync_result(driver, driver.execute(sql, params))
         return
-    with contextlib.closing(target.cursor()) as cur:
-        _sync_result(target, cur.execute(sql, params))
+    with contextlib.closing(driver.cursor()) as cur:
+        _sync_result(driver, cur.execute(sql, params))
 
 
 def _sync_result(target: object, value: object) -> None:

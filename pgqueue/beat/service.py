@@ -61,7 +61,7 @@ class Beat:
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._conn: Any = None
+        self._conn: psycopg.Connection[Any] | None = None
         self._thread: threading.Thread | None = None
         # entry name -> monotonic time before which it is not retried after an error
         self._failing: dict[str, float] = {}
@@ -112,12 +112,12 @@ class Beat:
         self.app.import_task_modules()  # they may declare periodic tasks
         if self.sync:
             declared_entries(self.app)  # refuse a bad schedule before touching the database
-        self._connect()
+        conn = self._connect()
         if not self.sync:
             log.info("beat %s ready: running pgqueue.periodic_tasks as it is", self.name)
             return
         try:
-            result = sync_schedule(self.app, self._conn)
+            result = sync_schedule(self.app, conn)
         except BaseException:
             self._close()
             raise
@@ -128,7 +128,7 @@ class Beat:
             f", {len(result.disabled)} disabled" if result.disabled else "",
         )
 
-    def _connect(self) -> None:
+    def _connect(self) -> psycopg.Connection[Any]:
         conn = connect(self.app.dsn, application_name=f"pgqueue beat {self.name}")
         try:
             with translate_errors():
@@ -138,6 +138,7 @@ class Beat:
             conn.close()
             raise
         self._conn = conn
+        return conn
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -187,14 +188,13 @@ class Beat:
 
     def run_pending(self) -> int:
         """Send every due tick now (one transaction each); returns how many jobs were sent."""
-        if self._conn is None:
-            self._connect()
+        conn = self._conn if self._conn is not None else self._connect()
         sent = 0
         while not self._stop.is_set():
             clock = time.monotonic()
             self._failing = {n: t for n, t in self._failing.items() if t > clock}
             try:
-                done = tick(self.app, self._conn, skip=self._failing)
+                done = tick(self.app, conn, skip=self._failing)
             except EntryError as exc:
                 self._failing[exc.name] = clock + self.max_loop_interval
                 if self._reported.get(exc.name) != str(exc):
@@ -218,10 +218,11 @@ class Beat:
         return sent
 
     def _next_wakeup(self) -> float:
+        conn = self._conn if self._conn is not None else self._connect()
         with translate_errors():
-            row = self._conn.execute(
-                queries.get("beat_next_wakeup"), {"skip": list(self._failing)}
-            ).fetchone()
+            row = queries.one(
+                conn.execute(queries.get("beat_next_wakeup"), {"skip": list(self._failing)})
+            )
         delay = self.max_loop_interval
         if row[0] is not None:
             delay = min(delay, max(0.0, float(row[0])))
@@ -251,6 +252,8 @@ class Beat:
     def _edited(self) -> bool:
         """Whether another session notified a table edit (our own ticks never notify)."""
         conn = self._conn
+        if conn is None:
+            return False
         try:
             own = conn.info.backend_pid
             return any(n.pid != own for n in conn.notifies(timeout=0))

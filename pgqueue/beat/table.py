@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg.rows import dict_row
 
 from .. import queries
@@ -26,7 +27,7 @@ class SyncResult:
     disabled: list[str]
 
 
-def sync_schedule(app: PgQueue, conn: Any) -> SyncResult:
+def sync_schedule(app: PgQueue, conn: psycopg.Connection[Any]) -> SyncResult:
     """Upsert the code's entries and disable (not delete) code entries no longer declared.
 
     One transaction, rows written in name order so that beats starting together cannot
@@ -46,18 +47,18 @@ def sync_schedule(app: PgQueue, conn: Any) -> SyncResult:
     return SyncResult(names, disabled)
 
 
-def list_rows(conn: Any) -> list[PeriodicEntry | BrokenEntry]:
+def list_rows(conn: psycopg.Connection[Any]) -> list[PeriodicEntry | BrokenEntry]:
     """Every row, enabled or not, by name: an entry, or a BrokenEntry for a bad row."""
     with translate_errors(), conn.cursor(row_factory=dict_row) as cur:
         return [read_entry(r) for r in cur.execute(queries.get("beat_list"))]
 
 
-def list_entries(conn: Any) -> list[PeriodicEntry]:
+def list_entries(conn: psycopg.Connection[Any]) -> list[PeriodicEntry]:
     """Every usable entry, enabled or not, by name (broken rows: see list_rows)."""
     return [e for e in list_rows(conn) if isinstance(e, PeriodicEntry)]
 
 
-def add_entry(conn: Any, entry: PeriodicEntry) -> None:
+def add_entry(conn: psycopg.Connection[Any], entry: PeriodicEntry) -> None:
     """Insert a new entry; its first tick is the first after now. Refuses an existing name."""
     with translate_errors():
         added = conn.execute(queries.get("beat_add"), entry.row()).fetchone()
@@ -68,7 +69,7 @@ def add_entry(conn: Any, entry: PeriodicEntry) -> None:
         )
 
 
-def remove_entry(conn: Any, name: str) -> bool:
+def remove_entry(conn: psycopg.Connection[Any], name: str) -> bool:
     """Delete an entry; returns whether code declares it (it comes back when beat starts)."""
     with translate_errors():
         row = conn.execute(queries.get("beat_remove"), {"name": name}).fetchone()
@@ -77,7 +78,7 @@ def remove_entry(conn: Any, name: str) -> bool:
     return bool(row[0])
 
 
-def set_enabled(conn: Any, name: str, enabled: bool) -> None:
+def set_enabled(conn: psycopg.Connection[Any], name: str, enabled: bool) -> None:
     """Enable or disable an entry. Enabling restarts it from now: no catch-up for the pause."""
     with translate_errors():
         row = conn.execute(

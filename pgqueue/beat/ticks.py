@@ -62,7 +62,7 @@ class Tick:
 
 def tick(
     app: PgQueue,
-    conn: Any,
+    conn: psycopg.Connection[Any],
     *,
     now: dt.datetime | None = None,
     skip: Iterable[str] = (),
@@ -89,7 +89,9 @@ def tick(
             raise EntryError(row["name"], exc) from exc
 
 
-def _handle(app: PgQueue, conn: Any, entry: PeriodicEntry, now: dt.datetime) -> Tick:
+def _handle(
+    app: PgQueue, conn: psycopg.Connection[Any], entry: PeriodicEntry, now: dt.datetime
+) -> Tick:
     if entry.next_run_at is None:
         first = entry.schedule.next_after(now)
         _advance(conn, entry, first, last_run_at=None, sent=0)
@@ -111,7 +113,13 @@ def _handle(app: PgQueue, conn: Any, entry: PeriodicEntry, now: dt.datetime) -> 
     return Tick(entry.name, due, task_id if sent else None, following)
 
 
-def _send(app: PgQueue, conn: Any, entry: PeriodicEntry, due: dt.datetime, task_id: str) -> bool:
+def _send(
+    app: PgQueue,
+    conn: psycopg.Connection[Any],
+    entry: PeriodicEntry,
+    due: dt.datetime,
+    task_id: str,
+) -> bool:
     """Enqueue the tick's job in the caller's transaction; False if it already exists."""
     stamp = due.astimezone(UTC).isoformat()
     kwargs = dict(entry.kwargs)
@@ -142,7 +150,7 @@ def _send(app: PgQueue, conn: Any, entry: PeriodicEntry, due: dt.datetime, task_
 
 
 def _advance(
-    conn: Any,
+    conn: psycopg.Connection[Any],
     entry: PeriodicEntry,
     next_run_at: dt.datetime | None,
     *,
@@ -155,7 +163,7 @@ def _advance(
     )
 
 
-def run_now(app: PgQueue, conn: Any, name: str) -> AsyncResult:
+def run_now(app: PgQueue, conn: psycopg.Connection[Any], name: str) -> AsyncResult:
     """Send an entry's job now, outside its schedule (``pgqueue beat run``).
 
     The job gets a fresh id and the current time as its tick. It counts as a run: like a
