@@ -248,3 +248,9 @@ def test_no_class_is_over_the_line_limit():
     assert not unexpected, f"classes over {MAX_CLASS_LINES} lines: {unexpected}"
     shrunk = OVER_LONG_CLASSES - set(over)
     assert not shrunk, f"now under {MAX_CLASS_LINES} lines, drop from OVER_LONG_CLASSES: {shrunk}"
+
+
+def test_the_package_carries_its_type_information():
+    # py.typed tells a user's type checker to read pgqueue's annotations (PEP 561); hatch's
+    # wheel takes every file under pgqueue/.
+    assert (PACKAGE / "py.typed").is_file()
