@@ -20,7 +20,7 @@ from .conf import Settings
 from .control import Control
 from .current import set_default_app
 from .db import ConnectionHolder, connect, load_times_clamped, resolve_dsn, translate_errors
-from .producer import C, ProducerConnection
+from .producer import ConnectionT, ProducerConnection
 from .result import AsyncResult
 from .task import Signature, Task
 
@@ -156,9 +156,9 @@ class PgQueue:
     ) -> AsyncResult:
         """Queue a task by name; the task need not be registered in this process.
 
-        ``countdown`` (seconds) or ``eta`` (a datetime; naive means UTC) delay the start;
-        ``expires`` (seconds, timedelta or datetime) drops a job not started by then (it ends
-        REVOKED). Higher ``priority`` runs first. ``max_retries`` overrides the task's, and
+        ``countdown`` (seconds) or ``eta`` (a datetime; naive is read in ``conf.timezone``,
+        UTC by default) delay the start; ``expires`` (seconds, timedelta or datetime) drops
+        a job not started by then (it ends REVOKED). Higher ``priority`` runs first. ``max_retries`` overrides the task's, and
         ``max_retries=None`` means no limit (left out, the task's own applies). With
         ``connection`` (a psycopg connection or cursor, or any DB-API cursor) the job is
         written in the caller's transaction and exists only if it commits; inside
@@ -194,7 +194,7 @@ class PgQueue:
         return producer.enqueue_many(self, signatures, connection)
 
     @contextlib.contextmanager
-    def transaction(self, connection: C) -> Iterator[C]:
+    def transaction(self, connection: ConnectionT) -> Iterator[ConnectionT]:
         """Enqueue through the caller's connection for the duration of the block.
 
         With a psycopg 3 connection the block is also a transaction (``conn.transaction()``:

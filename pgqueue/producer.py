@@ -44,7 +44,7 @@ class DBAPICursor(Protocol):
 # on them; check_connection refuses, at run time, the ones that would not write the job
 # (async connections, server-side cursors).
 ProducerConnection = psycopg.Connection[Any] | psycopg.Cursor[Any] | DBAPIConnection | DBAPICursor
-C = TypeVar("C", bound=ProducerConnection)
+ConnectionT = TypeVar("ConnectionT", bound=ProducerConnection)
 
 # Jobs per statement of enqueue_many on pgqueue's own connection.
 ENQUEUE_CHUNK = 1000
@@ -144,7 +144,7 @@ def enqueue_many(
 
 
 @contextlib.contextmanager
-def bound(connection: C) -> Iterator[C]:
+def bound(connection: ConnectionT) -> Iterator[ConnectionT]:
     """Send jobs through ``connection`` inside the block (``app.transaction``)."""
     check_connection(connection)
     token = _bound_connection.set(connection)
