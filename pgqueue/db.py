@@ -10,7 +10,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
 import psycopg.errors
@@ -18,9 +17,10 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.datetime import TimestamptzLoader
 
-from . import queries
+from . import embedded, queries
 from .exceptions import ConfigurationError, DatabaseUnavailable, SchemaMissingError
 from .migrate import check_not_newer
+from .server import Server
 
 JOBS_CHANNEL = "pgqueue_jobs"
 
@@ -59,31 +59,6 @@ def resolve_dsn(dsn: str | None) -> str:
 # replaces the list with one server DSN, or with "none" to skip the probe.
 LOCAL_SERVERS = ("postgresql://postgres@127.0.0.1:5432/postgres", "postgresql:///postgres")
 LOCAL_ENV = "PGQUEUE_LOCAL_DSN"
-
-
-@dataclass(frozen=True)
-class Server:
-    """A Postgres server that :func:`find_server` found, and the role pgqueue uses on it."""
-
-    host: str  # a host name or address, or a Unix socket directory
-    port: int
-    user: str
-    kind: str  # "local" or "embedded"
-    password: str | None = None
-    started: bool = False  # an embedded server that this call started
-    data_dir: str | None = None  # the embedded server's
-
-    def dsn(self, database: str = "postgres") -> str:
-        """A ``postgresql://`` URI for ``database`` on this server."""
-        auth = quote(self.user, safe="")
-        if self.password:
-            auth += ":" + quote(self.password, safe="")
-        name = quote(database, safe="")
-        if self.host.startswith("/"):
-            port = "" if self.port == 5432 else f"&port={self.port}"
-            return f"postgresql://{auth}@/{name}?host={quote(self.host, safe='/')}{port}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"postgresql://{auth}@{host}:{self.port}/{name}"
 
 
 @dataclass(frozen=True)
@@ -142,8 +117,6 @@ def find_server() -> Server:
         except psycopg.Error as exc:
             message = " ".join(str(exc).split()) or type(exc).__name__
             tried.append(f"{_where(candidate)}: {message}")
-    from . import embedded
-
     if not embedded.installed():
         raise ConfigurationError(
             "no database given (--dsn or PGQUEUE_DSN) and no local Postgres server accepts "
@@ -232,7 +205,9 @@ def _parse_error(dsn: str, exc: Exception) -> str:
     return masked
 
 
-def connect(dsn: str, *, autocommit: bool = True, application_name: str = "pgqueue") -> Any:
+def connect(
+    dsn: str, *, autocommit: bool = True, application_name: str = "pgqueue"
+) -> psycopg.Connection[Any]:
     """Open a connection with timeouts and keepalives, or raise a clear error."""
     try:
         params = conninfo_to_dict(dsn)
@@ -272,7 +247,7 @@ class _ClampedTimestamptzLoader(TimestamptzLoader):
             return dt.datetime.max.replace(tzinfo=dt.timezone.utc)
 
 
-def load_times_clamped(conn: Any) -> None:
+def load_times_clamped(conn: psycopg.Connection[Any]) -> None:
     """Have ``conn`` read out-of-range timestamps clamped (see _ClampedTimestamptzLoader)."""
     conn.adapters.register_loader("timestamptz", _ClampedTimestamptzLoader)
 
@@ -341,8 +316,8 @@ class ConnectionHolder:
     def dsn(self) -> str:
         return resolve_dsn(self._dsn)
 
-    def get(self) -> Any:
-        conn = getattr(self._local, "conn", None)
+    def get(self) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         pid = getattr(self._local, "pid", None)
         if conn is None or conn.closed or pid != os.getpid():
             conn = connect(self.dsn)

@@ -29,7 +29,7 @@ from . import queries
 from .app import PgQueue
 from .beat import list_entries
 from .db import describe, find_dsn
-from .exceptions import TimeoutError
+from .exceptions import PgQueueError, TimeoutError
 from .result import AsyncResult
 from .schedules import crontab
 from .task import Task
@@ -114,7 +114,9 @@ def run(dsn: str | None = None, echo: Callable[[str], None] = click.echo) -> int
     return 0 if code == 0 else 1
 
 
-def _enqueue(conn: Any, echo: Callable[[str], None]) -> list[tuple[str, AsyncResult]]:
+def _enqueue(
+    conn: psycopg.Connection[Any], echo: Callable[[str], None]
+) -> list[tuple[str, AsyncResult]]:
     calls = [("add(2, 3)", add.delay(2, 3))]
 
     # A temporary table stands in for the application's own: an order row and its
@@ -170,7 +172,9 @@ def _stop(worker: subprocess.Popen[bytes]) -> int:
         return worker.wait()
 
 
-def _show_beat(conn: Any, since: dt.datetime, echo: Callable[[str], None]) -> None:
+def _show_beat(
+    conn: psycopg.Connection[Any], since: dt.datetime, echo: Callable[[str], None]
+) -> None:
     echo("\nbeat (the periodic_tasks table, as `pgqueue beat list` shows it):")
     for entry in list_entries(conn):
         when = entry.next_run_at.isoformat(timespec="seconds") if entry.next_run_at else "-"
@@ -181,7 +185,7 @@ def _show_beat(conn: Any, since: dt.datetime, echo: Callable[[str], None]) -> No
     echo(f"  demo.tick has run {_ticks_since(conn, since)} time(s) during this tour")
 
 
-def _one(conn: Any, query: str, **params: Any) -> Any:
+def _one(conn: psycopg.Connection[Any], query: str, **params: Any) -> Any:
     """The first value of named query ``query``."""
     row = conn.execute(queries.get(query), params).fetchone()
     return row[0] if row else None
@@ -195,11 +199,11 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _has_job(conn: Any, result: AsyncResult) -> str:
+def _has_job(conn: psycopg.Connection[Any], result: AsyncResult) -> str:
     return "yes" if _one(conn, "demo_has_job", id=result.id) else "no"
 
 
-def _ticks_since(conn: Any, since: dt.datetime) -> int:
+def _ticks_since(conn: psycopg.Connection[Any], since: dt.datetime) -> int:
     return int(_one(conn, "demo_ticks_since", since=since))
 
 
@@ -219,8 +223,6 @@ def _tail(path: str, lines: int = 40) -> str:
 
 
 def main() -> None:
-    from .exceptions import PgQueueError
-
     try:
         sys.exit(run())
     except PgQueueError as exc:

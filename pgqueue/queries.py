@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
+from typing import Any
+
+import psycopg
 
 
 def sql_dir() -> Path:
@@ -37,3 +40,12 @@ def get(name: str, file: str = "queries.sql") -> str:
     """The SQL text of the statement called ``name`` (in ``sql/queries.sql``, or in another
     file of ``sql/`` written the same way, such as ``roles.sql``)."""
     return _load(file)[name]
+
+
+def one(cursor: psycopg.Cursor[Any]) -> Any:
+    """The row of a statement that always returns exactly one (an aggregate, ``now()``,
+    ``EXISTS``): ``queries.one(conn.execute(queries.get("ops_now")))``."""
+    row = cursor.fetchone()
+    if row is None:
+        raise psycopg.ProgrammingError("a statement that returns one row returned none")
+    return row

@@ -6,7 +6,10 @@ import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import psycopg
+
 from . import queries, states
+from .current import default_app
 from .db import translate_errors
 from .exceptions import TaskRevokedError, TimeoutError, rebuild_exception
 
@@ -31,8 +34,6 @@ class AsyncResult:
 
     def __init__(self, id: str, app: PgQueue | None = None, task_name: str | None = None) -> None:
         if app is None:
-            from .app import default_app
-
             app = default_app()
         self.id = str(id)
         self.app = app
@@ -52,7 +53,7 @@ class AsyncResult:
     def task_id(self) -> str:
         return self.id
 
-    def _fetch(self, conn: Any = None) -> _Row | None:
+    def _fetch(self, conn: psycopg.Connection[Any] | None = None) -> _Row | None:
         if self._cache is not None:
             return self._cache
         with translate_errors():

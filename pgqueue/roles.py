@@ -15,6 +15,7 @@ import psycopg.errors
 
 from . import queries
 from .exceptions import ConfigurationError
+from .locks import MIGRATION_LOCK
 
 FILE = "roles.sql"
 DEFAULT_PREFIX = "pgqueue"
@@ -49,11 +50,9 @@ def script(prefix: str = DEFAULT_PREFIX) -> str:
     return f"SET pgqueue.role_prefix = '{prefix}';\n\n{text}"
 
 
-def apply(conn: Any, prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
+def apply(conn: psycopg.Connection[Any], prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
     """Create the roles (kept if they exist), hand the schema to the owner role and set each
     role's privileges, in one transaction; returns the role names by kind."""
-    from .migrate import MIGRATION_LOCK
-
     names = role_names(prefix)
     try:
         with conn.transaction():
@@ -74,7 +73,7 @@ def apply(conn: Any, prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
     return names
 
 
-def grant(conn: Any) -> None:
+def grant(conn: psycopg.Connection[Any]) -> None:
     """Set the privileges of the roles of this database (those ``apply`` made) on what the
     schema holds now. Run inside ``pgqueue migrate``'s transaction, as the schema's owner."""
     conn.execute(queries.get("grant_privileges", FILE))

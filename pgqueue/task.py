@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
+from .current import default_app
 from .exceptions import MaxRetriesExceededError, Retry
+from .result import AsyncResult
 from .serialization import check_size, dumps_args
 
 if TYPE_CHECKING:
     from .app import PgQueue
-    from .result import AsyncResult
+    from .producer import ProducerConnection
 
 
 @dataclass
@@ -40,18 +42,6 @@ class Request:
 
 _current_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
     "pgqueue_request", default=None
-)
-
-# Options apply_async accepts and stores with the job, overriding the task's own.
-PER_CALL_OPTIONS = (
-    "ignore_result",
-    "acks_late",
-    "retry_backoff",
-    "retry_backoff_max",
-    "retry_jitter",
-    "default_retry_delay",
-    # the scheduled time of the periodic-task tick that sent the job (set by beat)
-    "beat_tick",
 )
 
 
@@ -179,7 +169,7 @@ class Task:
         queue: str | None = None,
         priority: int | None = None,
         task_id: str | None = None,
-        connection: Any = None,
+        connection: ProducerConnection | None = None,
         max_retries: int | EllipsisType | None = ...,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
@@ -219,7 +209,7 @@ class Task:
         self,
         arguments: Sequence[Sequence[Any]],
         *,
-        connection: Any = None,
+        connection: ProducerConnection | None = None,
         **options: Any,
     ) -> list[AsyncResult]:
         """Queue one job per argument tuple in one statement: ``add.enqueue_many([(1, 2)])``."""
@@ -229,8 +219,7 @@ class Task:
         )
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
-        from .result import AsyncResult
-
+        """A handle on the result of this task's call with this id."""
         return AsyncResult(task_id, app=self.app)
 
     def retry(
@@ -396,14 +385,10 @@ class Signature:
         return self
 
     def apply_async(self, **options: Any) -> AsyncResult:
-        from .app import default_app
-
         app = self.app or default_app()
         return app.send_task(self.task, self.args, self.kwargs, **{**self.options, **options})
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
-        from .app import default_app
-
         app = self.app or default_app()
         return app.send_task(self.task, self.args + args, {**self.kwargs, **kwargs}, **self.options)
 

@@ -496,7 +496,7 @@ WITH r AS (
 SELECT retried.id, pg_notify('pgqueue_jobs', retried.queue) FROM retried
 
 -- ---- beat ----
--- pgqueue/beat.py: periodic tasks from pgqueue.periodic_tasks. Each tick is sent in the
+-- pgqueue/beat/ticks.py: periodic tasks from pgqueue.periodic_tasks. Each tick is sent in the
 -- transaction that locks its entry (beat_claim_due) and advances it (beat_advance).
 
 -- name: beat_listen

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-import pgqueue.app
+import pgqueue.current
+import pgqueue.producer
 from pgqueue import PgQueue, states
 from pgqueue.exceptions import EncodeError
 from tests import taskapp
@@ -22,9 +23,9 @@ def keep_default_app() -> Iterator[None]:
     """Each PgQueue(...) becomes the process-wide default app (Celery's current app): put the
     one before the test back, so that a later AsyncResult(id) without app= is not sent to
     an app a test made up here."""
-    before = pgqueue.app._default_app
+    before = pgqueue.current._default_app
     yield
-    pgqueue.app._default_app = before
+    pgqueue.current._default_app = before
 
 
 def job_count(db) -> int:
@@ -101,7 +102,7 @@ def test_non_json_argument_is_refused_naming_it_and_nothing_is_inserted(app, db)
 
 
 def test_bulk_enqueue_beyond_one_chunk_keeps_order_and_is_all_or_nothing(app, dsn, db):
-    n = pgqueue.app.ENQUEUE_CHUNK * 2 + 1
+    n = pgqueue.producer.ENQUEUE_CHUNK * 2 + 1
     results = taskapp.add.enqueue_many([(i, 0) for i in range(n)])
     rows = db.execute("SELECT id::text, args FROM pgqueue.jobs ORDER BY seq").fetchall()
     assert [r[0] for r in rows] == [r.id for r in results]

@@ -1,0 +1,32 @@
+"""The options a call may give ``apply_async``/``send_task``, in one table that the producer
+(which refuses any other) and beat (which checks an entry's options against it) share."""
+
+from __future__ import annotations
+
+# Options stored with the job (its options column), overriding the task's own.
+PER_CALL_OPTIONS = (
+    "ignore_result",
+    "acks_late",
+    "retry_backoff",
+    "retry_backoff_max",
+    "retry_jitter",
+    "default_retry_delay",
+    # the scheduled time of the periodic-task tick that sent the job (set by beat)
+    "beat_tick",
+)
+
+# Every option send_task accepts: those with a column of their own, then the per-call ones.
+SEND_OPTIONS = frozenset(
+    {
+        "countdown",
+        "eta",
+        "expires",
+        "queue",
+        "priority",
+        "task_id",
+        "max_retries",
+        "time_limit",
+        "soft_time_limit",
+        *PER_CALL_OPTIONS,
+    }
+)

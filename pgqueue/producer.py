@@ -1,0 +1,240 @@
+"""Writing jobs: the producer path behind ``app.send_task``, ``app.enqueue_many`` and
+``app.transaction``, on the caller's connection (the job exists only if its transaction
+commits) or on the app's own autocommit connection (replaced once if found broken).
+
+The rows come from jobrows.py; this module only sends them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import psycopg
+import psycopg.errors
+
+from . import jobrows, queries
+from .db import translate_errors
+from .exceptions import DatabaseUnavailable
+from .result import AsyncResult
+from .serialization import check_size, dumps_args, dumps_jobs
+
+if TYPE_CHECKING:
+    from .app import PgQueue
+    from .task import Signature
+
+
+class DBAPIConnection(Protocol):
+    """A blocking DB-API 2 connection of another driver (psycopg2, ...): pgqueue opens a
+    cursor on it, runs one INSERT and closes the cursor."""
+
+    def cursor(self) -> Any: ...
+
+
+class DBAPICursor(Protocol):
+    """A blocking DB-API 2 cursor of another driver: pgqueue runs one INSERT on it."""
+
+    def execute(self, operation: Any, parameters: Any = ..., /) -> Any: ...
+
+
+# What ``connection=`` accepts. Other drivers' objects are described by what pgqueue calls
+# on them; check_connection refuses, at run time, the ones that would not write the job
+# (async connections, server-side cursors).
+ProducerConnection = psycopg.Connection[Any] | psycopg.Cursor[Any] | DBAPIConnection | DBAPICursor
+ConnectionT = TypeVar("ConnectionT", bound=ProducerConnection)
+
+# Jobs per statement of enqueue_many on pgqueue's own connection.
+ENQUEUE_CHUNK = 1000
+
+# The connection of the innermost ``with app.transaction(conn):`` block, if any.
+_bound_connection: contextvars.ContextVar[ProducerConnection | None] = contextvars.ContextVar(
+    "pgqueue_connection", default=None
+)
+
+
+def send(
+    app: PgQueue,
+    name: str,
+    args: Any,
+    kwargs: Any,
+    options: dict[str, Any],
+    connection: ProducerConnection | None,
+) -> AsyncResult:
+    """Write one job (``app.send_task``)."""
+    if connection is not None:
+        check_connection(connection)
+    args, kwargs = args or (), kwargs or {}
+    job_id, columns = jobrows.job_columns(app, name, args, kwargs, options)
+    jobs = [jobrows.job(job_id, args, kwargs, columns)]
+    document = dumps_jobs(jobs)
+    jobrows.check_payloads(jobs, document, app.conf.task_max_payload_size)
+    _execute(app, queries.get("enqueue_jobs"), {"jobs": document}, connection)
+    return AsyncResult(job_id, app=app, task_name=name)
+
+
+def enqueue_many(
+    app: PgQueue, signatures: Iterable[Signature], connection: ProducerConnection | None
+) -> list[AsyncResult]:
+    """Write many jobs, all or none (``app.enqueue_many``)."""
+    results: list[AsyncResult] = []
+    sql = queries.get("enqueue_jobs")
+    target = connection if connection is not None else _bound_connection.get()
+    if target is not None:
+        check_connection(target)
+        # The caller's connection may be in autocommit (or not psycopg 3 at all): one
+        # statement keeps the batch all or nothing there too.
+        jobs = [
+            jobrows.job(i, sig.args, sig.kwargs, c)
+            for i, sig, c, _ in jobrows.plan(app, signatures)
+        ]
+        if jobs:
+            document = dumps_jobs(jobs)
+            jobrows.check_payloads(jobs, document, app.conf.task_max_payload_size)
+            with translate_errors():
+                _execute_on(target, sql, {"jobs": document})
+        return [AsyncResult(j["id"], app=app, task_name=j["task_name"]) for j in jobs]
+
+    clocked: list[dict[str, Any]] = []  # jobs whose times the database works out
+    limit = app.conf.task_max_payload_size
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for job_id, sig, columns, fixed in jobrows.plan(app, signatures):
+            results.append(AsyncResult(job_id, app=app, task_name=sig.task))
+            if fixed is None:
+                clocked.append(jobrows.job(job_id, sig.args, sig.kwargs, columns))
+            else:
+                args_json, kwargs_json = dumps_args(sig.task, sig.args, sig.kwargs)
+                check_size(sig.task, "its arguments", len(args_json) + len(kwargs_json), limit)
+                yield (job_id, sig.task, args_json, kwargs_json, *fixed)
+
+    copied: list[tuple[Any, ...]] = []
+    pending = rows()
+    for attempt in (1, 2):
+        conn = app._connections.get()
+        try:
+            with translate_errors(), conn.transaction():
+                # Rows go out while the next are encoded: the server inserts as we go.
+                with conn.cursor() as cur, cur.copy(queries.get("copy_jobs")) as copy:
+                    for row in copied:
+                        copy.write_row(row)
+                    for row in pending:
+                        copied.append(row)  # kept, to be sent again on a new connection
+                        copy.write_row(row)
+                if clocked:
+                    with conn.pipeline():
+                        for at in range(0, len(clocked), ENQUEUE_CHUNK):
+                            jobs = clocked[at : at + ENQUEUE_CHUNK]
+                            chunk = dumps_jobs(jobs)
+                            jobrows.check_payloads(jobs, chunk, limit)
+                            conn.execute(sql, {"jobs": chunk})
+            return results
+        except psycopg.errors.UniqueViolation:
+            # The first attempt committed before its connection was found broken.
+            if attempt == 2:
+                return results
+            raise
+        except DatabaseUnavailable:
+            app._connections.discard()
+            if attempt == 2:
+                raise
+    return results
+
+
+@contextlib.contextmanager
+def bound(connection: ConnectionT) -> Iterator[ConnectionT]:
+    """Send jobs through ``connection`` inside the block (``app.transaction``)."""
+    check_connection(connection)
+    token = _bound_connection.set(connection)
+    try:
+        if isinstance(connection, psycopg.Connection):
+            with connection.transaction():
+                yield connection
+        else:
+            yield connection
+    finally:
+        _bound_connection.reset(token)
+
+
+def _execute(
+    app: PgQueue, sql: str, params: Mapping[str, Any], connection: ProducerConnection | None
+) -> None:
+    target = connection if connection is not None else _bound_connection.get()
+    if target is not None:
+        with translate_errors():
+            _execute_on(target, sql, params)
+        return
+    # Our own autocommit connection. A connection gone stale since its last use (server
+    # restart) is replaced once; the job id is the primary key, so a retried insert
+    # cannot create the job twice.
+    for attempt in (1, 2):
+        conn = app._connections.get()
+        try:
+            with translate_errors():
+                conn.execute(sql, params)
+            return
+        except psycopg.errors.UniqueViolation:
+            if attempt == 2:
+                return
+            raise
+        except DatabaseUnavailable:
+            app._connections.discard()
+            if attempt == 2:
+                raise
+
+
+_ACCEPTED_CONNECTIONS = (
+    "a psycopg.Connection or psycopg.Cursor, or a blocking DB-API 2 connection or cursor "
+    "(psycopg2, ...)"
+)
+
+
+def check_connection(target: object) -> None:
+    """Raise TypeError unless the producer can write a job through ``target`` (a
+    ``connection=`` argument): an async connection would return a coroutine nobody awaits,
+    and the job would silently not exist."""
+    if isinstance(target, psycopg.Connection | psycopg.Cursor):
+        if isinstance(target, psycopg.ServerCursor):
+            raise TypeError(
+                f"connection= got a server-side (named) cursor, which cannot run an INSERT: "
+                f"pass its connection instead ({_ACCEPTED_CONNECTIONS})"
+            )
+        return
+    kind = f"{type(target).__module__}.{type(target).__qualname__}"
+    if isinstance(target, psycopg.AsyncConnection | psycopg.AsyncCursor) or any(
+        inspect.iscoroutinefunction(getattr(target, method, None))
+        for method in ("cursor", "execute")
+    ):
+        raise TypeError(
+            f"connection= got {kind}, an async connection, which pgqueue cannot use yet: "
+            f"pass {_ACCEPTED_CONNECTIONS}"
+        )
+    if not callable(getattr(target, "execute", None)) and not callable(
+        getattr(target, "cursor", None)
+    ):
+        raise TypeError(f"connection= got {kind}: pass {_ACCEPTED_CONNECTIONS}")
+
+
+def _execute_on(target: ProducerConnection, sql: str, params: Mapping[str, Any]) -> None:
+    # Any: what is called below is DB-API 2, common to the four kinds; mypy cannot tell a
+    # cursor from a connection by the hasattr check.
+    driver: Any = target
+    if hasattr(driver, "fetchone"):  # a cursor
+        _sync_result(driver, driver.execute(sql, params))
+        return
+    with contextlib.closing(driver.cursor()) as cur:
+        _sync_result(driver, cur.execute(sql, params))
+
+
+def _sync_result(target: object, value: object) -> None:
+    # An async driver that check_connection could not recognise: its statement never ran.
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        kind = f"{type(target).__module__}.{type(target).__qualname__}"
+        raise TypeError(
+            f"connection= got {kind}, whose execute() returned an awaitable: the job was not "
+            f"written; pass {_ACCEPTED_CONNECTIONS}"
+        )
