@@ -170,8 +170,9 @@ class PgQueue:
 
         ``countdown`` (seconds) or ``eta`` (a datetime; naive is read in ``conf.timezone``,
         UTC by default) delay the start; ``expires`` (seconds, timedelta or datetime) drops
-        a job not started by then (it ends REVOKED). Higher ``priority`` runs first. ``max_retries`` overrides the task's, and
-        ``max_retries=None`` means no limit (left out, the task's own applies). With
+        a job not started by then (it ends REVOKED). Higher ``priority`` runs first.
+        ``max_retries`` overrides the task's, and ``max_retries=None`` means no limit (left
+        out, the task's own applies). With
         ``connection`` (a psycopg connection or cursor, or any DB-API cursor) the job is
         written in the caller's transaction and exists only if it commits; inside
         ``with app.transaction(conn):`` that connection is used. Otherwise the job is

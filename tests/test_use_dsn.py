@@ -7,15 +7,16 @@ from collections.abc import Iterator
 import pytest
 
 import pgqueue.app
+import pgqueue.current
 from pgqueue import PgQueue
 from tests.conftest import dsn_of
 
 
 @pytest.fixture(autouse=True)
 def keep_default_app() -> Iterator[None]:
-    before = pgqueue.app._default_app
+    before = pgqueue.current._default_app
     yield
-    pgqueue.app._default_app = before
+    pgqueue.current._default_app = before
 
 
 def test_use_dsn_sends_later_jobs_to_the_new_database(dsn, db, bare_postgresql):
