@@ -35,7 +35,7 @@ from .db import JOBS_CHANNEL, connect, connection_lost, describe_error, translat
 from .exceptions import ConfigurationError, DatabaseUnavailable, WorkerLostError
 from .execution import Job, Outcome, decode_failure
 from .handoff import Handoff, HandoffKeys
-from .maintenance import Maintenance
+from .maintenance import MaintenanceRunner, worker_services
 from .pools import POOLS, Pool, PreforkPool
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ class Worker:
         # Forged notifications are logged at most once per FORGED_LOG_INTERVAL.
         self._forged = 0
         self._forged_logged = 0.0
-        self._maintenance = Maintenance(app, lock_class=WORKER_LOCK_CLASS)
+        self._maintenance: MaintenanceRunner | None = None
         self._heartbeat: _Heartbeat | None = None
         # Set by the heartbeat when our row was removed: re-register through a reconnection.
         self._lost = False
@@ -327,6 +327,13 @@ class Worker:
         self._pool.start()
         self._heartbeat = _Heartbeat(self)
         self._heartbeat.start()
+        # After registering: this worker's own rescue must find it registered and locked.
+        self._maintenance = MaintenanceRunner(
+            self.app.dsn,
+            worker_services(self.app, lock_class=WORKER_LOCK_CLASS),
+            synchronous_commit=str(self.app.conf.worker_synchronous_commit),
+        )
+        self._maintenance.start()
         if install_signals:
             self._install_signals()
         self._log_start()
@@ -430,12 +437,11 @@ class Worker:
                 if not pool.busy() and not self._holding_outcomes():
                     return
             else:
-                self._run_maintenance()
                 idle = not want_claim and not self._buffer
                 if not self._paused():
                     self._tolerate(self._offer, min(self._slots, pool.free_slots()) if idle else 0)
             now = time.monotonic()
-            timeouts = [self.poll_interval - (now - last_poll), self._maintenance.next_due() - now]
+            timeouts = [self.poll_interval - (now - last_poll)]
             if next_due is not None:
                 timeouts.append(next_due - now)
             deadline = pool.next_deadline()
@@ -627,18 +633,6 @@ class Worker:
                 step(*args)
         except psycopg.Error as exc:
             self._statement_failed(exc)
-
-    def _run_maintenance(self) -> None:
-        """Run the maintenance services due; one that fails on a statement error (a lock
-        timeout while rescuing, say) is logged and runs again at its next interval."""
-        try:
-            with translate_errors():
-                self._maintenance.run_due(self._conn)
-        except psycopg.Error as exc:
-            log.warning(
-                "maintenance failed: %s; it runs again at its next interval",
-                describe_error(exc),
-            )
 
     def _holding_outcomes(self) -> bool:
         """Whether a warm shutdown waits on, for outcomes statement errors kept unwritten:
@@ -1075,6 +1069,8 @@ class Worker:
 
     def _shutdown(self) -> None:
         signals.worker_shutdown.send(sender=self)
+        if self._maintenance is not None:
+            self._maintenance.stop()
         if self._heartbeat is not None:
             self._heartbeat.stop()
         if self._pool is not None:

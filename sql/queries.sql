@@ -346,8 +346,17 @@ SELECT r.task_id::text
                     WHERE j.id = r.task_id AND j.worker_id = %(worker_id)s)
 
 -- name: try_maintenance_lock
--- Leader election for housekeeping: whoever holds this for the transaction does the work.
+-- Leader election for one housekeeping service (one key each): whoever holds this for the
+-- transaction does that service's work.
 SELECT pg_try_advisory_xact_lock(%(key)s)
+
+-- name: try_maintenance_session_lock
+-- The same election for a service that cannot run in a transaction (VACUUM); released by
+-- release_maintenance_session_lock, or by the session ending.
+SELECT pg_try_advisory_lock(%(key)s)
+
+-- name: release_maintenance_session_lock
+SELECT pg_advisory_unlock(%(key)s)
 
 -- name: rescue_jobs
 -- Workers are lost when their heartbeat is older than the lease, or when their session

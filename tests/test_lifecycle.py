@@ -824,15 +824,14 @@ def test_marking_started_waits_for_the_wal_flush_only_for_an_at_most_once_job(ap
 
 
 def test_workers_vacuum_the_jobs_table_where_autovacuum_is_off(app, db):
-    from pgqueue.maintenance import Maintenance
-    from pgqueue.worker import WORKER_LOCK_CLASS
+    from pgqueue.maintenance import Vacuumer
 
     if db.execute("SELECT current_setting('autovacuum')").fetchone()[0] != "off":
         pytest.skip("autovacuum is on here: workers leave vacuuming to it")
     app.enqueue_many([taskapp.add.s(i, i) for i in range(100)])
     db.execute("DELETE FROM pgqueue.jobs")
     with app.connect() as conn:
-        Maintenance(app, lock_class=WORKER_LOCK_CLASS).vacuum(conn)
+        Vacuumer().work(conn)
     vacuumed = db.execute(
         "SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables"
         " WHERE relid = 'pgqueue.jobs'::regclass"
