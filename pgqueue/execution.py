@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from . import signals, states
 from .exceptions import DecodeError, EncodeError, Ignore, Reject, Retry
+from .policy import autoretries, autoretry_options
 from .serialization import dumps_result
 from .task import Request, RetryWithArguments, reset_current_request, set_current_request
 
@@ -147,6 +148,8 @@ class Outcome:
     kwargs_json: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     queue: str | None = None
+    # A failure the pool decided on (see lost()): the job and the error, for the retry policy.
+    pool_failure: tuple[Job, type[BaseException]] | None = None
 
     def __post_init__(self) -> None:
         # Postgres text cannot hold NUL: an error with one would fail the whole batch of
@@ -258,17 +261,9 @@ def _call(task: Task, job: Job, store: bool) -> tuple[Outcome, Any]:
             if inspect.isawaitable(value):
                 value = asyncio.run(_await(value))
         except Exception as exc:
-            if (
-                task.autoretry_for
-                and isinstance(exc, task.autoretry_for)
-                and not isinstance(exc, Retry | Ignore | Reject)
-            ):
-                kwargs = {
-                    **task.retry_kwargs,
-                    "countdown": task.autoretry_countdown(job.retries, job.options),
-                    "max_retries": task.retry_limit(job.max_retries, job.options, automatic=True),
-                }
-                task.retry(exc=exc, **kwargs)  # raises Retry, or exc when exhausted
+            if autoretries(task, type(exc)):
+                # raises Retry, or exc when exhausted
+                task.retry(exc=exc, **autoretry_options(task, job))
             raise
     except Retry as retry:
         elapsed = time.perf_counter() - started
@@ -348,9 +343,9 @@ def _send_outcome(task: Task, request: Request, outcome: Outcome, retval: Any) -
 
 def lost(job: Job, exc: BaseException, time_taken: float) -> Outcome:
     """A failure the pool decided on (hard time limit, dead child); the worker applies the
-    task's autoretry policy to it, so it carries the job and the error class."""
+    task's retry policy to it (pgqueue.policy), so it carries the job and the error class."""
     outcome = Outcome.failure(job, exc, time_taken=time_taken)
-    outcome.extra.update(job=job, error=type(exc))
+    outcome.pool_failure = (job, type(exc))
     return outcome
 
 

@@ -1,4 +1,5 @@
-"""Hand-off keys: how a worker tells a job the jobs trigger handed it from a forged NOTIFY.
+"""Hand-off: a worker's slots, and the keys that tell a job the jobs trigger handed it from a
+forged NOTIFY.
 
 Any role that can connect may send any notification, on any channel, with any payload; a
 worker's hand-off channel is no secret either. So the trigger (migration 0006) signs each
@@ -17,15 +18,28 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from psycopg import sql
+
+from . import queries
+from .db import translate_errors
+from .execution import Job, Outcome, decode_failure
+
+log = logging.getLogger("pgqueue.worker")
 
 # Retired keys kept: a hand-off is signed before its producer commits, so one may reach the
 # worker a reconnection or two after its slot's key was replaced.
 KEPT_KEYS = 4
 _BLOCK = 64  # SHA-256's block size: HMAC pads the key to it
 _HEX_DIGEST = 64
+# At most this many free slots are offered for hand-off at a time: enough for a burst to
+# skip the claim, few enough that offering them costs nothing (jobs beyond go the usual way).
+HANDOFF_SLOTS = 8
 
 
 @dataclass
@@ -80,4 +94,98 @@ class HandoffKeys:
                 return None  # a replay: this slot's hand-offs are numbered in commit order
             key.seen[slot] = count
             return Handoff(document, current=index == 0)
+        return None
+
+
+class HandoffSlots:
+    """One worker's side of the hand-off: its channel, its slots in worker_slots, how many
+    of them it offers now (less one for each job handed to it since), and its keys."""
+
+    def __init__(self, worker_id: str, slots: int, synchronous_commit: str) -> None:
+        self.worker_id = worker_id
+        self.channel = f"pgqueue_worker_{worker_id.replace('-', '')}"
+        self.slots = min(slots, HANDOFF_SLOTS)
+        self.offered = 0
+        self.keys = HandoffKeys()
+        self._durable = {"synchronous_commit": synchronous_commit}
+
+    def listen(self, listener: Any) -> None:
+        listener.execute(
+            sql.SQL(queries.get("worker_listen_handoff")).format(
+                channel=sql.Identifier(self.channel)
+            )
+        )
+
+    def create(self, conn: Any, key: tuple[bytes, bytes], **registration: Any) -> None:
+        """(Re)create our slots, none offered, under ``key`` (from ``keys.new_key()``);
+        ``registration``: listener_pid, queues, tasks, at_most_once."""
+        key_inner, key_outer = key
+        conn.execute(
+            queries.get("create_slots"),
+            {
+                "worker_id": self.worker_id,
+                "slots": self.slots,
+                "channel": self.channel,
+                "key_inner": key_inner,
+                "key_outer": key_outer,
+                **registration,
+            },
+        )
+        self.offered = 0
+
+    def offer(self, conn: Any, n: int) -> None:
+        """Offer ``n`` free slots for hand-off (withdraw the rest), if not offered already.
+
+        Offers are topped up once half of them were taken, not after every hand-off, so a
+        steady trickle of jobs costs this round trip every few jobs. Sent with
+        claim_settings: a lost offer costs nothing, so its commit does not wait for the WAL
+        flush either.
+        """
+        if n == self.offered or n > self.offered >= max(1, n // 2):
+            return
+        with conn.pipeline():
+            conn.execute(queries.get("claim_settings"), self._durable)
+            conn.execute(queries.get("offer_slots"), {"worker_id": self.worker_id, "n": n})
+        self.offered = n
+
+    def withdraw(self, conn: Any) -> int:
+        """In a claim's pipeline: claiming means not idle, so no job is to be handed to us
+        meanwhile. Returns what was offered, for ``restore`` if that transaction fails."""
+        offered = self.offered
+        if offered:
+            conn.execute(queries.get("offer_slots"), {"worker_id": self.worker_id, "n": 0})
+            self.offered = 0
+        return offered
+
+    def restore(self, offered: int) -> None:
+        self.offered = offered
+
+    def taken(self) -> None:
+        """A job came through one of the slots we offered."""
+        self.offered = max(0, self.offered - 1)
+
+
+def handed_job(
+    handoff: Handoff,
+    conn: Any,
+    decode: Callable[[str], list[Job]],
+    failed: Callable[[Outcome], None],
+) -> Job | None:
+    """The job of a verified hand-off; None if it cannot be decoded (a row written by hand),
+    in which case it ends FAILURE with DecodeError (``failed``). The trigger signed the
+    document, so its id and attempt can be trusted to fence that outcome."""
+    if handoff.document is None:  # not even JSON Python can read: see Claims.decode
+        with translate_errors():
+            (entry,) = conn.execute(
+                queries.get("handoff_job_document"), {"body": handoff.body}
+            ).fetchone()
+        jobs = decode(f"[{entry}]")
+        return jobs[0] if jobs else None
+    try:
+        return Job.from_claim(handoff.document)
+    except (ValueError, TypeError, OverflowError) as exc:
+        job_id, task_name, queue, attempt = (handoff.document[i] for i in (0, 2, 3, 15))
+        outcome = decode_failure(str(job_id), int(attempt), str(task_name), str(queue), exc)
+        log.error("task %s[%s]: %s", task_name, job_id, outcome.exc_message)
+        failed(outcome)
         return None

@@ -73,11 +73,30 @@ class Pool:
 
     name = "pool"
     enforces_hard_limit = False
+    # Whether jobs run in child processes (max_tasks_per_child, max_memory_per_child apply).
+    has_children = False
+    # Whether submit() runs the job to its end before returning (its outcome is ready then).
+    runs_inline = False
+    # A pool that always runs this many jobs at a time, whatever the concurrency asked.
+    fixed_concurrency: int | None = None
 
     def __init__(self, app: PgQueue, concurrency: int, hostname: str) -> None:
         self.app = app
         self.concurrency = concurrency
         self.hostname = hostname
+
+    @classmethod
+    def create(
+        cls,
+        app: PgQueue,
+        concurrency: int,
+        hostname: str,
+        *,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+    ) -> Pool:
+        """A pool of this kind; the child limits are ignored unless it has_children."""
+        return cls(app, concurrency, hostname)
 
     def start(self) -> None:
         """Create the workers of the pool."""
@@ -171,6 +190,25 @@ class _Child:
 class PreforkPool(Pool):
     name = "prefork"
     enforces_hard_limit = True
+    has_children = True
+
+    @classmethod
+    def create(
+        cls,
+        app: PgQueue,
+        concurrency: int,
+        hostname: str,
+        *,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+    ) -> Pool:
+        return cls(
+            app,
+            concurrency,
+            hostname,
+            max_tasks_per_child=max_tasks_per_child,
+            max_memory_per_child=max_memory_per_child,
+        )
 
     def __init__(
         self,
@@ -473,6 +511,8 @@ class ThreadPool(Pool):
 
 class SoloPool(Pool):
     name = "solo"
+    runs_inline = True
+    fixed_concurrency = 1
 
     def __init__(self, app: PgQueue, concurrency: int, hostname: str) -> None:
         super().__init__(app, 1, hostname)

@@ -1,0 +1,85 @@
+"""What the worker decides about a job from its task's settings, in one place: whether it
+is acknowledged late, its time limits, and when a failure becomes an automatic retry.
+
+``execution._call`` asks ``autoretries``/``autoretry_options`` about an exception a task
+raised; the worker asks ``JobPolicy.retry_after_pool_failure`` about a failure the pool
+decided on (a hard time limit, a child that died), which the task never saw.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import Ignore, Reject, Retry, WorkerLostError
+
+if TYPE_CHECKING:
+    from .app import PgQueue
+    from .execution import Job
+    from .task import Task
+
+
+def autoretries(task: Task, error: type[BaseException]) -> bool:
+    """Whether ``autoretry_for`` turns this error into an automatic retry (the task's own
+    Retry, Ignore and Reject keep their meaning)."""
+    return (
+        bool(task.autoretry_for)
+        and issubclass(error, task.autoretry_for)
+        and not issubclass(error, Retry | Ignore | Reject)
+    )
+
+
+def autoretry_options(task: Task, job: Job) -> dict[str, Any]:
+    """The keyword arguments of the automatic ``task.retry()``: ``retry_kwargs`` with the
+    countdown and retry limit worked out for this job."""
+    return {
+        **task.retry_kwargs,
+        "countdown": task.autoretry_countdown(job.retries, job.options),
+        "max_retries": task.retry_limit(job.max_retries, job.options, automatic=True),
+    }
+
+
+class JobPolicy:
+    """The settings of the tasks of one app, as they apply to the jobs a worker runs."""
+
+    def __init__(self, app: PgQueue) -> None:
+        self.app = app
+        self._limits: dict[str, tuple[float | None, float | None]] = {}
+
+    def acks_late(self, job: Job) -> bool:
+        task = self.app.tasks.get(job.task_name)
+        default = task.acks_late if task else bool(self.app.conf.task_acks_late)
+        value = job.options.get("acks_late")
+        # as claim_jobs reads it: anything but a boolean (a row written by hand) is ignored
+        return value if isinstance(value, bool) else default
+
+    def limits(self, job: Job) -> tuple[float | None, float | None]:
+        """The job's soft and hard time limits: its own, else its task's."""
+        limits = self._limits.get(job.task_name)
+        if limits is None:
+            # Worked out once per task: the settings are fixed once the worker runs, and
+            # reading them through the task for every job showed in the drain's profile.
+            task = self.app.tasks.get(job.task_name)
+            limits = (task.soft_time_limit, task.time_limit) if task else (None, None)
+            self._limits[job.task_name] = limits
+        return job.soft_time_limit or limits[0], job.time_limit or limits[1]
+
+    def retry_after_pool_failure(self, job: Job, error: type[BaseException]) -> float | None:
+        """The countdown of the retry a failure the pool decided on gets, or None if it
+        stays a failure: ``autoretry_for`` applies as to the task's own errors, and
+        Celery's ``task_reject_on_worker_lost`` runs an acks_late job whose child died
+        (OOM killer, SIGKILL) again at once, like a job of a lost worker."""
+        task = self.app.tasks.get(job.task_name)
+        if task is None:
+            return None
+        if autoretries(task, error):
+            countdown = task.autoretry_countdown(job.retries, job.options)
+        elif (
+            issubclass(error, WorkerLostError)
+            and task.reject_on_worker_lost
+            and self.acks_late(job)
+        ):
+            countdown = 0.0
+        else:
+            return None
+        limit = task.retry_limit(job.max_retries, job.options, automatic=True)
+        return countdown if limit is None or job.retries < limit else None
