@@ -12,10 +12,18 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from . import queries
-from .db import translate_errors
+from .claims import Claims
+from .db import JOBS_CHANNEL, translate_errors
+from .exceptions import DatabaseUnavailable
+from .execution import Job
+from .handoff import HandoffSlots, handed_job
+from .lease import Lease
+from .outcomes import OutcomeWriter
+from .pools import Pool
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -74,3 +82,93 @@ def confirmed_revokes(conn: Any, worker_id: str, asked: list[str], forged: Forge
         if job_id not in confirmed:
             forged("revoke", job_id)
     return confirmed
+
+
+class Inbox:
+    """What one worker does with the notifications its listener hears: a NOTIFY for its
+    queues asks for a claim, a signed hand-off starts a job, a confirmed revoke drops or
+    stops one."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        queues: list[str],
+        lease: Lease,
+        handoff: HandoffSlots,
+        claims: Claims,
+        outcomes: OutcomeWriter,
+    ) -> None:
+        self.worker_id = worker_id
+        self.queues = queues
+        self.lease = lease
+        self.handoff = handoff
+        self.claims = claims
+        self.outcomes = outcomes
+        self.forged = ForgedLog()
+
+    def hear(self, pool: Pool, start: Callable[[Job], None], stopping: bool) -> bool:
+        """Handle what woke us; True if new work may be ready in our queues."""
+        listener = self.lease.listener
+        with translate_errors():
+            notes = list(listener.notifies(timeout=0))
+        if not notes and listener.closed:
+            raise DatabaseUnavailable("the listening connection closed")
+        work = False
+        revokes: dict[str, bool] = {}
+        for note in notes:
+            if note.channel == JOBS_CHANNEL:
+                work = work or note.payload in self.queues
+            elif note.channel == self.handoff.channel:
+                self._on_handoff(note.payload, pool, start, stopping)
+            elif note.channel == CONTROL_CHANNEL:
+                collect_revoke(note.payload, self.worker_id, revokes, self.forged)
+        if revokes:
+            self._on_revokes(revokes, pool)
+        return work
+
+    def _on_revokes(self, revokes: dict[str, bool], pool: Pool) -> None:
+        """Drop buffered jobs, and terminate running ones when asked to, of those the
+        database shows revoked; a forged revoke touches nothing."""
+        running = {slot.job.id for slot in pool.running()}
+        asked = [job_id for job_id in revokes if job_id in running or self.claims.holds(job_id)]
+        if not asked:
+            return
+        confirmed = confirmed_revokes(self.lease.conn, self.worker_id, asked, self.forged)
+        self.claims.drop(confirmed)
+        for job_id in confirmed:
+            if not revokes[job_id] or job_id not in running:
+                continue
+            if pool.terminate(job_id):
+                log.warning("job %s revoked: terminated its process", job_id)
+            else:
+                log.warning(
+                    "job %s revoked with terminate, but the %s pool cannot stop a running "
+                    "task; it runs to the end and its outcome is discarded",
+                    job_id,
+                    pool.name,
+                )
+
+    def _on_handoff(
+        self, payload: str, pool: Pool, start: Callable[[Job], None], stopping: bool
+    ) -> None:
+        """A producer handed us a job, already claimed and STARTED for us: run it now, or
+        buffer it if a claim filled the slot meanwhile (it is marked STARTED again then).
+        One signed with a retired key (we reconnected since) is given back instead."""
+        handoff = self.handoff.keys.verify(payload)
+        if handoff is None:
+            self.forged("hand-off", payload)
+            return
+        conn, claims = self.lease.conn, self.claims
+        job = handed_job(handoff, conn, lambda doc: claims.decode(conn, doc), self.outcomes.add)
+        if job is None:  # it could not be decoded, and ends FAILURE
+            if handoff.current:
+                self.handoff.taken()
+            return
+        if not handoff.current:
+            claims.release(conn, [job], "handed to this worker before it reconnected")
+            return
+        self.handoff.taken()
+        if stopping or not pool.free_slots():
+            claims.buffer.append(job)
+        else:
+            start(job)

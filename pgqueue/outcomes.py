@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import logs, queries, states
 from .execution import Outcome
+from .lease import SHUTDOWN_OUTAGE_LIMIT
 
 if TYPE_CHECKING:
     from .app import PgQueue
@@ -67,9 +68,20 @@ class OutcomeWriter:
         """When the held outcomes are due at the latest (monotonic), None if none are held."""
         return self._since + OUTCOME_LINGER if self.held else None
 
-    def waited(self) -> float:
-        """How long the oldest held outcome has waited (seconds)."""
-        return time.monotonic() - self._since if self.held else 0.0
+    def holding_at_shutdown(self, stopping_since: float) -> bool:
+        """Whether a warm shutdown waits on, for outcomes statement errors kept unwritten:
+        at most SHUTDOWN_OUTAGE_LIMIT seconds, then the jobs are left to be rescued."""
+        if not self.held:
+            return False
+        if time.monotonic() - stopping_since < SHUTDOWN_OUTAGE_LIMIT:
+            return True
+        log.error(
+            "%d outcome(s) still refused by the database %.0f s into a warm shutdown; "
+            "exiting, their jobs will be rescued",
+            len(self.held),
+            SHUTDOWN_OUTAGE_LIMIT,
+        )
+        return False
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ decided on (a hard time limit, a child that died), which the task never saw.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import Ignore, Reject, Retry, WorkerLostError
@@ -15,7 +16,10 @@ from .exceptions import Ignore, Reject, Retry, WorkerLostError
 if TYPE_CHECKING:
     from .app import PgQueue
     from .execution import Job
+    from .pools import Pool
     from .task import Task
+
+log = logging.getLogger("pgqueue.worker")
 
 
 def autoretries(task: Task, error: type[BaseException]) -> bool:
@@ -44,6 +48,8 @@ class JobPolicy:
     def __init__(self, app: PgQueue) -> None:
         self.app = app
         self._limits: dict[str, tuple[float | None, float | None]] = {}
+        # Set once the warning about an unenforceable per-call time limit was logged.
+        self._warned_limit = False
 
     def acks_late(self, job: Job) -> bool:
         task = self.app.tasks.get(job.task_name)
@@ -83,3 +89,49 @@ class JobPolicy:
             return None
         limit = task.retry_limit(job.max_retries, job.options, automatic=True)
         return countdown if limit is None or job.retries < limit else None
+
+    # -- what a pool leaves unenforced -------------------------------------------------------------
+
+    def warn_unenforced(self, pool: Pool, **child_limits: int | None) -> None:
+        """At start-up, say which limit or option ``pool`` leaves unenforced, so that nobody
+        relies on it (``child_limits``: max_tasks_per_child, max_memory_per_child)."""
+        if not pool.enforces_hard_limit:
+            limits = []
+            if self.app.conf.task_time_limit:
+                limits.append(f"task_time_limit={self.app.conf.task_time_limit:g}")
+            limited = sorted(t.name for t in self.app.tasks.values() if t._time_limit)
+            if limited:
+                limits.append(f"time_limit of {', '.join(limited)}")
+            if limits:
+                log.warning(
+                    "the %s pool cannot enforce hard time limits (%s): tasks past them keep "
+                    "running; use -P prefork to have them stopped",
+                    pool.name,
+                    "; ".join(limits),
+                )
+        if not pool.has_children:
+            ignored = [
+                f"--{name.replace('_', '-')}={value}"
+                for name, value in child_limits.items()
+                if value
+            ]
+            if ignored:
+                log.warning(
+                    "the %s pool has no child processes: %s only apply to -P prefork and "
+                    "are ignored",
+                    pool.name,
+                    " ".join(ignored),
+                )
+
+    def check_call_limit(self, job: Job, pool: Pool) -> None:
+        """Warn, once per worker, of a per-call time limit the pool cannot enforce: such a
+        limit is not known at start-up, when warn_unenforced speaks."""
+        if job.time_limit and not pool.enforces_hard_limit and not self._warned_limit:
+            self._warned_limit = True
+            log.warning(
+                "task %s has a per-call time_limit of %g s, which the %s pool cannot "
+                "enforce: such tasks run to the end; use -P prefork to have them stopped",
+                job.label,
+                job.time_limit,
+                pool.name,
+            )

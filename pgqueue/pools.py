@@ -18,6 +18,7 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -73,12 +74,9 @@ class Pool:
 
     name = "pool"
     enforces_hard_limit = False
-    # Whether jobs run in child processes (max_tasks_per_child, max_memory_per_child apply).
-    has_children = False
-    # Whether submit() runs the job to its end before returning (its outcome is ready then).
-    runs_inline = False
-    # A pool that always runs this many jobs at a time, whatever the concurrency asked.
-    fixed_concurrency: int | None = None
+    has_children = False  # jobs run in child processes (the *_per_child limits apply)
+    runs_inline = False  # submit() runs the job to its end: its outcome is ready then
+    fixed_concurrency: int | None = None  # runs this many at a time, whatever is asked
 
     def __init__(self, app: PgQueue, concurrency: int, hostname: str) -> None:
         self.app = app
@@ -86,17 +84,11 @@ class Pool:
         self.hostname = hostname
 
     @classmethod
-    def create(
-        cls,
-        app: PgQueue,
-        concurrency: int,
-        hostname: str,
-        *,
-        max_tasks_per_child: int | None = None,
-        max_memory_per_child: int | None = None,
-    ) -> Pool:
-        """A pool of this kind; the child limits are ignored unless it has_children."""
-        return cls(app, concurrency, hostname)
+    def create(cls, app: PgQueue, concurrency: int, hostname: str, **limits: int | None) -> Pool:
+        """A pool of this kind; ``limits`` (max_tasks_per_child, max_memory_per_child) go
+        only to a pool that has_children."""
+        factory: Callable[..., Pool] = cls
+        return factory(app, concurrency, hostname, **(limits if cls.has_children else {}))
 
     def start(self) -> None:
         """Create the workers of the pool."""
@@ -191,24 +183,6 @@ class PreforkPool(Pool):
     name = "prefork"
     enforces_hard_limit = True
     has_children = True
-
-    @classmethod
-    def create(
-        cls,
-        app: PgQueue,
-        concurrency: int,
-        hostname: str,
-        *,
-        max_tasks_per_child: int | None = None,
-        max_memory_per_child: int | None = None,
-    ) -> Pool:
-        return cls(
-            app,
-            concurrency,
-            hostname,
-            max_tasks_per_child=max_tasks_per_child,
-            max_memory_per_child=max_memory_per_child,
-        )
 
     def __init__(
         self,

@@ -22,21 +22,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 import time
 import uuid
 from multiprocessing.connection import wait as wait_for_fds
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-
 from . import logs, queries, signals, states
 from .claims import Claims
-from .db import JOBS_CHANNEL, connection_lost, translate_errors
 from .exceptions import ConfigurationError, DatabaseUnavailable
 from .execution import Job
-from .handoff import HANDOFF_SLOTS, HandoffSlots, handed_job
+from .handoff import HANDOFF_SLOTS, HandoffSlots
 from .lease import (
     SHUTDOWN_OUTAGE_LIMIT,
     STATEMENT_RETRY,
@@ -46,10 +42,12 @@ from .lease import (
     StatementErrors,
 )
 from .maintenance import MaintenanceRunner, worker_services
-from .notices import CONTROL_CHANNEL, ForgedLog, collect_revoke, confirmed_revokes
+from .notices import CONTROL_CHANNEL, Inbox
 from .outcomes import OUTCOME_LINGER, OutcomeWriter
 from .policy import JobPolicy
 from .pools import POOLS, Pool
+from .roundtrip import RoundTrip
+from .stopping import StopSwitch
 
 if TYPE_CHECKING:
     from .app import PgQueue
@@ -104,13 +102,7 @@ class Worker:
         self.max_tasks_per_child = max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child
         self.id = str(uuid.uuid4())
-        self._stopping = False
-        self._stopping_since = 0.0
-        self._signals = 0
-        # Written by signal handlers and stop() so that select() returns at once.
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._switch = StopSwitch()
         self._tasks: list[str] = []
         self._at_most_once: list[str] = []
         durable = str(app.conf.worker_synchronous_commit)
@@ -132,12 +124,11 @@ class Worker:
             ),
         )
         self._errors = StatementErrors()
-        self._forged = ForgedLog()
         self._claims: Claims | None = None  # once run() knows the tasks
+        self._inbox: Inbox | None = None
+        self._trip: RoundTrip | None = None
         self._pool: Pool | None = None
         self._maintenance: MaintenanceRunner | None = None
-        # Set once the warning about an unenforceable per-call time limit was logged.
-        self._warned_limit = False
 
     @property
     def metrics(self) -> Metrics | None:
@@ -181,36 +172,13 @@ class Worker:
             at_most_once=self._at_most_once,
         )
 
-    def _install_signals(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self._signals += 1
-        if self._signals == 1:
-            log.warning(
-                "%s received, warm shutdown: finishing running tasks "
-                "(send it again to exit at once)",
-                signal.Signals(signum).name,
-            )
-            self.stop()
-            return
-        log.warning("second signal: cold shutdown, leaving running jobs to be recovered")
-        if self._pool is not None:
-            self._pool.kill()
-        os._exit(1)
-
     def stop(self) -> None:
         """Ask the loop for a warm shutdown (from another thread or a signal handler)."""
-        if not self._stopping:
-            self._stopping_since = time.monotonic()
-        self._stopping = True
-        self.stop_waiting()
+        self._switch.stop()
 
     def stop_waiting(self) -> None:
         """Make the loop's select() return now."""
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"x")
+        self._switch.wake()
 
     # -- running -----------------------------------------------------------------------------
 
@@ -236,6 +204,12 @@ class Worker:
             policy=self._policy,
             failed=self._outcomes.add,
         )
+        self._inbox = Inbox(
+            self.id, self.queues, self._lease, self._handoff, self._claims, self._outcomes
+        )
+        self._trip = RoundTrip(
+            self._lease, self._claims, self._outcomes, self._handoff, self._errors
+        )
         self._connect()
         self._pool = POOLS[self.pool_name].create(
             self.app,
@@ -258,7 +232,7 @@ class Worker:
         )
         self._maintenance.start()
         if install_signals:
-            self._install_signals()
+            self._switch.install_signals(self._pool.kill)
         self._log_start()
         signals.worker_ready.send(sender=self)
         code = 0
@@ -285,37 +259,11 @@ class Worker:
             ", ".join(self._tasks),
         )
         assert self._pool is not None
-        # Say which limit or option this pool leaves unenforced, so that nobody relies on it.
-        if not self._pool.enforces_hard_limit:
-            limits = []
-            if self.app.conf.task_time_limit:
-                limits.append(f"task_time_limit={self.app.conf.task_time_limit:g}")
-            limited = sorted(t.name for t in self.app.tasks.values() if t._time_limit)
-            if limited:
-                limits.append(f"time_limit of {', '.join(limited)}")
-            if limits:
-                log.warning(
-                    "the %s pool cannot enforce hard time limits (%s): tasks past them keep "
-                    "running; use -P prefork to have them stopped",
-                    self.pool_name,
-                    "; ".join(limits),
-                )
-        if not self._pool.has_children:
-            ignored = [
-                f"--{name}={value}"
-                for name, value in (
-                    ("max-tasks-per-child", self.max_tasks_per_child),
-                    ("max-memory-per-child", self.max_memory_per_child),
-                )
-                if value
-            ]
-            if ignored:
-                log.warning(
-                    "the %s pool has no child processes: %s only apply to -P prefork and "
-                    "are ignored",
-                    self.pool_name,
-                    " ".join(ignored),
-                )
+        self._policy.warn_unenforced(
+            self._pool,
+            max_tasks_per_child=self.max_tasks_per_child,
+            max_memory_per_child=self.max_memory_per_child,
+        )
 
     def _loop(self) -> None:
         assert self._pool is not None and self._claims is not None
@@ -326,13 +274,13 @@ class Worker:
                 self._lease.lost = False
                 raise DatabaseUnavailable("this worker was taken for lost; registering again")
             paused = self._errors.paused()
-            if self._stopping and not paused:
+            if self._switch.stopping and not paused:
                 self._errors.tolerate(claims.release_buffer, self._lease.conn)
             to_start = [] if paused else claims.startable(pool.free_slots())
             room = 0
-            if not paused and not self._stopping and claims.due_now():
+            if not paused and not self._switch.stopping and claims.due_now():
                 room = claims.room(pool.busy(), len(to_start))
-            at_once = self._stopping or not pool.busy()
+            at_once = self._switch.stopping or not pool.busy()
             if to_start or room > 0 or (not paused and self._outcomes.due(at_once=at_once)):
                 # Free slots are filled straight from the claim (STARTED in the same trip).
                 start = min(room, pool.free_slots() - len(to_start))
@@ -343,10 +291,10 @@ class Worker:
                     claims.claimed(claimed, room)
                 if claimed or (claims.buffer and pool.free_slots()):
                     continue
-            if self._stopping:
+            if self._switch.stopping:
                 if not self._errors.paused():
                     self._errors.tolerate(self._handoff.offer, self._lease.conn, 0)
-                if not pool.busy() and not self._holding_outcomes():
+                if not pool.busy() and not self._outcomes.holding_at_shutdown(self._switch.since):
                     return
             elif not self._errors.paused():
                 idle = not claims.wanted and not claims.buffer
@@ -357,7 +305,7 @@ class Worker:
     def _wait(self) -> None:
         """Sleep until a notification, an outcome, a wake-up, or the first moment one of
         the collaborators needs attention."""
-        assert self._pool is not None and self._claims is not None
+        assert self._pool is not None and self._claims is not None and self._inbox is not None
         pool, claims = self._pool, self._claims
         times: list[float | None]
         if self._errors.paused():
@@ -368,88 +316,22 @@ class Worker:
         times.append(pool.next_deadline())
         timeout = min(t for t in times if t is not None) - time.monotonic()
         listener = self._lease.listener
-        ready = wait_for_fds([self._wake_r, listener.fileno(), *pool.fds()], max(0.0, timeout))
-        if self._wake_r in ready:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._wake_r, 1024)
-        claims.heard(listener.fileno() in ready and self._on_notifications())
+        ready = wait_for_fds(
+            [self._switch.wake_fd, listener.fileno(), *pool.fds()], max(0.0, timeout)
+        )
+        if self._switch.wake_fd in ready:
+            self._switch.drain()
+        heard = listener.fileno() in ready
+        claims.heard(heard and self._inbox.hear(pool, self._start, self._switch.stopping))
 
     def _sync(self, to_start: list[Job], claim: int, start: int = 0) -> list[Job]:
-        """One round trip: write the outcomes, mark jobs STARTED, claim more, the first
-        ``start`` claimed jobs STARTED already and handed to the pool at once.
-
-        The outcomes go out on the writer connection and the rest on ``conn``, each in
-        pipeline mode (one implicit transaction, one commit per connection), and the worker
-        waits for both replies together: the server runs the two at once. Jobs marked
-        STARTED are handed to the pool afterwards; a job revoked since its claim is not
-        returned by mark_started and is dropped instead of run.
-        """
-        assert self._claims is not None
-        conn, writer = self._lease.conn, self._lease.writer
-        sent = trip = None
-        offered = self._handoff.offered
-        writer_error: Exception | None = None
-        conn_error: Exception | None = None
-        with translate_errors():
-            try:
-                with contextlib.ExitStack() as writer_sent:
-                    if self._outcomes.held:
-                        # Sent now; its reply is awaited when the block ends, after conn's.
-                        writer_sent.enter_context(writer.pipeline())
-                        sent = self._outcomes.send(writer)
-                    if to_start or claim > 0:
-                        try:
-                            trip = self._claims.send(conn, to_start, claim, start, self._handoff)
-                        except psycopg.Error as exc:
-                            if connection_lost(exc):
-                                raise
-                            conn_error = exc
-            except psycopg.Error as exc:
-                if connection_lost(exc):
-                    raise
-                writer_error = exc
-        if conn_error is not None:
-            # The claim's transaction rolled back whole: the slots we offered are as they
-            # were, and the jobs to start go back to the buffer.
-            self._claims.refused(to_start)
-            self._handoff.restore(offered)
-            trip, to_start = None, []
-        self._errors.noted(writer_error or conn_error)
-        # On a writer error nothing of finish_jobs/retry_jobs committed: the outcomes stay
-        # held, for the next round trip.
-        self._outcomes.settle(sent, failed=writer_error is not None)
-        if trip is None:
-            return []
-        ours = self._claims.still_ours(trip)
-        for job in to_start:
-            if job.id not in ours:
-                log.info("task %s was revoked or rescued before it started; skipped", job.label)
-            elif not ours[job.id]:
-                self._claims.end_expired(job)
-            else:
-                self._start(job)
-        if trip.claimed is None:
-            return []
-        jobs = self._claims.received(conn, trip)
-        for job in jobs:
-            if job.started:
-                self._start(job)
-        return jobs
-
-    def _holding_outcomes(self) -> bool:
-        """Whether a warm shutdown waits on, for outcomes statement errors kept unwritten:
-        at most SHUTDOWN_OUTAGE_LIMIT seconds, then the jobs are left to be rescued."""
-        if not self._outcomes.held:
-            return False
-        if time.monotonic() - self._stopping_since < SHUTDOWN_OUTAGE_LIMIT:
-            return True
-        log.error(
-            "%d outcome(s) still refused by the database %.0f s into a warm shutdown; "
-            "exiting, their jobs will be rescued",
-            len(self._outcomes.held),
-            SHUTDOWN_OUTAGE_LIMIT,
-        )
-        return False
+        """One round trip (pgqueue.roundtrip); the jobs it claimed. Those marked STARTED
+        go to the pool at once."""
+        assert self._trip is not None
+        claimed, to_run = self._trip.run(to_start, claim, start)
+        for job in to_run:
+            self._start(job)
+        return claimed
 
     # -- jobs in and out of the pool ----------------------------------------------------------
 
@@ -457,17 +339,7 @@ class Worker:
         """Hand a job marked STARTED in the database to the pool."""
         assert self._pool is not None
         soft, hard = self._policy.limits(job)
-        if job.time_limit and not self._pool.enforces_hard_limit and not self._warned_limit:
-            # Once per worker: a per-call limit is not known at start-up, when the
-            # pool says which task and global limits it cannot enforce.
-            self._warned_limit = True
-            log.warning(
-                "task %s has a per-call time_limit of %g s, which the %s pool cannot "
-                "enforce: such tasks run to the end; use -P prefork to have them stopped",
-                job.label,
-                job.time_limit,
-                self.pool_name,
-            )
+        self._policy.check_call_limit(job, self._pool)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "task %s (queue %s) started",
@@ -495,76 +367,6 @@ class Worker:
                     outcome.countdown = countdown
             self._outcomes.add(outcome)
 
-    # -- what the listener hears --------------------------------------------------------------
-
-    def _on_notifications(self) -> bool:
-        """Handle what woke us; True if new work may be ready in our queues. Each kind of
-        notification is believed only as far as pgqueue.notices says."""
-        listener = self._lease.listener
-        with translate_errors():
-            notes = list(listener.notifies(timeout=0))
-        if not notes and listener.closed:
-            raise DatabaseUnavailable("the listening connection closed")
-        work = False
-        revokes: dict[str, bool] = {}
-        for note in notes:
-            if note.channel == JOBS_CHANNEL:
-                work = work or note.payload in self.queues
-            elif note.channel == self._handoff.channel:
-                self._on_handoff(note.payload)
-            elif note.channel == CONTROL_CHANNEL:
-                collect_revoke(note.payload, self.id, revokes, self._forged)
-        if revokes:
-            self._on_revokes(revokes)
-        return work
-
-    def _on_revokes(self, revokes: dict[str, bool]) -> None:
-        """Drop buffered jobs, and terminate running ones when asked to, of those the
-        database shows revoked; a forged revoke touches nothing."""
-        assert self._pool is not None and self._claims is not None
-        running = {slot.job.id for slot in self._pool.running()}
-        asked = [job_id for job_id in revokes if job_id in running or self._claims.holds(job_id)]
-        if not asked:
-            return
-        confirmed = confirmed_revokes(self._lease.conn, self.id, asked, self._forged)
-        self._claims.drop(confirmed)
-        for job_id in confirmed:
-            if not revokes[job_id] or job_id not in running:
-                continue
-            if self._pool.terminate(job_id):
-                log.warning("job %s revoked: terminated its process", job_id)
-            else:
-                log.warning(
-                    "job %s revoked with terminate, but the %s pool cannot stop a running "
-                    "task; it runs to the end and its outcome is discarded",
-                    job_id,
-                    self.pool_name,
-                )
-
-    def _on_handoff(self, payload: str) -> None:
-        """A producer handed us a job, already claimed and STARTED for us: run it now, or
-        buffer it if a claim filled the slot meanwhile (it is marked STARTED again then).
-        One signed with a retired key (we reconnected since) is given back instead."""
-        assert self._pool is not None and self._claims is not None
-        handoff = self._handoff.keys.verify(payload)
-        if handoff is None:
-            self._forged("hand-off", payload)
-            return
-        conn, claims = self._lease.conn, self._claims
-        job = handed_job(handoff, conn, lambda doc: claims.decode(conn, doc), self._outcomes.add)
-        if job is None:  # it could not be decoded, and ends FAILURE
-            if handoff.current:
-                self._handoff.taken()
-            return
-        if not handoff.current:
-            claims.release(conn, [job], "handed to this worker before it reconnected")
-            return
-        self._handoff.taken()
-        if self._stopping or not self._pool.free_slots():
-            claims.buffer.append(job)
-        else:
-            self._start(job)
-
     # -- outages and shutdown --------------------------------------------------------------
 
     def _ride_out_outage(self, exc: Exception) -> bool:
@@ -574,11 +376,11 @@ class Worker:
 
         def meanwhile(delay: float) -> None:
             # Keep enforcing hard time limits and collecting outcomes meanwhile.
-            wait_for_fds([self._wake_r, *pool.fds()], delay)
+            wait_for_fds([self._switch.wake_fd, *pool.fds()], delay)
             self._collect()
 
         return self._lease.ride_out(
-            exc, self._on_connected, stopping=lambda: self._stopping, meanwhile=meanwhile
+            exc, self._on_connected, stopping=lambda: self._switch.stopping, meanwhile=meanwhile
         )
 
     def _shutdown(self) -> None:
@@ -595,6 +397,5 @@ class Worker:
             self._pool.close()
         self._lease.unregister()
         self._lease.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._switch.close()
         log.info("worker %s stopped after %d job(s)", self.name, self.jobs_done)

@@ -1,16 +1,25 @@
 """The worker's collaborators, each tested alone against a real database, without a worker
-process: the maintenance runner (election, reconnection, statement errors)."""
+process: the maintenance runner (election, reconnection, statement errors), the claim round
+trip and the outcome writer's fence, and the retry policy of pool failures."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import uuid
 from typing import Any
 
 import psycopg
 import pytest
 
-from pgqueue import states
+from pgqueue import PgQueue, states
+from pgqueue.claims import Claims
+from pgqueue.exceptions import TimeLimitExceeded, WorkerLostError
+from pgqueue.execution import Job, Outcome
+from pgqueue.handoff import HandoffSlots
 from pgqueue.maintenance import Expirer, MaintenanceRunner, Rescuer
+from pgqueue.outcomes import OutcomeWriter
+from pgqueue.policy import JobPolicy
 from tests import taskapp
 from tests.conftest import wait_for
 
@@ -139,3 +148,113 @@ def test_vacuum_is_elected_with_a_session_lock_it_releases(app, db, held):
     assert locks == 0
     # Asked once whether the server needs vacuuming: only when it won the lock.
     assert (vacuumer._needed is None) is held
+
+
+# -- claims and outcomes ---------------------------------------------------------------------
+
+
+def _register(db: psycopg.Connection[Any], name: str) -> str:
+    worker_id = str(uuid.uuid4())
+    db.execute(
+        "INSERT INTO pgqueue.workers (id, name, hostname, pid, queues, tasks, pool, concurrency)"
+        " VALUES (%s, %s, 'h', 1, '{default}', %s, 'solo', 1)",
+        (worker_id, name, [taskapp.add.name]),
+    )
+    return worker_id
+
+
+def _claim_one(app: PgQueue, conn: Any, worker_id: str, writer: OutcomeWriter) -> Job:
+    claims = Claims(
+        worker_id=worker_id,
+        queues=["default"],
+        tasks=[taskapp.add.name],
+        at_most_once=[],
+        synchronous_commit="on",
+        capacity=1,
+        poll_interval=5.0,
+        policy=JobPolicy(app),
+        failed=writer.add,
+    )
+    trip = claims.send(conn, [], 1, 1, HandoffSlots(worker_id, 1, "on"))
+    (job,) = claims.received(conn, trip)
+    assert job.started and not claims.buffer
+    return job
+
+
+def test_the_outcome_writer_writes_only_outcomes_of_jobs_still_its_own(app, db, caplog):
+    caplog.set_level(logging.INFO, logger="pgqueue.worker")
+    r = taskapp.add.delay(2, 3)
+    a, b = _register(db, "a"), _register(db, "b")
+    with app.connect() as conn:
+        mine = OutcomeWriter(app, a, "a")
+        job = _claim_one(app, conn, a, mine)
+        assert job.id == r.id
+        # Another worker's writer, and a stale attempt of ours: the fence refuses both.
+        theirs = OutcomeWriter(app, b, "b")
+        theirs.add(Outcome.for_job(job, states.SUCCESS, result_json="5"))
+        theirs.write(conn)
+        stale = Outcome.for_job(job, states.SUCCESS, result_json="5")
+        stale.attempt = job.attempt - 1
+        mine.add(stale)
+        mine.write(conn)
+        assert caplog.text.count("discarded: the job is no longer ours") == 2
+        assert r.state == states.STARTED
+        mine.add(Outcome.for_job(job, states.SUCCESS, result_json="5"))
+        mine.write(conn)
+    assert not mine.held and mine.jobs_done == 2 and theirs.jobs_done == 1
+    assert r.get(timeout=5) == 5
+    assert caplog.text.count("discarded") == 2
+
+
+def test_held_outcomes_stay_held_when_the_server_refuses_them(app, db):
+    r = taskapp.add.delay(1, 1)
+    a = _register(db, "a")
+    with app.connect() as conn:
+        writer = OutcomeWriter(app, a, "a")
+        job = _claim_one(app, conn, a, writer)
+        writer.add(Outcome.for_job(job, states.SUCCESS, result_json="2"))
+        conn.execute("SET lock_timeout = '100ms'")
+        with psycopg.connect(db.info.dsn) as locker:
+            locker.execute("LOCK TABLE pgqueue.jobs IN SHARE MODE")
+            sent = None
+            with pytest.raises(psycopg.errors.LockNotAvailable), conn.pipeline():
+                sent = writer.send(conn)
+            writer.settle(sent, failed=True)
+            assert len(writer.held) == 1 and writer.jobs_done == 0
+        writer.write(conn)
+    assert not writer.held
+    assert r.get(timeout=5) == 2
+
+
+# -- the retry policy of pool failures ----------------------------------------------------------
+
+
+def _job(task_name: str, retries: int, options: dict[str, Any] | None = None) -> Job:
+    now = dt.datetime.now(dt.timezone.utc)
+    return Job(
+        str(uuid.uuid4()), 1, task_name, "default", [], {}, 0, now, None, False,
+        retries, None, None, None, options or {}, retries + 1,
+    )  # fmt: skip
+
+
+def test_a_pool_failure_gets_the_tasks_retry_policy():
+    app = PgQueue("policy", dsn="postgresql:///unused")
+
+    @app.task(autoretry_for=(TimeLimitExceeded,), retry_kwargs={"max_retries": 1, "countdown": 3})
+    def limited() -> None: ...
+
+    @app.task(acks_late=True, reject_on_worker_lost=True, max_retries=None)
+    def rerun() -> None: ...
+
+    @app.task(acks_late=False, reject_on_worker_lost=True)
+    def once() -> None: ...
+
+    policy = JobPolicy(app)
+    assert policy.retry_after_pool_failure(_job(limited.name, 0), TimeLimitExceeded) == 3.0
+    # retry_kwargs' limit reached: it stays a failure
+    assert policy.retry_after_pool_failure(_job(limited.name, 1), TimeLimitExceeded) is None
+    assert policy.retry_after_pool_failure(_job(limited.name, 0), WorkerLostError) is None
+    assert policy.retry_after_pool_failure(_job(rerun.name, 7), WorkerLostError) == 0.0
+    # at-most-once: a lost child is not run again, whatever reject_on_worker_lost says
+    assert policy.retry_after_pool_failure(_job(once.name, 0), WorkerLostError) is None
+    assert policy.retry_after_pool_failure(_job("unknown", 0), TimeLimitExceeded) is None
