@@ -24,6 +24,7 @@ from .handoff import HandoffSlots
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .lease import Registration
     from .policy import JobPolicy
 
 log = logging.getLogger("pgqueue.worker")
@@ -44,23 +45,19 @@ class Claims:
 
     def __init__(
         self,
+        worker: Registration,
         *,
-        worker_id: str,
-        queues: list[str],
-        tasks: list[str],
-        at_most_once: list[str],
-        synchronous_commit: str,
         capacity: int,
         poll_interval: float,
         policy: JobPolicy,
         failed: Callable[[Outcome], None],
     ) -> None:
-        self.worker_id = worker_id
-        self.queues = queues
-        self.tasks = tasks
-        self.at_most_once = at_most_once
+        self.worker_id = worker.id
+        self.queues = worker.queues
+        self.tasks = worker.tasks
+        self.at_most_once = worker.at_most_once
         # What an at-most-once job's claim or STARTED mark commits with (claim_settings).
-        self.durable = {"synchronous_commit": synchronous_commit}
+        self.durable = {"synchronous_commit": worker.synchronous_commit}
         self.capacity = capacity
         self.poll_interval = poll_interval
         self.policy = policy

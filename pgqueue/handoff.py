@@ -22,13 +22,16 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
 from . import queries
 from .db import translate_errors
 from .execution import Job, Outcome, decode_failure
+
+if TYPE_CHECKING:
+    from .lease import Registration
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -116,19 +119,24 @@ class HandoffSlots:
             )
         )
 
-    def create(self, conn: Any, key: tuple[bytes, bytes], **registration: Any) -> None:
-        """(Re)create our slots, none offered, under ``key`` (from ``keys.new_key()``);
-        ``registration``: listener_pid, queues, tasks, at_most_once."""
+    def create(
+        self, conn: Any, key: tuple[bytes, bytes], listener: Any, worker: Registration
+    ) -> None:
+        """(Re)create our slots, none offered, under ``key`` (from ``keys.new_key()``), for
+        the jobs ``worker`` runs, handed over through ``listener``'s session."""
         key_inner, key_outer = key
         conn.execute(
             queries.get("create_slots"),
             {
                 "worker_id": self.worker_id,
+                "listener_pid": listener.info.backend_pid,
                 "slots": self.slots,
                 "channel": self.channel,
+                "queues": worker.queues,
+                "tasks": worker.tasks,
+                "at_most_once": worker.at_most_once,
                 "key_inner": key_inner,
                 "key_outer": key_outer,
-                **registration,
             },
         )
         self.offered = 0

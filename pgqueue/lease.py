@@ -24,11 +24,10 @@ import psycopg
 from . import migrate, queries
 from .db import connect, describe_error, translate_errors
 from .exceptions import DatabaseUnavailable
+from .locks import WORKER_LOCK_CLASS
 
 log = logging.getLogger("pgqueue.worker")
 
-# First key of every worker's session advisory lock (the second is workers.lock_key).
-WORKER_LOCK_CLASS = 0x70677175
 # A warm shutdown during an outage gives up on the database after this many seconds.
 SHUTDOWN_OUTAGE_LIMIT = 30.0
 # After a statement the server refused (lock or statement timeout, deadlock...), the next
@@ -45,6 +44,9 @@ class Registration:
     hostname: str
     queues: list[str]
     tasks: list[str]
+    # tasks whose jobs are at-most-once unless a call says otherwise (not stored in workers:
+    # the claim and the hand-off slots are told)
+    at_most_once: list[str]
     pool: str
     concurrency: int
     reconnect_grace: float

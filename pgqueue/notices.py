@@ -23,7 +23,7 @@ from .execution import Job
 from .handoff import HandoffSlots, handed_job
 from .lease import Lease
 from .outcomes import OutcomeWriter
-from .pools import Pool
+from .pool import Pool
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -105,6 +105,12 @@ class Inbox:
         self.claims = claims
         self.outcomes = outcomes
         self.forged = ForgedLog()
+
+    def listen(self, listener: Any) -> None:
+        """LISTEN on a (new) listening session: new jobs, control messages, hand-offs."""
+        listener.execute(queries.get("worker_listen_jobs"))
+        listener.execute(queries.get("worker_listen_control"))
+        self.handoff.listen(listener)
 
     def hear(self, pool: Pool, start: Callable[[Job], None], stopping: bool) -> bool:
         """Handle what woke us; True if new work may be ready in our queues."""

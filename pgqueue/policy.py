@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from . import states
 from .exceptions import Ignore, Reject, Retry, WorkerLostError
 
 if TYPE_CHECKING:
     from .app import PgQueue
-    from .execution import Job
-    from .pools import Pool
+    from .execution import Job, Outcome
+    from .pool import Pool
     from .task import Task
 
 log = logging.getLogger("pgqueue.worker")
@@ -68,6 +69,18 @@ class JobPolicy:
             limits = (task.soft_time_limit, task.time_limit) if task else (None, None)
             self._limits[job.task_name] = limits
         return job.soft_time_limit or limits[0], job.time_limit or limits[1]
+
+    def settle_pool_failure(self, outcome: Outcome) -> Outcome:
+        """The outcome as written: a failure the pool decided on becomes a RETRY when the
+        policy says so (see retry_after_pool_failure)."""
+        if outcome.pool_failure is not None:
+            job, error = outcome.pool_failure
+            outcome.pool_failure = None
+            countdown = self.retry_after_pool_failure(job, error)
+            if countdown is not None:
+                outcome.state = states.RETRY
+                outcome.countdown = countdown
+        return outcome
 
     def retry_after_pool_failure(self, job: Job, error: type[BaseException]) -> float | None:
         """The countdown of the retry a failure the pool decided on gets, or None if it

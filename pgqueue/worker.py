@@ -28,24 +28,19 @@ import uuid
 from multiprocessing.connection import wait as wait_for_fds
 from typing import TYPE_CHECKING, Any
 
-from . import logs, queries, signals, states
+from . import logs, maintenance, signals
 from .claims import Claims
 from .exceptions import ConfigurationError, DatabaseUnavailable
 from .execution import Job
 from .handoff import HANDOFF_SLOTS, HandoffSlots
-from .lease import (
-    SHUTDOWN_OUTAGE_LIMIT,
-    STATEMENT_RETRY,
-    WORKER_LOCK_CLASS,
-    Lease,
-    Registration,
-    StatementErrors,
-)
-from .maintenance import MaintenanceRunner, worker_services
+from .lease import SHUTDOWN_OUTAGE_LIMIT, STATEMENT_RETRY, Lease, Registration, StatementErrors
+from .locks import WORKER_LOCK_CLASS
+from .maintenance import MaintenanceRunner
 from .notices import CONTROL_CHANNEL, Inbox
 from .outcomes import OUTCOME_LINGER, OutcomeWriter
 from .policy import JobPolicy
-from .pools import POOLS, Pool
+from .pool import Pool
+from .pools import pool_kind
 from .roundtrip import RoundTrip
 from .stopping import StopSwitch
 
@@ -84,13 +79,8 @@ class Worker:
     ) -> None:
         self.app = app
         self.queues = queues or [app.conf.task_default_queue]
-        pool_name = pool or app.conf.worker_pool
-        if pool_name not in POOLS:
-            raise ConfigurationError(
-                f"unknown pool {pool_name!r}: choose one of {', '.join(POOLS)}"
-            )
-        self.pool_name = pool_name
-        self.concurrency = POOLS[pool_name].fixed_concurrency or (
+        self.pool_name = pool or app.conf.worker_pool
+        self.concurrency = pool_kind(self.pool_name).fixed_concurrency or (
             concurrency or app.conf.worker_concurrency or os.cpu_count() or 1
         )
         self.hostname = socket.gethostname()
@@ -103,26 +93,24 @@ class Worker:
         self.max_memory_per_child = max_memory_per_child
         self.id = str(uuid.uuid4())
         self._switch = StopSwitch()
-        self._tasks: list[str] = []
-        self._at_most_once: list[str] = []
         durable = str(app.conf.worker_synchronous_commit)
+        # Its tasks are filled in by run(), once the app's task modules are imported.
+        self._me = Registration(
+            id=self.id,
+            name=self.name,
+            hostname=self.hostname,
+            queues=self.queues,
+            tasks=[],
+            at_most_once=[],
+            pool=self.pool_name,
+            concurrency=self.concurrency,
+            reconnect_grace=float(app.conf.worker_reconnect_grace),
+            synchronous_commit=durable,
+        )
         self._policy = JobPolicy(app)
         self._outcomes = OutcomeWriter(app, self.id, self.name)
         self._handoff = HandoffSlots(self.id, self.concurrency, durable)
-        self._lease = Lease(
-            lambda: self.app.dsn,
-            Registration(
-                id=self.id,
-                name=self.name,
-                hostname=self.hostname,
-                queues=self.queues,
-                tasks=self._tasks,
-                pool=self.pool_name,
-                concurrency=self.concurrency,
-                reconnect_grace=float(app.conf.worker_reconnect_grace),
-                synchronous_commit=durable,
-            ),
-        )
+        self._lease = Lease(lambda: self.app.dsn, self._me)
         self._errors = StatementErrors()
         self._claims: Claims | None = None  # once run() knows the tasks
         self._inbox: Inbox | None = None
@@ -154,23 +142,15 @@ class Worker:
         slot is then either released below or heard of, signed with the retired key, and
         given back then (_on_handoff)."""
         key = self._handoff.keys.new_key()
-        listener.execute(queries.get("worker_listen_jobs"))
-        listener.execute(queries.get("worker_listen_control"))
-        self._handoff.listen(listener)
+        assert self._inbox is not None
+        self._inbox.listen(listener)
         if reconnecting:
             assert self._pool is not None and self._claims is not None
             # Running jobs and outcomes still to be written stay ours.
             keep = [(slot.job.id, slot.job.attempt) for slot in self._pool.running()]
             keep += [(o.job_id, o.attempt) for o in self._outcomes.held]
             self._claims.release_held(conn, keep)
-        self._handoff.create(
-            conn,
-            key,
-            listener_pid=listener.info.backend_pid,
-            queues=self.queues,
-            tasks=self._tasks,
-            at_most_once=self._at_most_once,
-        )
+        self._handoff.create(conn, key, listener, self._me)
 
     def stop(self) -> None:
         """Ask the loop for a warm shutdown (from another thread or a signal handler)."""
@@ -185,20 +165,15 @@ class Worker:
     def run(self, *, install_signals: bool = True) -> int:
         """Run until a warm shutdown; returns the process exit code."""
         self.app.import_task_modules()
-        self._tasks[:] = sorted(self.app.tasks)  # the registration's list, filled in
-        # Tasks whose jobs are at-most-once unless the call says otherwise (JobPolicy).
-        self._at_most_once = sorted(n for n, t in self.app.tasks.items() if not t.acks_late)
-        if not self._tasks:
+        self._me.tasks[:] = sorted(self.app.tasks)
+        self._me.at_most_once[:] = sorted(n for n, t in self.app.tasks.items() if not t.acks_late)
+        if not self._me.tasks:
             raise ConfigurationError(
                 "the app has no tasks registered: point -A at the module defining them, or "
                 "list their modules in include=[...]"
             )
         self._claims = Claims(
-            worker_id=self.id,
-            queues=self.queues,
-            tasks=self._tasks,
-            at_most_once=self._at_most_once,
-            synchronous_commit=str(self.app.conf.worker_synchronous_commit),
+            self._me,
             capacity=self.concurrency * self.prefetch_multiplier,
             poll_interval=self.poll_interval,
             policy=self._policy,
@@ -211,7 +186,7 @@ class Worker:
             self._lease, self._claims, self._outcomes, self._handoff, self._errors
         )
         self._connect()
-        self._pool = POOLS[self.pool_name].create(
+        self._pool = pool_kind(self.pool_name).create(
             self.app,
             self.concurrency,
             self.name,
@@ -224,12 +199,7 @@ class Worker:
             lambda: self.jobs_done,
             self.stop_waiting,
         )
-        # After registering: this worker's own rescue must find it registered and locked.
-        self._maintenance = MaintenanceRunner(
-            self.app.dsn,
-            worker_services(self.app, lock_class=WORKER_LOCK_CLASS),
-            synchronous_commit=str(self.app.conf.worker_synchronous_commit),
-        )
+        self._maintenance = maintenance.for_worker(self.app)
         self._maintenance.start()
         if install_signals:
             self._switch.install_signals(self._pool.kill)
@@ -256,7 +226,7 @@ class Worker:
             self.pool_name,
             self.concurrency,
             ",".join(self.queues),
-            ", ".join(self._tasks),
+            ", ".join(self._me.tasks),
         )
         assert self._pool is not None
         self._policy.warn_unenforced(
@@ -358,14 +328,7 @@ class Worker:
         limit, lost child) get the task's retry policy like the task's own errors."""
         assert self._pool is not None
         for outcome in self._pool.collect():
-            if outcome.pool_failure is not None:
-                job, error = outcome.pool_failure
-                outcome.pool_failure = None
-                countdown = self._policy.retry_after_pool_failure(job, error)
-                if countdown is not None:
-                    outcome.state = states.RETRY
-                    outcome.countdown = countdown
-            self._outcomes.add(outcome)
+            self._outcomes.add(self._policy.settle_pool_failure(outcome))
 
     # -- outages and shutdown --------------------------------------------------------------
 
@@ -388,11 +351,10 @@ class Worker:
         if self._maintenance is not None:
             self._maintenance.stop()
         self._lease.stop_heartbeat()
-        if self._pool is not None:
+        if self._pool is not None and self._claims is not None:
             with contextlib.suppress(Exception):
                 self._collect()
                 self._sync([], 0)
-                assert self._claims is not None
                 self._claims.release_buffer(self._lease.conn)
             self._pool.close()
         self._lease.unregister()

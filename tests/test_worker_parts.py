@@ -17,6 +17,7 @@ from pgqueue.claims import Claims
 from pgqueue.exceptions import TimeLimitExceeded, WorkerLostError
 from pgqueue.execution import Job, Outcome
 from pgqueue.handoff import HandoffSlots
+from pgqueue.lease import Registration
 from pgqueue.maintenance import Expirer, MaintenanceRunner, Rescuer
 from pgqueue.outcomes import OutcomeWriter
 from pgqueue.policy import JobPolicy
@@ -64,7 +65,7 @@ def test_a_maintenance_service_is_skipped_while_another_process_holds_its_lock(a
 
 def test_each_maintenance_service_is_elected_on_its_own(app, db):
     job = _expired_job(db)
-    runner = MaintenanceRunner(app.dsn, [Rescuer(app, lock_class=0x70677175), Expirer(app)])
+    runner = MaintenanceRunner(app.dsn, [Rescuer(app), Expirer(app)])
     with psycopg.connect(db.info.dsn, autocommit=True) as other, app.connect() as conn:
         # Another process is rescuing: expiry still runs here.
         other.execute("SELECT pg_advisory_lock(%s)", (Rescuer.lock_key,))
@@ -164,12 +165,20 @@ def _register(db: psycopg.Connection[Any], name: str) -> str:
 
 
 def _claim_one(app: PgQueue, conn: Any, worker_id: str, writer: OutcomeWriter) -> Job:
-    claims = Claims(
-        worker_id=worker_id,
+    me = Registration(
+        id=worker_id,
+        name="w",
+        hostname="h",
         queues=["default"],
         tasks=[taskapp.add.name],
         at_most_once=[],
+        pool="solo",
+        concurrency=1,
+        reconnect_grace=10.0,
         synchronous_commit="on",
+    )
+    claims = Claims(
+        me,
         capacity=1,
         poll_interval=5.0,
         policy=JobPolicy(app),

@@ -38,17 +38,21 @@ __all__ = [
     "Service",
     "UnservedWarner",
     "Vacuumer",
+    "for_worker",
     "worker_services",
 ]
 
 
-def worker_services(app: PgQueue, *, lock_class: int) -> list[Service]:
-    """The services every worker runs (``lock_class``: the first key of the workers'
-    liveness locks, which rescue looks for)."""
-    return [
-        Rescuer(app, lock_class=lock_class),
-        Expirer(app),
-        ResultCleaner(app),
-        Vacuumer(),
-        UnservedWarner(app),
-    ]
+def worker_services(app: PgQueue) -> list[Service]:
+    """The services every worker runs."""
+    return [Rescuer(app), Expirer(app), ResultCleaner(app), Vacuumer(), UnservedWarner(app)]
+
+
+def for_worker(app: PgQueue) -> MaintenanceRunner:
+    """The runner a worker starts once registered (its own rescue must find it registered
+    and locked) and stops on shutdown."""
+    return MaintenanceRunner(
+        app.dsn,
+        worker_services(app),
+        synchronous_commit=str(app.conf.worker_synchronous_commit),
+    )

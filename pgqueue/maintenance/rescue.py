@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .. import queries
+from ..locks import WORKER_LOCK_CLASS
 from .service import LOCK_BASE, Connection, Service
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ class Rescuer(Service):
     name = "rescue"
     lock_key = LOCK_BASE + 0
 
-    def __init__(self, app: PgQueue, *, lock_class: int) -> None:
+    def __init__(self, app: PgQueue, *, lock_class: int = WORKER_LOCK_CLASS) -> None:
         super().__init__(float(app.conf.worker_rescue_interval))
         self.app = app
         # The first key of the workers' liveness locks, looked up in pg_locks.

@@ -7,10 +7,11 @@ from typing import Any
 
 import psycopg
 
+from ..locks import MAINTENANCE_LOCK_BASE
+
 # Every service has its own advisory lock key, so that one process at a time does each
 # service while the services themselves may run in different processes side by side.
-# (0x70677175_0001 is the migration lock; 0x70677175_0002 was the single maintenance lock.)
-LOCK_BASE = 0x70677175_0010
+LOCK_BASE = MAINTENANCE_LOCK_BASE
 
 Connection = psycopg.Connection[Any]
 
