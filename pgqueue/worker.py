@@ -4,13 +4,15 @@
 
 - ``lease.Lease``: the connections, the registration, the liveness lock, the heartbeat, and
   riding out an outage; ``lease.StatementErrors``: what a refused statement pauses;
-- ``claims.Claims``: when to claim, the claim round trip, the buffer of unstarted jobs;
+- ``claims.Claims``: when to claim, the claim statements, the buffer of unstarted jobs;
 - ``outcomes.OutcomeWriter``: holding, batching and writing outcomes, fenced, and their log;
+- ``roundtrip.RoundTrip``: outcomes and claim sent together, their replies sorted out;
 - ``handoff.HandoffSlots``: the slots an idle worker offers so that an insert hands it a job;
-- ``notices``: what the listening connection hears, and what of it is believed;
+- ``notices.Inbox``: what the listening connection hears, and what of it is believed;
 - ``policy.JobPolicy``: acks_late, time limits and the retry policy of pool failures;
-- ``pools``: where jobs run; ``maintenance.MaintenanceRunner``: housekeeping, on its own
-  thread and connection.
+- ``pools`` (``pool.Pool``, ``prefork``): where jobs run; ``stopping.StopSwitch``: signals
+  and warm shutdown; ``maintenance.MaintenanceRunner``: housekeeping, on its own thread and
+  connection.
 
 One loop drives them: collect outcomes from the pool, write them and claim in one round trip
 (outcomes on the writer connection, the claim on the claiming one, side by side), then sleep
