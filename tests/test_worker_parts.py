@@ -5,6 +5,7 @@ trip and the outcome writer's fence, and the retry policy of pool failures."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import uuid
 from typing import Any
@@ -130,6 +131,27 @@ def test_the_maintenance_runner_logs_a_refused_statement_and_carries_on(app, db,
     assert "LockNotAvailable" in caplog.text
     assert "cannot reach Postgres" not in caplog.text
     assert _state(db, job) == states.REVOKED
+
+
+def test_a_stalled_maintenance_pass_holds_up_no_claim(app, db, worker, monkeypatch):
+    monkeypatch.setenv("PGQUEUE_TEST_CONF", json.dumps({"worker_rescue_interval": 0.2}))
+    worker("-c", "2", "-P", "threads")
+    assert taskapp.add.delay(1, 1).get(timeout=30) == 2  # past start-up
+    with psycopg.connect(db.info.dsn) as locker:
+        # The rescue deletes lost workers' rows: it waits on this lock for as long as it is
+        # held. Claims, hand-offs and outcome writes never touch the table.
+        locker.execute("LOCK TABLE pgqueue.workers IN ACCESS EXCLUSIVE MODE")
+        wait_for(
+            lambda: db.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'pgqueue maintenance' AND wait_event_type = 'Lock'"
+            ).fetchone()[0],
+            timeout=20,
+            what="a maintenance pass to wait on the lock",
+        )
+        results = [taskapp.add.delay(i, i) for i in range(10)]
+        assert [r.get(timeout=30) for r in results] == [2 * i for i in range(10)]
+        locker.rollback()
 
 
 @pytest.mark.parametrize("held", [False, True], ids=["free", "held-elsewhere"])
