@@ -126,14 +126,15 @@ class MaintenanceRunner:
                     self.run_due(conn)
                     delay = FIRST_RETRY
                 except Exception as exc:
-                    if not connection_lost(exc):
-                        # A bug, not the database: say so, and carry on at the next interval.
-                        log.exception("maintenance pass failed")
-                    else:
+                    if connection_lost(exc):
                         self._dropped(exc)
-                        self._stop.wait(delay)
-                        delay = min(delay * 2, LONGEST_RETRY)
-                        continue
+                    else:
+                        # Not the database going away (a bug, a schema dropped under us):
+                        # say so, and try again later, not in a tight loop.
+                        log.exception("maintenance pass failed")
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, LONGEST_RETRY)
+                    continue
                 self._stop.wait(max(0.0, self.next_due() - time.monotonic()))
         finally:
             self._close()
