@@ -285,5 +285,7 @@ class StatementErrors:
         try:
             with translate_errors():
                 step(*args)
+        except DatabaseUnavailable:
+            raise  # a psycopg.OperationalError too, but the loop's outage path handles it
         except psycopg.Error as exc:
             self.noted(exc)
