@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import queries, states
 from .db import translate_errors
-from .execution import Job, Outcome, decode_failure
+from .execution import FIELDS, Job, Outcome, decode_failure
 from .handoff import HandoffSlots
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ class Claims:
             pass
         with translate_errors():
             entries = conn.execute(
-                queries.get("split_jobs_document"), {"document": document}
+                queries.get("split_jobs_document"), {"document": document, "fields": list(FIELDS)}
             ).fetchall()
         jobs = []
         for job_id, attempt, task_name, queue, entry in entries:

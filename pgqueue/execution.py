@@ -11,8 +11,8 @@ import datetime as dt
 import inspect
 import time
 import traceback
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
 from . import signals, states
@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class Job:
-    """A claimed job, as the claim query returns it."""
+    """A claimed job: one entry of the JSON document a claim (claim_jobs) or a hand-off
+    sends, which pgqueue.job_document() (sql/migrations/0006_trust.sql) builds as an array
+    of these fields, in this order (FIELDS). tests/test_claim_document.py fails when the
+    two disagree: a field is added in both places, under the same name."""
 
     id: str
     seq: int
@@ -37,6 +40,7 @@ class Job:
     args: list[Any]
     kwargs: dict[str, Any]
     priority: int
+    # the document carries times as microseconds since the epoch; from_claim converts them
     run_at: dt.datetime
     expires_at: dt.datetime | None
     expired: bool
@@ -50,49 +54,39 @@ class Job:
     started: bool = False
 
     @classmethod
-    def from_claim(cls, row: list[Any]) -> Job:
-        """A job from one entry of claim_jobs' JSON document (times in epoch microseconds).
+    def from_claim(cls, entry: list[Any]) -> Job:
+        """A job from one entry of a claim's (or hand-off's) JSON document.
 
         Raises DecodeError for a job no task can be called with: its row was written by
-        hand (the table's constraints let through, say, options that are not an object).
+        hand (the table's constraints let through, say, options that are not an object);
+        TypeError for an entry with another number of fields.
         """
-        (id_, seq, task_name, queue, args, kwargs, priority, run_at, expires_at, expired) = row[:10]
-        (retries, max_retries, time_limit, soft_time_limit, options, attempt, started) = row[10:]
+        job = cls(*entry)
+        args, kwargs, options = job.args, job.kwargs, job.options
         if type(args) is not list or type(kwargs) is not dict or type(options) is not dict:
             raise DecodeError(
-                f"job {id_} of {task_name}: args must be a JSON array and kwargs and options "
-                f"JSON objects, found {_kind(args)}, {_kind(kwargs)} and {_kind(options)}"
+                f"job {job.id} of {job.task_name}: args must be a JSON array and kwargs and "
+                f"options JSON objects, found {_kind(args)}, {_kind(kwargs)} and {_kind(options)}"
             )
-        for name, limit in (("time_limit", time_limit), ("soft_time_limit", soft_time_limit)):
+        limits = (("time_limit", job.time_limit), ("soft_time_limit", job.soft_time_limit))
+        for name, limit in limits:
             if limit is not None and (type(limit) not in (int, float) or not 0 <= limit < _INF):
                 raise DecodeError(
-                    f"job {id_} of {task_name}: {name} must be a number of seconds, found {limit!r}"
+                    f"job {job.id} of {job.task_name}: {name} must be a number of seconds, "
+                    f"found {limit!r}"
                 )
-        return cls(
-            id_,
-            seq,
-            task_name,
-            queue,
-            args,
-            kwargs,
-            priority,
-            _EPOCH + dt.timedelta(microseconds=run_at),
-            None if expires_at is None else _EPOCH + dt.timedelta(microseconds=expires_at),
-            expired,
-            retries,
-            max_retries,
-            time_limit,
-            soft_time_limit,
-            options,
-            attempt,
-            started,
-        )
+        job.run_at = _EPOCH + dt.timedelta(microseconds=cast("int", job.run_at))
+        if job.expires_at is not None:
+            job.expires_at = _EPOCH + dt.timedelta(microseconds=cast("int", job.expires_at))
+        return job
 
     @property
     def label(self) -> str:
         return f"{self.task_name}[{self.id}]"
 
 
+# The names of a job document's fields, in order: Python's one list of them.
+FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Job))
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _INF = float("inf")
 
@@ -123,6 +117,15 @@ def decode_failure(
         exc_type=exception_name(error),
         exc_message=str(error),
         queue=queue,
+    )
+
+
+def entry_failure(entry: list[Any], exc: Exception) -> Outcome:
+    """decode_failure for an entry of a job document that Python parsed but from_claim
+    refused. The database wrote the document, so its id and attempt can fence the outcome."""
+    named = dict(zip(FIELDS, entry, strict=False))
+    return decode_failure(
+        str(named["id"]), int(named["attempt"]), str(named["task_name"]), str(named["queue"]), exc
     )
 
 

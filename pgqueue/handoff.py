@@ -28,7 +28,7 @@ from psycopg import sql
 
 from . import queries
 from .db import translate_errors
-from .execution import Job, Outcome, decode_failure
+from .execution import Job, Outcome, entry_failure
 
 if TYPE_CHECKING:
     from .lease import Registration
@@ -192,8 +192,7 @@ def handed_job(
     try:
         return Job.from_claim(handoff.document)
     except (ValueError, TypeError, OverflowError) as exc:
-        job_id, task_name, queue, attempt = (handoff.document[i] for i in (0, 2, 3, 15))
-        outcome = decode_failure(str(job_id), int(attempt), str(task_name), str(queue), exc)
-        log.error("task %s[%s]: %s", task_name, job_id, outcome.exc_message)
+        outcome = entry_failure(handoff.document, exc)
+        log.error("task %s[%s]: %s", outcome.task_name, outcome.job_id, outcome.exc_message)
         failed(outcome)
         return None

@@ -78,29 +78,14 @@ WITH candidates AS (
        -- Redundant for the result; it gives the planner a TID scan of exactly the
        -- candidates, whatever it estimates their number to be (see claim_settings).
        AND j.ctid = ANY (ARRAY(SELECT ctid FROM candidates))
-    RETURNING j.id, j.seq, j.task_name, j.queue, j.args, j.kwargs, j.priority, j.run_at,
-              j.expires_at, (j.expires_at IS NOT NULL AND j.expires_at <= now()) AS expired,
-              j.retries, j.max_retries, j.time_limit, j.soft_time_limit, j.options, j.attempt,
+    -- pgqueue.job_document() is the job as the worker receives it (a hand-off sends the
+    -- same); inlined here, it reads the updated row's columns directly.
+    RETURNING pgqueue.job_document(j, next.go) AS document, j.priority, j.run_at, j.seq,
               next.go AS started, j.acks_late
 )
 -- One JSON document for the whole batch, in claim order: the worker decodes it in one
--- call, where row by row decoding cost it more than the claim itself. Times travel as
--- microseconds since the epoch, exact and independent of the session's TimeZone.
--- pgqueue.job_document() (migration 0005) builds the same entry for a job handed to an
--- idle worker: the two must stay in step with Job.from_claim. Times are clamped to the years
--- 1-9999 that Python can hold: a row written by hand with 'infinity' (or year 20000) would
--- otherwise fail every claim, or the worker's decoding.
-SELECT coalesce(json_agg(json_build_array(
-           c.id, c.seq, c.task_name, c.queue, c.args, c.kwargs, c.priority,
-           (extract(epoch FROM least(greatest(c.run_at, '0001-01-01 00:00:00+00'),
-                                     '9999-12-31 23:59:59.999999+00')) * 1000000)::bigint,
-           (extract(epoch FROM CASE WHEN c.expires_at IS NOT NULL  -- greatest() skips NULL
-                               THEN least(greatest(c.expires_at, '0001-01-01 00:00:00+00'),
-                                          '9999-12-31 23:59:59.999999+00') END)
-            * 1000000)::bigint,
-           c.expired, c.retries, c.max_retries, c.time_limit, c.soft_time_limit, c.options,
-           c.attempt, c.started)
-         ORDER BY c.priority DESC, c.run_at, c.seq), '[]')::text,
+-- call, where row by row decoding cost it more than the claim itself.
+SELECT coalesce(json_agg(c.document ORDER BY c.priority DESC, c.run_at, c.seq), '[]')::text,
        -- see claim_settings: an at-most-once job starts only once its claim is durable
        CASE WHEN bool_or(c.started AND NOT c.acks_late)
             THEN set_config('synchronous_commit', %(synchronous_commit)s, true) END
@@ -110,9 +95,13 @@ SELECT coalesce(json_agg(json_build_array(
 -- A claim's (or hand-off's) document the worker could not decode, one entry per row, with
 -- what it needs to end that job FAILURE: the id, attempt, task name and queue, read by the
 -- database, which wrote them. (json, not jsonb: each entry comes back as it was written.)
-SELECT e ->> 0 AS id, (e ->> 15)::integer AS attempt, e ->> 2 AS task_name,
-       e ->> 3 AS queue, e::text AS entry
-  FROM json_array_elements(%(document)s::json) AS e
+-- %(fields)s: the names of an entry's fields in order (Job's, see pgqueue.job_document()).
+SELECT e ->> (array_position(f.names, 'id') - 1) AS id,
+       (e ->> (array_position(f.names, 'attempt') - 1))::integer AS attempt,
+       e ->> (array_position(f.names, 'task_name') - 1) AS task_name,
+       e ->> (array_position(f.names, 'queue') - 1) AS queue,
+       e::text AS entry
+  FROM json_array_elements(%(document)s::json) AS e, (SELECT %(fields)s::text[]) AS f(names)
 
 -- name: handoff_job_document
 -- The job document of a verified hand-off body ([slot, count, document]) the worker could

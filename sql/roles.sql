@@ -122,7 +122,6 @@ $$;
 --   FUNCTION pgqueue.notify_jobs, FUNCTION pgqueue.notify_results,
 --   FUNCTION pgqueue.notify_beat, FUNCTION pgqueue.periodic_tasks_reschedule
 --     (trigger functions: they fire, nobody calls them)
---   FUNCTION pgqueue.job_document  (called only by notify_jobs)
 DO $$
 DECLARE
     member record;
@@ -178,6 +177,7 @@ BEGIN
                 ('worker', 'SELECT', 'TABLE pgqueue.running'),
                 ('worker', 'SELECT', 'TABLE pgqueue.failures'),
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.queue_levels'),
+                ('worker', 'EXECUTE', 'FUNCTION pgqueue.job_document'),
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.end_jobs'),
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.enqueue'),
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.sampled_queue_stats'),

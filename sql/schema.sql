@@ -106,18 +106,37 @@ CREATE TABLE pgqueue.jobs (
 WITH (autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_threshold='1000', autovacuum_analyze_scale_factor='0.02', autovacuum_analyze_threshold='1000');
 
 --
--- Name: job_document(pgqueue.jobs); Type: FUNCTION; Schema: pgqueue; Owner: -
+-- Name: job_document(pgqueue.jobs, boolean); Type: FUNCTION; Schema: pgqueue; Owner: -
 --
 
-CREATE FUNCTION pgqueue.job_document(j pgqueue.jobs) RETURNS text
+CREATE FUNCTION pgqueue.job_document(j pgqueue.jobs, started boolean) RETURNS json
     LANGUAGE sql STABLE
     AS $$
     SELECT json_build_array(
-               j.id, j.seq, j.task_name, j.queue, j.args, j.kwargs, j.priority,
-               (extract(epoch FROM j.run_at) * 1000000)::bigint,
-               (extract(epoch FROM j.expires_at) * 1000000)::bigint,
-               false, j.retries, j.max_retries, j.time_limit, j.soft_time_limit, j.options,
-               j.attempt + 1, true)::text
+               j.id,
+               j.seq,
+               j.task_name,
+               j.queue,
+               j.args,
+               j.kwargs,
+               j.priority,
+               -- run_at
+               (extract(epoch FROM least(greatest(j.run_at, '0001-01-01 00:00:00+00'),
+                                         '9999-12-31 23:59:59.999999+00')) * 1000000)::bigint,
+               -- expires_at (greatest() skips a NULL)
+               (extract(epoch FROM CASE WHEN j.expires_at IS NOT NULL
+                                   THEN least(greatest(j.expires_at, '0001-01-01 00:00:00+00'),
+                                              '9999-12-31 23:59:59.999999+00') END)
+                * 1000000)::bigint,
+               -- expired
+               j.expires_at IS NOT NULL AND j.expires_at <= now(),
+               j.retries,
+               j.max_retries,
+               j.time_limit,
+               j.soft_time_limit,
+               j.options,
+               j.attempt,
+               job_document.started)
 $$;
 
 --
@@ -163,13 +182,15 @@ BEGIN
              WHERE n.worker_id IS NULL
                AND n.run_at <= statement_timestamp()
                AND (n.expires_at IS NULL OR n.expires_at > statement_timestamp())
-               -- a row written by hand with an infinite time has no epoch for the document:
-               -- it is claimed the usual way, where the claim clamps it
+               -- a row written by hand with an infinite time is left to a claim: the hand-off
+               -- is the fast path for what producers enqueue, the claim takes any row
                AND isfinite(n.run_at) AND (n.expires_at IS NULL OR isfinite(n.expires_at))
              ORDER BY n.priority DESC, n.run_at, n.seq
              LIMIT (SELECT count(*) FROM pgqueue.worker_slots WHERE offered)
         LOOP
-            document := pgqueue.job_document(job);
+            -- the document of the job as the claim below leaves it (attempt for attempt)
+            job.attempt := job.attempt + 1;
+            document := pgqueue.job_document(job, true)::text;
             -- NOTIFY payloads stop at 8000 bytes, signature and header included: a bigger
             -- job is claimed the usual way
             EXIT WHEN octet_length(document) > 7850;

@@ -54,6 +54,46 @@ ALTER TABLE pgqueue.workers
     -- when a rescue first found the lock missing; cleared when the worker is back
     ADD COLUMN lock_missing_since timestamptz;
 
+-- One job as a worker receives it, from a claim (claim_jobs) or a hand-off (notify_jobs):
+-- the one definition of the document both send. `j` is the row as the claim leaves it;
+-- `started`: whether the claim STARTED it (else it waits in the worker's buffer). An array,
+-- not an object: half the bytes, and a third of the worker's time to parse. Its fields are
+-- those of Job (pgqueue/execution.py), in this order, by the same names; tests/
+-- test_claim_document.py fails when the two disagree. Times travel as microseconds since
+-- the epoch, exact and independent of the session's TimeZone, clamped to the years 1-9999
+-- Python can hold: a row written by hand with 'infinity' (or year 20000) would otherwise
+-- fail every claim, or the worker's decoding. A plain SQL expression, so that the planner
+-- inlines it into the claim: a column of `j` is read straight from the updated row.
+DROP FUNCTION pgqueue.job_document(pgqueue.jobs);
+CREATE FUNCTION pgqueue.job_document(j pgqueue.jobs, started boolean) RETURNS json
+LANGUAGE sql STABLE AS $$
+    SELECT json_build_array(
+               j.id,
+               j.seq,
+               j.task_name,
+               j.queue,
+               j.args,
+               j.kwargs,
+               j.priority,
+               -- run_at
+               (extract(epoch FROM least(greatest(j.run_at, '0001-01-01 00:00:00+00'),
+                                         '9999-12-31 23:59:59.999999+00')) * 1000000)::bigint,
+               -- expires_at (greatest() skips a NULL)
+               (extract(epoch FROM CASE WHEN j.expires_at IS NOT NULL
+                                   THEN least(greatest(j.expires_at, '0001-01-01 00:00:00+00'),
+                                              '9999-12-31 23:59:59.999999+00') END)
+                * 1000000)::bigint,
+               -- expired
+               j.expires_at IS NOT NULL AND j.expires_at <= now(),
+               j.retries,
+               j.max_retries,
+               j.time_limit,
+               j.soft_time_limit,
+               j.options,
+               j.attempt,
+               job_document.started)
+$$;
+
 -- Hand ready jobs to offered slots, in claim order, until one finds no slot; then one
 -- notification per queue per statement (not per row) for the rest. The hand-off payload is
 -- "<hex HMAC-SHA256><body>", body = [slot, hand-off count, job document], signed with the
@@ -73,13 +113,15 @@ BEGIN
              WHERE n.worker_id IS NULL
                AND n.run_at <= statement_timestamp()
                AND (n.expires_at IS NULL OR n.expires_at > statement_timestamp())
-               -- a row written by hand with an infinite time has no epoch for the document:
-               -- it is claimed the usual way, where the claim clamps it
+               -- a row written by hand with an infinite time is left to a claim: the hand-off
+               -- is the fast path for what producers enqueue, the claim takes any row
                AND isfinite(n.run_at) AND (n.expires_at IS NULL OR isfinite(n.expires_at))
              ORDER BY n.priority DESC, n.run_at, n.seq
              LIMIT (SELECT count(*) FROM pgqueue.worker_slots WHERE offered)
         LOOP
-            document := pgqueue.job_document(job);
+            -- the document of the job as the claim below leaves it (attempt for attempt)
+            job.attempt := job.attempt + 1;
+            document := pgqueue.job_document(job, true)::text;
             -- NOTIFY payloads stop at 8000 bytes, signature and header included: a bigger
             -- job is claimed the usual way
             EXIT WHEN octet_length(document) > 7850;
