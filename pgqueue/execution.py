@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 @dataclass
 class Job:
     """A claimed job: one entry of the JSON document a claim (claim_jobs) or a hand-off
-    sends, which pgqueue.job_document() (sql/migrations/0006_trust.sql) builds as an array
-    of these fields, in this order (FIELDS). tests/test_claim_document.py fails when the
-    two disagree: a field is added in both places, under the same name."""
+    sends, which pgqueue.job_document() (sql/schema.sql, from migration 0006) builds as an
+    array of these fields, in this order (FIELDS). A field is added in both places, under
+    the same name: tests/test_claim_document.py fails when the two disagree."""
 
     id: str
     seq: int

@@ -21,6 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgqueue import states
+from pgqueue.execution import FIELDS
 from tests import taskapp
 from tests.conftest import WorkerProcess, wait_for
 from tests.test_handoff import wait_offering
@@ -53,9 +54,26 @@ def channel_of(db: psycopg.Connection[Any], wid: str) -> str:
 def forged_document(task: str, args: list[Any]) -> list[Any]:
     """A job in the hand-off document's shape (pgqueue.job_document) that no producer
     enqueued: the id is made up."""
-    job_id = "0193f7c2-0000-7000-8000-000000000001"
-    times = [0, None, False]  # run_at, expires_at, expired
-    return [job_id, 1, task, "default", args, {}, 0, *times, 0, None, None, None, {}, 1, True]
+    job = {
+        "id": "0193f7c2-0000-7000-8000-000000000001",
+        "seq": 1,
+        "task_name": task,
+        "queue": "default",
+        "args": args,
+        "kwargs": {},
+        "priority": 0,
+        "run_at": 0,
+        "expires_at": None,
+        "expired": False,
+        "retries": 0,
+        "max_retries": None,
+        "time_limit": None,
+        "soft_time_limit": None,
+        "options": {},
+        "attempt": 1,
+        "started": True,
+    }
+    return [job[name] for name in FIELDS]
 
 
 def test_a_forged_hand_off_is_not_run(app, db, worker, outsider):
