@@ -15,6 +15,8 @@
 --    missing and only rescues the worker's jobs once it has been missing for longer than
 --    the worker's own reconnect_grace (worker_reconnect_grace). A worker that reconnects
 --    within the grace keeps its jobs: no second run, no false WorkerLostError.
+-- 3. One job document. pgqueue.job_document() now builds what both the claim and the
+--    hand-off send a worker, from the row as the claim leaves it.
 
 -- What a worker's listening connection serves, and its hand-off key, in a row of its own:
 -- the slot rows producers flip at each hand-off shrink to a few dozen bytes, so a page holds
