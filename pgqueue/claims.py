@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+
 from . import queries, states
 from .db import translate_errors
 from .execution import FIELDS, Job, Outcome, decode_failure
@@ -151,7 +153,12 @@ class Claims:
     # -- the round trip --------------------------------------------------------------------------
 
     def send(
-        self, conn: Any, to_start: list[Job], claim: int, start: int, handoff: HandoffSlots
+        self,
+        conn: psycopg.Connection[Any],
+        to_start: list[Job],
+        claim: int,
+        start: int,
+        handoff: HandoffSlots,
     ) -> ClaimTrip:
         """Send, on ``conn`` in one pipeline (one transaction): mark ``to_start`` STARTED,
         claim up to ``claim`` more, the first ``start`` of them STARTED at once."""
@@ -184,7 +191,7 @@ class Claims:
         """Of the jobs marked STARTED, those still ours, and whether each is still due."""
         return {r[0]: r[1] for r in trip.started.fetchall()} if trip.started is not None else {}
 
-    def received(self, conn: Any, trip: ClaimTrip) -> list[Job]:
+    def received(self, conn: psycopg.Connection[Any], trip: ClaimTrip) -> list[Job]:
         """The jobs claimed; those not STARTED already go to the buffer."""
         assert trip.due is not None  # sent with every claim
         (delay,) = trip.due.fetchone()
@@ -194,7 +201,7 @@ class Claims:
         self.buffer.extend(job for job in jobs if not job.started)
         return jobs
 
-    def decode(self, conn: Any, document: str) -> list[Job]:
+    def decode(self, conn: psycopg.Connection[Any], document: str) -> list[Job]:
         """The jobs of a claim's JSON document. A job that cannot be decoded (a row written
         by hand) ends FAILURE with DecodeError; the others go on as usual.
 
@@ -221,7 +228,7 @@ class Claims:
 
     # -- giving jobs back ------------------------------------------------------------------------
 
-    def release(self, conn: Any, jobs: list[Job], why: str) -> None:
+    def release(self, conn: psycopg.Connection[Any], jobs: list[Job], why: str) -> None:
         """Put jobs claimed for us back in the queue (fenced by attempt: a job no longer
         ours is left alone)."""
         if not jobs:
@@ -237,12 +244,12 @@ class Claims:
             ).fetchall()
         log.info("put %d job(s) back in the queue (%s)", sum(r[1] for r in rows), why)
 
-    def release_buffer(self, conn: Any) -> None:
+    def release_buffer(self, conn: psycopg.Connection[Any]) -> None:
         jobs = list(self.buffer)
         self.buffer.clear()
         self.release(conn, jobs, "unstarted")
 
-    def release_held(self, conn: Any, keep: list[tuple[str, int]]) -> None:
+    def release_held(self, conn: psycopg.Connection[Any], keep: list[tuple[str, int]]) -> None:
         """On a reconnect, give back what the lost connection may have claimed for us.
 
         The buffer is dropped whole: its jobs, and any claimed or marked STARTED in a

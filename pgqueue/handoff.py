@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import sql
 
 from . import queries
@@ -123,7 +124,7 @@ class HandoffSlots:
         self.keys = HandoffKeys()
         self._durable = {"synchronous_commit": synchronous_commit}
 
-    def listen(self, listener: Any) -> None:
+    def listen(self, listener: psycopg.Connection[Any]) -> None:
         listener.execute(
             sql.SQL(queries.get("worker_listen_handoff")).format(
                 channel=sql.Identifier(self.channel)
@@ -131,7 +132,11 @@ class HandoffSlots:
         )
 
     def create(
-        self, conn: Any, key: tuple[bytes, bytes], listener: Any, worker: Registration
+        self,
+        conn: psycopg.Connection[Any],
+        key: tuple[bytes, bytes],
+        listener: psycopg.Connection[Any],
+        worker: Registration,
     ) -> None:
         """(Re)create our slots, none offered, under ``key`` (from ``keys.new_key()``), for
         the jobs ``worker`` runs, handed over through ``listener``'s session."""
@@ -152,7 +157,7 @@ class HandoffSlots:
         )
         self.offered = 0
 
-    def offer(self, conn: Any, n: int) -> None:
+    def offer(self, conn: psycopg.Connection[Any], n: int) -> None:
         """Offer ``n`` free slots for hand-off (withdraw the rest), if not offered already.
 
         Offers are topped up once half of them were taken, not after every hand-off, so a
@@ -167,7 +172,7 @@ class HandoffSlots:
             conn.execute(queries.get("offer_slots"), {"worker_id": self.worker_id, "n": n})
         self.offered = n
 
-    def withdraw(self, conn: Any) -> int:
+    def withdraw(self, conn: psycopg.Connection[Any]) -> int:
         """In a claim's pipeline: claiming means not idle, so no job is to be handed to us
         meanwhile. Returns what was offered, for ``restore`` if that transaction fails."""
         offered = self.offered
@@ -186,7 +191,7 @@ class HandoffSlots:
 
 def handed_job(
     handoff: Handoff,
-    conn: Any,
+    conn: psycopg.Connection[Any],
     decode: Callable[[str], list[Job]],
     failed: Callable[[Outcome], None],
 ) -> Job | None:
@@ -195,9 +200,9 @@ def handed_job(
     document, so its id and attempt can be trusted to fence that outcome."""
     if handoff.document is None:  # not even JSON Python can read: see Claims.decode
         with translate_errors():
-            (entry,) = conn.execute(
-                queries.get("handoff_job_document"), {"body": handoff.body}
-            ).fetchone()
+            (entry,) = queries.one(
+                conn.execute(queries.get("handoff_job_document"), {"body": handoff.body})
+            )
         jobs = decode(f"[{entry}]")
         return jobs[0] if jobs else None
     try:

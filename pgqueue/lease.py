@@ -92,7 +92,11 @@ class Lease:
         self._backend_pids = (self.conn.info.backend_pid, self.writer.info.backend_pid)
 
     def _set_up(
-        self, conn: Any, writer: Any, listener: Any, on_connected: Callable[[Any, Any, bool], None]
+        self,
+        conn: psycopg.Connection[Any],
+        writer: psycopg.Connection[Any],
+        listener: psycopg.Connection[Any],
+        on_connected: Callable[[Any, Any, bool], None],
     ) -> None:
         r = self.registration
         reconnecting = bool(self._backend_pids)
@@ -107,20 +111,22 @@ class Lease:
                 conn.execute(queries.get("terminate_backend"), {"pid": pid})
             # Registering and locking in one transaction: no one sees the row unlocked.
             with conn.transaction():
-                (lock_key,) = conn.execute(
-                    queries.get("register_worker"),
-                    {
-                        "id": r.id,
-                        "name": r.name,
-                        "hostname": r.hostname,
-                        "pid": os.getpid(),
-                        "queues": r.queues,
-                        "tasks": r.tasks,
-                        "pool": r.pool,
-                        "concurrency": r.concurrency,
-                        "reconnect_grace": r.reconnect_grace,
-                    },
-                ).fetchone()
+                (lock_key,) = queries.one(
+                    conn.execute(
+                        queries.get("register_worker"),
+                        {
+                            "id": r.id,
+                            "name": r.name,
+                            "hostname": r.hostname,
+                            "pid": os.getpid(),
+                            "queues": r.queues,
+                            "tasks": r.tasks,
+                            "pool": r.pool,
+                            "concurrency": r.concurrency,
+                            "reconnect_grace": r.reconnect_grace,
+                        },
+                    )
+                )
                 _take_lock(conn, lock_key)
             on_connected(conn, listener, reconnecting)
 
@@ -186,12 +192,14 @@ class Lease:
             return True
 
 
-def _take_lock(conn: Any, lock_key: int) -> None:
+def _take_lock(conn: psycopg.Connection[Any], lock_key: int) -> None:
     deadline = time.monotonic() + 10
     while True:
-        (got,) = conn.execute(
-            queries.get("lock_worker"), {"lock_class": WORKER_LOCK_CLASS, "lock_key": lock_key}
-        ).fetchone()
+        (got,) = queries.one(
+            conn.execute(
+                queries.get("lock_worker"), {"lock_class": WORKER_LOCK_CLASS, "lock_key": lock_key}
+            )
+        )
         if got:
             return
         if time.monotonic() > deadline:

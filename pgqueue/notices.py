@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
+
 from . import queries
 from .claims import Claims
 from .db import JOBS_CHANNEL, translate_errors
@@ -70,7 +72,9 @@ def collect_revoke(
     revokes[job_id] = revokes.get(job_id, False) or message.get("terminate") is True
 
 
-def confirmed_revokes(conn: Any, worker_id: str, asked: list[str], forged: ForgedLog) -> set[str]:
+def confirmed_revokes(
+    conn: psycopg.Connection[Any], worker_id: str, asked: list[str], forged: ForgedLog
+) -> set[str]:
     """Of the jobs we were told are revoked, those the database shows revoked; the others
     are counted as forged."""
     with translate_errors():
@@ -106,7 +110,7 @@ class Inbox:
         self.outcomes = outcomes
         self.forged = ForgedLog()
 
-    def listen(self, listener: Any) -> None:
+    def listen(self, listener: psycopg.Connection[Any]) -> None:
         """LISTEN on a (new) listening session: new jobs, control messages, hand-offs."""
         listener.execute(queries.get("worker_listen_jobs"))
         listener.execute(queries.get("worker_listen_control"))

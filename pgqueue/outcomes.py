@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+
 from . import logs, queries, states
 from .execution import Outcome
 from .lease import SHUTDOWN_OUTAGE_LIMIT
@@ -85,7 +87,7 @@ class OutcomeWriter:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def send(self, conn: Any) -> Sent | None:
+    def send(self, conn: psycopg.Connection[Any]) -> Sent | None:
         """Send the held outcomes on ``conn`` (in its pipeline, if the caller opened one);
         ``settle`` reads the reply."""
         if not self.held:
@@ -111,7 +113,7 @@ class OutcomeWriter:
             self._log(o, o.state == states.RETRY or o.job_id in written)
         self.jobs_done += len(sent.outcomes)
 
-    def write(self, conn: Any) -> None:
+    def write(self, conn: psycopg.Connection[Any]) -> None:
         """Write the held outcomes now, in one round trip of their own."""
         with conn.pipeline():
             sent = self.send(conn)

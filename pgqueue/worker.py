@@ -30,6 +30,8 @@ import uuid
 from multiprocessing.connection import wait as wait_for_fds
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+
 from . import logs, maintenance, signals
 from .claims import Claims
 from .exceptions import ConfigurationError, DatabaseUnavailable
@@ -138,7 +140,9 @@ class Worker:
     def _connect(self) -> None:
         self._lease.connect(self._on_connected)
 
-    def _on_connected(self, conn: Any, listener: Any, reconnecting: bool) -> None:
+    def _on_connected(
+        self, conn: psycopg.Connection[Any], listener: psycopg.Connection[Any], reconnecting: bool
+    ) -> None:
         """What hangs on a (new) session besides the registration. A new hand-off key first,
         then listen, then give back what the lost connection held: a job handed to an old
         slot is then either released below or heard of, signed with the retired key, and
