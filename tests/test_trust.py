@@ -152,6 +152,14 @@ def test_a_real_revoke_with_terminate_still_stops_the_task(app, db, worker):
     assert r.state == states.REVOKED
 
 
+def end_sessions_of(db: psycopg.Connection[Any], w: WorkerProcess) -> None:
+    """Terminate a worker's own sessions (claims, outcomes, listener), as a blip would."""
+    db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE %s",
+        (f"pgqueue %:{w.pid}",),
+    )
+
+
 def test_a_blip_within_the_grace_keeps_the_workers_jobs(app, db, worker, monkeypatch):
     # B looks for lost workers every 0.2 s; A's grace is the default (10 s).
     monkeypatch.setenv("PGQUEUE_TEST_CONF", json.dumps({"worker_rescue_interval": 0.2}))
@@ -163,10 +171,7 @@ def test_a_blip_within_the_grace_keeps_the_workers_jobs(app, db, worker, monkeyp
     # and must wait the grace out rather than fail the job with WorkerLostError.
     a.signal(signal.SIGSTOP)
     try:
-        db.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE %s",
-            (f"pgqueue %:{a.pid}",),
-        )
+        end_sessions_of(db, a)
         wait_for(
             lambda: "unless they reconnect" in b.output(),
             what="B's rescue to find A's lock missing",
@@ -200,10 +205,7 @@ def test_a_worker_away_past_the_grace_is_rescued(app, db, worker, monkeypatch):
     a.signal(signal.SIGSTOP)
     try:
         cut = time.monotonic()
-        db.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE %s",
-            (f"pgqueue %:{a.pid}",),
-        )
+        end_sessions_of(db, a)
         wait_for(lambda: len(runs(db, "away")) == 2, timeout=60, what="B to run the job again")
         assert time.monotonic() - cut >= grace
         a.signal(signal.SIGKILL)
