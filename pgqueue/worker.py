@@ -135,24 +135,21 @@ class Worker:
     def jobs_done(self) -> int:
         return self._outcomes.jobs_done
 
-    # -- set-up ----------------------------------------------------------------------------
-
     def _connect(self) -> None:
         self._lease.connect(self._on_connected)
 
     def _on_connected(
         self, conn: psycopg.Connection[Any], listener: psycopg.Connection[Any], reconnecting: bool
     ) -> None:
-        """What hangs on a (new) session besides the registration. A new hand-off key first,
-        then listen, then give back what the lost connection held: a job handed to an old
-        slot is then either released below or heard of, signed with the retired key, and
-        given back then (_on_handoff)."""
+        """What hangs on a (new) session besides the registration: a new hand-off key, then
+        listen, then give back what the lost connection held but running jobs and outcomes
+        still to be written (a job handed to an old slot is released here, or heard of with
+        the retired key and given back by _on_handoff)."""
         key = self._handoff.keys.new_key()
         assert self._inbox is not None
         self._inbox.listen(listener)
         if reconnecting:
             assert self._pool is not None and self._claims is not None
-            # Running jobs and outcomes still to be written stay ours.
             keep = [(slot.job.id, slot.job.attempt) for slot in self._pool.running()]
             keep += [(o.job_id, o.attempt) for o in self._outcomes.held]
             self._claims.release_held(conn, keep)
@@ -165,8 +162,6 @@ class Worker:
     def stop_waiting(self) -> None:
         """Make the loop's select() return now."""
         self._switch.wake()
-
-    # -- running -----------------------------------------------------------------------------
 
     def run(self, *, install_signals: bool = True) -> int:
         """Run until a warm shutdown; returns the process exit code."""
@@ -309,8 +304,6 @@ class Worker:
             self._start(job)
         return claimed
 
-    # -- jobs in and out of the pool ----------------------------------------------------------
-
     def _start(self, job: Job) -> None:
         """Hand a job marked STARTED in the database to the pool."""
         assert self._pool is not None
@@ -335,8 +328,6 @@ class Worker:
         assert self._pool is not None
         for outcome in self._pool.collect():
             self._outcomes.add(self._policy.settle_pool_failure(outcome))
-
-    # -- outages and shutdown --------------------------------------------------------------
 
     def _ride_out_outage(self, exc: Exception) -> bool:
         """Reconnect with backoff while running tasks go on; False to give up (shutdown)."""
