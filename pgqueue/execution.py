@@ -120,15 +120,6 @@ def decode_failure(
     )
 
 
-def entry_failure(entry: list[Any], exc: Exception) -> Outcome:
-    """decode_failure for an entry of a job document that Python parsed but from_claim
-    refused. The database wrote the document, so its id and attempt can fence the outcome."""
-    named = dict(zip(FIELDS, entry, strict=False))
-    return decode_failure(
-        str(named["id"]), int(named["attempt"]), str(named["task_name"]), str(named["queue"]), exc
-    )
-
-
 @dataclass
 class Outcome:
     """What became of one job; the worker writes it to the database."""

@@ -29,7 +29,7 @@ from psycopg import sql
 
 from . import queries
 from .db import translate_errors
-from .execution import Job, Outcome, entry_failure
+from .execution import Job
 
 if TYPE_CHECKING:
     from .lease import Registration
@@ -193,22 +193,21 @@ def handed_job(
     handoff: Handoff,
     conn: psycopg.Connection[Any],
     decode: Callable[[str], list[Job]],
-    failed: Callable[[Outcome], None],
 ) -> Job | None:
     """The job of a verified hand-off; None if it cannot be decoded (a row written by hand),
-    in which case it ends FAILURE with DecodeError (``failed``). The trigger signed the
-    document, so its id and attempt can be trusted to fence that outcome."""
-    if handoff.document is None:  # not even JSON Python can read: see Claims.decode
+    in which case it ends FAILURE with DecodeError, as a claimed one would: through the
+    claim's own decoder (``decode``). The trigger signed the document, so its id and attempt
+    can be trusted to fence that outcome."""
+    if handoff.document is not None:
+        try:
+            return Job.from_claim(handoff.document)
+        except (ValueError, TypeError, OverflowError):
+            document = f"[{json.dumps(handoff.document)}]"
+    else:  # not even JSON Python can read: the database reads it
         with translate_errors():
             (entry,) = queries.one(
                 conn.execute(queries.get("handoff_job_document"), {"body": handoff.body})
             )
-        jobs = decode(f"[{entry}]")
-        return jobs[0] if jobs else None
-    try:
-        return Job.from_claim(handoff.document)
-    except (ValueError, TypeError, OverflowError) as exc:
-        outcome = entry_failure(handoff.document, exc)
-        log.error("task %s[%s]: %s", outcome.task_name, outcome.job_id, outcome.exc_message)
-        failed(outcome)
-        return None
+        document = f"[{entry}]"
+    jobs = decode(document)
+    return jobs[0] if jobs else None

@@ -169,7 +169,7 @@ class Inbox:
             self.forged("hand-off", payload)
             return
         conn, claims = self.lease.conn, self.claims
-        job = handed_job(handoff, conn, lambda doc: claims.decode(conn, doc), self.outcomes.add)
+        job = handed_job(handoff, conn, lambda doc: claims.decode(conn, doc))
         if job is None:  # it could not be decoded, and ends FAILURE
             if handoff.current:
                 self.handoff.taken()

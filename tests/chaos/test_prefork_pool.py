@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import time
 
 import pytest
 
@@ -53,11 +52,7 @@ def test_job_for_a_child_that_died_idle_runs_on_its_replacement() -> None:
         wait_for(lambda: not alive(child.process.pid), timeout=10, what="the child to die")
         # The pool has not collected since: it still counts the dead child as a free slot.
         pool.submit(_job(41), None, None)
-        deadline = time.monotonic() + 30
-        outcomes = []
-        while not outcomes and time.monotonic() < deadline:
-            outcomes = pool.collect()
-            time.sleep(0.01)
+        outcomes = wait_for(pool.collect, timeout=30, what="the job's outcome")
         assert [(o.job_id, o.state) for o in outcomes] == [(_job(41).id, states.SUCCESS)]
         assert pool._children[0].process.pid != child.process.pid
     finally:
