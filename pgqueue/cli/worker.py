@@ -117,7 +117,7 @@ def _serve_metrics(w: Worker, addr: str, port: int | None) -> MetricsServer | No
         from .. import metrics
     except ImportError:
         raise CliError(
-            "--metrics-port needs prometheus-client: pip install 'pgqueue[metrics]'"
+            "--metrics-port needs prometheus-client: pip install 'pgqueue-tasks[metrics]'"
         ) from None
     try:
         return metrics.serve(w, port, addr)
