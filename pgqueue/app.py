@@ -51,6 +51,10 @@ class PgQueue:
         self._dsn = dsn
         self._connections = ConnectionHolder(dsn)
         self.control = Control(self)
+        # Consulted by every enqueue given no connection= outside app.transaction(): the
+        # connection it returns is used (the caller's transaction); None, the app's own.
+        # The Django app sets it to Django's connection; see README, "Django".
+        self.connection_provider: Callable[[], ProducerConnection | None] | None = None
         set_default_app(self)
 
     def __repr__(self) -> str:
@@ -173,10 +177,11 @@ class PgQueue:
         a job not started by then (it ends REVOKED). Higher ``priority`` runs first.
         ``max_retries`` overrides the task's, and ``max_retries=None`` means no limit (left
         out, the task's own applies). With
-        ``connection`` (a psycopg connection or cursor, or any DB-API cursor) the job is
-        written in the caller's transaction and exists only if it commits; inside
-        ``with app.transaction(conn):`` that connection is used. Otherwise the job is
-        committed at once.
+        ``connection`` (a psycopg connection or cursor, any DB-API cursor, or a SQLAlchemy
+        ``Session`` or ``Connection``) the job is written in the caller's transaction and
+        exists only if it commits; inside ``with app.transaction(conn):`` that connection is
+        used, else the one ``app.connection_provider()`` returns, if any. Otherwise the job
+        is committed at once.
         """
         call = dict(
             countdown=countdown,
@@ -210,8 +215,9 @@ class PgQueue:
     def transaction(self, connection: ConnectionT) -> Iterator[ConnectionT]:
         """Enqueue through the caller's connection for the duration of the block.
 
-        With a psycopg 3 connection the block is also a transaction (``conn.transaction()``:
-        committed at the end, rolled back on an exception, a savepoint when nested), so::
+        With a psycopg 3 connection, or a SQLAlchemy ``Session`` or ``Connection``, the block
+        is also a transaction (committed at the end, rolled back on an exception, a
+        savepoint when one is open already), so::
 
             with app.transaction(conn):
                 conn.execute("INSERT INTO orders ...")

@@ -2,6 +2,10 @@
 ``app.transaction``, on the caller's connection (the job exists only if its transaction
 commits) or on the app's own autocommit connection (replaced once if found broken).
 
+The caller's connection is, in this order: ``connection=``; the one of the innermost
+``with app.transaction(conn):``; what ``app.connection_provider`` returns (the Django app
+sets it to Django's connection). With none of them, the app's own connection.
+
 The rows come from jobrows.py; this module only sends them.
 """
 
@@ -17,6 +21,7 @@ import psycopg
 import psycopg.errors
 
 from . import jobrows, queries
+from .contrib import sqlalchemy
 from .db import translate_errors
 from .exceptions import DatabaseUnavailable
 from .result import AsyncResult
@@ -64,14 +69,13 @@ def send(
     connection: ProducerConnection | None,
 ) -> AsyncResult:
     """Write one job (``app.send_task``)."""
-    if connection is not None:
-        check_connection(connection)
+    target = caller_connection(app, connection)
     args, kwargs = args or (), kwargs or {}
     job_id, columns = jobrows.job_columns(app, name, args, kwargs, options)
     jobs = [jobrows.job(job_id, args, kwargs, columns)]
     document = dumps_jobs(jobs)
     jobrows.check_payloads(jobs, document, app.conf.task_max_payload_size)
-    _execute(app, queries.get("enqueue_jobs"), {"jobs": document}, connection)
+    _execute(app, queries.get("enqueue_jobs"), {"jobs": document}, target)
     return AsyncResult(job_id, app=app, task_name=name)
 
 
@@ -81,9 +85,8 @@ def enqueue_many(
     """Write many jobs, all or none (``app.enqueue_many``)."""
     results: list[AsyncResult] = []
     sql = queries.get("enqueue_jobs")
-    target = connection if connection is not None else _bound_connection.get()
+    target = caller_connection(app, connection)
     if target is not None:
-        check_connection(target)
         # The caller's connection may be in autocommit (or not psycopg 3 at all): one
         # statement keeps the batch all or nothing there too.
         jobs = [
@@ -143,6 +146,20 @@ def enqueue_many(
     return results
 
 
+def caller_connection(
+    app: PgQueue, connection: ProducerConnection | None
+) -> ProducerConnection | None:
+    """The caller's connection the job is to be written through (checked), or None for the
+    app's own: ``connection=``, else the innermost ``app.transaction()``'s, else the one
+    ``app.connection_provider`` gives."""
+    target = connection if connection is not None else _bound_connection.get()
+    if target is None and app.connection_provider is not None:
+        target = app.connection_provider()
+    if target is not None:
+        check_connection(target)
+    return target
+
+
 @contextlib.contextmanager
 def bound(connection: ConnectionT) -> Iterator[ConnectionT]:
     """Send jobs through ``connection`` inside the block (``app.transaction``)."""
@@ -152,6 +169,9 @@ def bound(connection: ConnectionT) -> Iterator[ConnectionT]:
         if isinstance(connection, psycopg.Connection):
             with connection.transaction():
                 yield connection
+        elif sqlalchemy.is_sqlalchemy(connection):
+            with sqlalchemy.transaction(connection):
+                yield connection
         else:
             yield connection
     finally:
@@ -159,9 +179,8 @@ def bound(connection: ConnectionT) -> Iterator[ConnectionT]:
 
 
 def _execute(
-    app: PgQueue, sql: str, params: Mapping[str, Any], connection: ProducerConnection | None
+    app: PgQueue, sql: str, params: Mapping[str, Any], target: ProducerConnection | None
 ) -> None:
-    target = connection if connection is not None else _bound_connection.get()
     if target is not None:
         with translate_errors():
             _execute_on(target, sql, params)
@@ -186,8 +205,8 @@ def _execute(
 
 
 _ACCEPTED_CONNECTIONS = (
-    "a psycopg.Connection or psycopg.Cursor, or a blocking DB-API 2 connection or cursor "
-    "(psycopg2, ...)"
+    "a psycopg.Connection or psycopg.Cursor, a blocking DB-API 2 connection or cursor "
+    "(psycopg2, Django's), or a SQLAlchemy Session or Connection"
 )
 
 
@@ -201,6 +220,9 @@ def check_connection(target: object) -> None:
                 f"connection= got a server-side (named) cursor, which cannot run an INSERT: "
                 f"pass its connection instead ({_ACCEPTED_CONNECTIONS})"
             )
+        return
+    if sqlalchemy.is_sqlalchemy(target):
+        sqlalchemy.check(target)
         return
     kind = f"{type(target).__module__}.{type(target).__qualname__}"
     if isinstance(target, psycopg.AsyncConnection | psycopg.AsyncCursor) or any(
@@ -221,6 +243,9 @@ def _execute_on(target: ProducerConnection, sql: str, params: Mapping[str, Any])
     # Any: what is called below is DB-API 2, common to the four kinds; mypy cannot tell a
     # cursor from a connection by the hasattr check.
     driver: Any = target
+    if sqlalchemy.is_sqlalchemy(driver):
+        sqlalchemy.execute(driver, sql, params)
+        return
     if hasattr(driver, "fetchone"):  # a cursor
         _sync_result(driver, driver.execute(sql, params))
         return
