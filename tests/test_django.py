@@ -243,6 +243,13 @@ def test_manage_py_migrate_creates_pgqueues_schema_on_a_bare_database(bare_postg
     assert again.returncode == 0 and "up to date" in again.stdout, again.stderr
 
 
+def test_under_djangos_test_runner_the_schema_and_the_jobs_are_in_the_test_database(dsn, db):
+    done = _manage(dsn, "test", "tests.djangoproject.shop", "--noinput")
+    assert done.returncode == 0, done.stderr
+    assert "Ran 1 test" in done.stderr and "OK" in done.stderr, done.stderr
+    assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone()[0] == 0
+
+
 def test_manage_py_pgqueue_worker_runs_the_task_with_the_orm_in_a_prefork_child(project, dsn, db):
     reply = Client().post("/orders", {"number": "W1"}).json()
     order = reply["order"]
