@@ -184,6 +184,17 @@ def test_manage_py_pgqueue_adds_the_project_app_and_database_to_the_command_line
     assert forwarded(["--help"], "dbname=x") == ["--dsn", "dbname=x", "--help"]
 
 
+def test_call_command_runs_the_command_line_and_raises_its_errors_as_command_errors(
+    project, capsys
+):
+    from django.core.management import CommandError
+
+    call_command("pgqueue", "status")
+    assert "no queues" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="No such command 'wroker'"):
+        call_command("pgqueue", "wroker")
+
+
 def test_the_django_migrations_cover_every_sql_migration():
     from importlib import import_module
 
