@@ -184,6 +184,18 @@ def test_manage_py_pgqueue_adds_the_project_app_and_database_to_the_command_line
     assert forwarded(["--help"], "dbname=x") == ["--dsn", "dbname=x", "--help"]
 
 
+def test_the_pgqueue_command_sets_django_up_for_the_project_app(dsn):
+    env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "pgqueue.cli", "status", "-A", "pgqueue.contrib.django:app"]
+    env["DJANGO_SETTINGS_MODULE"] = "tests.djangoproject.settings"
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "no queues" in done.stdout, done.stderr
+    del env["DJANGO_SETTINGS_MODULE"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "set DJANGO_SETTINGS_MODULE" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_call_command_runs_the_command_line_and_raises_its_errors_as_command_errors(
     project, capsys
 ):

@@ -36,7 +36,10 @@ def load_app(spec: str) -> PgQueue:
     except ImportError as exc:
         raise CliError(f"cannot import {module_name!r} given by -A/--app: {exc}") from None
     if attr:
-        app = getattr(module, attr, None)
+        try:
+            app = getattr(module, attr, None)
+        except Exception as exc:  # an app built on first use (pgqueue.contrib.django:app)
+            raise CliError(f"cannot get {spec!r} given by -A/--app: {exc}") from None
         if not isinstance(app, PgQueue):
             raise CliError(f"{module_name!r} has no PgQueue app named {attr!r}")
         return app
