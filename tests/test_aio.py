@@ -15,7 +15,9 @@ import pytest
 
 from pgqueue import states
 from pgqueue.exceptions import EncodeError, TimeoutError
+from pgqueue.options import SEND_OPTIONS, SendOptions
 from tests import taskapp
+from tests.conftest import wait_for
 
 
 def job_count(db: psycopg.Connection[Any]) -> int:
@@ -199,3 +201,146 @@ def test_aget_propagates_a_failure(app, worker):
     assert "Traceback" in (raised.remote_traceback or "")  # type: ignore[attr-defined]
     assert ready
     app.close()
+
+
+# -- connections the async path refuses, and the other kind's blocks ---------------------------
+
+
+def test_a_sync_connection_on_the_async_path_is_refused_with_one_clear_error(app, dsn, db):
+    async def attempt() -> list[str]:
+        errors = []
+        with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+            calls = [
+                lambda: taskapp.add.aapply_async((1, 2), connection=conn),
+                lambda: app.asend_task("tests.taskapp.add", (1, 2), connection=conn),
+                lambda: app.aenqueue_many([taskapp.add.s(1, 2)], connection=conn),
+                lambda: taskapp.add.aapply_async((1, 2), connection=cur),
+                lambda: app.atransaction(conn).__aenter__(),
+            ]
+            for call in calls:
+                with pytest.raises(TypeError) as info:
+                    await call()
+                errors.append(str(info.value))
+        for wrong in ("postgresql://localhost/x", object()):
+            with pytest.raises(TypeError, match=r"pass a psycopg\.AsyncConnection or "):
+                await taskapp.add.aapply_async((1, 2), connection=wrong)
+        async with (
+            await psycopg.AsyncConnection.connect(dsn) as aconn,
+            aconn.cursor("named") as named,
+        ):
+            with pytest.raises(TypeError, match="server-side"):
+                await taskapp.add.aapply_async((1, 2), connection=named)
+        return errors
+
+    errors = asyncio.run(attempt())
+    assert len(errors) == 5
+    for message in errors:
+        assert "psycopg.Connection" in message or "psycopg.Cursor" in message
+        assert "a blocking connection, which the async producer cannot use" in message
+        assert "apply_async(..., connection=conn)" in message
+        assert "pass a psycopg.AsyncConnection or psycopg.AsyncCursor" in message
+    assert job_count(db) == 0
+
+
+def test_an_async_connection_on_the_sync_path_names_the_async_api(app, dsn, db):
+    async def attempt() -> str:
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            with pytest.raises(TypeError) as info:
+                taskapp.add.apply_async((1, 2), connection=conn)
+            return str(info.value)
+
+    message = asyncio.run(attempt())
+    assert "an async connection, which the blocking producer cannot use" in message
+    assert "await task.aapply_async(..., connection=conn)" in message
+    assert job_count(db) == 0
+
+
+def test_a_call_of_the_other_kind_inside_a_transaction_block_raises(app, dsn, db):
+    """delay() inside atransaction (or adelay() inside transaction) would commit its job on
+    pgqueue's own connection whatever the block does: it raises instead."""
+
+    async def scenario() -> list[str]:
+        errors = []
+        async with (
+            await psycopg.AsyncConnection.connect(dsn) as aconn,
+            app.atransaction(aconn),
+        ):
+            for call in (
+                lambda: taskapp.add.delay(1, 2),
+                lambda: app.enqueue_many([taskapp.add.s(1, 2)]),
+            ):
+                with pytest.raises(TypeError) as info:
+                    call()
+                errors.append(str(info.value))
+            # Given explicitly, a connection is used whatever the block.
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                taskapp.add.apply_async((7, 7), connection=conn)
+        with psycopg.connect(dsn) as conn, app.transaction(conn):
+            with pytest.raises(TypeError) as info:
+                await taskapp.add.adelay(1, 2)
+            errors.append(str(info.value))
+        return errors
+
+    errors = asyncio.run(scenario())
+    assert "inside `async with app.atransaction(conn):`" in errors[0]
+    assert "await adelay()" in errors[1]
+    assert "inside `with app.transaction(conn):`" in errors[2]
+    assert [r[0] for r in db.execute("SELECT args FROM pgqueue.jobs")] == [[7, 7]]
+
+
+def test_send_options_type_lists_every_send_option():
+    assert set(SendOptions.__annotations__) | {"beat_tick"} == SEND_OPTIONS
+
+
+# -- pgqueue's own async connection -----------------------------------------------------------
+
+
+def producer_backends(db: psycopg.Connection[Any]) -> list[int]:
+    return [
+        r[0]
+        for r in db.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'pgqueue' AND pid <> pg_backend_pid()"
+        )
+    ]
+
+
+def test_one_own_connection_per_event_loop_closed_with_its_loop_or_by_aclose(app, db):
+    async def two_sends() -> int:
+        await taskapp.add.adelay(1, 1)
+        await asyncio.gather(*(taskapp.add.adelay(i, i) for i in range(10)))
+        return (await app._aconnections.get()).info.backend_pid
+
+    first = asyncio.run(two_sends())
+    assert producer_backends(db) == [first]  # one for 11 sends, left open with its loop
+
+    async def after_aclose() -> tuple[int, list[int]]:
+        pid = (await app._aconnections.get()).info.backend_pid
+        await app.aclose()
+        return pid, producer_backends(db)
+
+    second, left = asyncio.run(after_aclose())
+    assert second != first  # a new loop, a new connection; the closed loop's was closed
+    assert left == []
+
+    asyncio.run(two_sends())
+    assert len(producer_backends(db)) == 1
+    app.close()  # closes the connection of a loop that is not running
+    wait_for(lambda: producer_backends(db) == [], 10, "app.close() to end the connection")
+    assert job_count(db) == 22
+
+
+def test_own_connection_found_broken_is_replaced_once(app, db):
+    async def scenario() -> list[str]:
+        first = await taskapp.add.adelay(1, 1)
+        pid = (await app._aconnections.get()).info.backend_pid
+        db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        wait_for(lambda: pid not in producer_backends(db), 10, "the backend to end")
+        second = await taskapp.add.adelay(2, 2)
+        value = await app.AsyncResult(second.id).astate()
+        await app.aclose()
+        return [first.id, second.id, value]
+
+    first, second, state = asyncio.run(scenario())
+    assert job_ids(db) == {first, second}
+    assert state == states.PENDING
