@@ -314,14 +314,15 @@ def test_one_own_connection_per_event_loop_closed_with_its_loop_or_by_aclose(app
     first = asyncio.run(two_sends())
     assert producer_backends(db) == [first]  # one for 11 sends, left open with its loop
 
-    async def after_aclose() -> tuple[int, list[int]]:
+    async def on_a_new_loop() -> int:
         pid = (await app._aconnections.get()).info.backend_pid
+        # Opening this loop's connection closed the one of the loop that has closed.
+        wait_for(lambda: producer_backends(db) == [pid], 10, "the first connection to end")
         await app.aclose()
-        return pid, producer_backends(db)
+        return pid
 
-    second, left = asyncio.run(after_aclose())
-    assert second != first  # a new loop, a new connection; the closed loop's was closed
-    assert left == []
+    assert asyncio.run(on_a_new_loop()) != first
+    wait_for(lambda: producer_backends(db) == [], 10, "aclose() to end the connection")
 
     asyncio.run(two_sends())
     assert len(producer_backends(db)) == 1
