@@ -37,9 +37,7 @@ async def send(
     connection: AsyncProducerConnection | None,
 ) -> AsyncResult:
     """Write one job (``app.asend_task``)."""
-    target = binding.target(connection, asynchronous=True)
-    if target is not None:
-        check_connection(target)
+    target = binding.target(connection, check_connection, asynchronous=True)
     job_id, document = jobrows.call_document(app, name, args, kwargs, options)
     await _execute(app, {"jobs": document}, target)
     return AsyncResult(job_id, app=app, task_name=name)
@@ -49,9 +47,7 @@ async def enqueue_many(
     app: PgQueue, signatures: Iterable[Signature], connection: AsyncProducerConnection | None
 ) -> list[AsyncResult]:
     """Write many jobs in one statement, all or none (``app.aenqueue_many``)."""
-    target = binding.target(connection, asynchronous=True)
-    if target is not None:
-        check_connection(target)
+    target = binding.target(connection, check_connection, asynchronous=True)
     jobs, document = jobrows.batch_document(app, signatures)
     if document is not None:
         await _execute(app, {"jobs": document}, target)

@@ -9,6 +9,7 @@ own would commit the job whether or not the block does: it raises TypeError inst
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 from typing import Any
 
 _sync: contextvars.ContextVar[Any] = contextvars.ContextVar("pgqueue_connection", default=None)
@@ -26,10 +27,12 @@ def unbind(token: contextvars.Token[Any], *, asynchronous: bool) -> None:
     (_async if asynchronous else _sync).reset(token)
 
 
-def target(connection: Any, *, asynchronous: bool) -> Any:
-    """The connection a call writes through: ``connection`` if given, else the bound one of
-    the call's kind, else None (pgqueue's own)."""
+def target(connection: Any, check: Callable[[Any], None], *, asynchronous: bool) -> Any:
+    """The connection a call writes through: ``connection`` if given (passed to ``check``,
+    which raises TypeError for one the call cannot use), else the bound one of the call's
+    kind (checked when bound), else None (pgqueue's own)."""
     if connection is not None:
+        check(connection)
         return connection
     same, other = (_async, _sync) if asynchronous else (_sync, _async)
     bound = same.get()

@@ -58,9 +58,7 @@ def send(
     connection: ProducerConnection | None,
 ) -> AsyncResult:
     """Write one job (``app.send_task``)."""
-    target = binding.target(connection, asynchronous=False)
-    if target is not None:
-        check_connection(target)
+    target = binding.target(connection, check_connection, asynchronous=False)
     job_id, document = jobrows.call_document(app, name, args, kwargs, options)
     _execute(app, queries.get("enqueue_jobs"), {"jobs": document}, target)
     return AsyncResult(job_id, app=app, task_name=name)
@@ -72,9 +70,8 @@ def enqueue_many(
     """Write many jobs, all or none (``app.enqueue_many``)."""
     results: list[AsyncResult] = []
     sql = queries.get("enqueue_jobs")
-    target = binding.target(connection, asynchronous=False)
+    target = binding.target(connection, check_connection, asynchronous=False)
     if target is not None:
-        check_connection(target)
         # The caller's connection may be in autocommit (or not psycopg 3 at all): one
         # statement keeps the batch all or nothing there too.
         jobs, document = jobrows.batch_document(app, signatures)
