@@ -15,7 +15,8 @@ From this directory (``pip install -e '.[examples]'`` at the top brings FastAPI,
          -d '{"email": "bob@example.com"}'             # 500: neither sign-up nor job
 
 Both processes use PGQUEUE_DSN, else database ``pgqueue`` on a local server, else on the
-embedded one (``pip install 'pgqueue[embedded]'``): the same order as every pgqueue command.
+embedded one (``pip install 'pgqueue-tasks[embedded]'``): the same order as every pgqueue
+command.
 """
 
 from __future__ import annotations
