@@ -1,5 +1,6 @@
 """The application object: configuration, the task registry and routes; the public face
-of the producer (producer.py writes the jobs, jobrows.py works out their rows)."""
+of the producer (producer.py writes the jobs, aio.py from asyncio code, jobrows.py works out
+their rows)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import datetime as dt
 import fnmatch
 import importlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import EllipsisType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import psycopg
 
+from . import aio, producer
 from . import migrate as migrations
-from . import producer
+from .aio import AsyncConnectionT, AsyncProducerConnection
+from .asyncdb import AsyncConnectionHolder
 from .beat.entries import PeriodicEntry, periodic_task_spec
 from .conf import Settings
 from .control import Control
@@ -23,6 +27,11 @@ from .db import ConnectionHolder, connect, load_times_clamped, resolve_dsn, tran
 from .producer import ConnectionT, ProducerConnection
 from .result import AsyncResult
 from .task import Signature, Task
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .options import SendOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,6 +59,7 @@ class PgQueue:
         self.tasks: dict[str, Task] = {}
         self._dsn = dsn
         self._connections = ConnectionHolder(dsn)
+        self._aconnections = AsyncConnectionHolder(dsn)
         self.control = Control(self)
         # Consulted by every enqueue given no connection= outside app.transaction(): the
         # connection it returns is used (the caller's transaction); None, the app's own.
@@ -73,9 +83,10 @@ class PgQueue:
         connects to ``dsn``. Connections already handed out (``connect()``) and workers
         already running keep the database they have.
         """
-        self._connections.close()
+        self.close()
         self._dsn = dsn
         self._connections = ConnectionHolder(dsn)
+        self._aconnections = AsyncConnectionHolder(dsn)
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -228,6 +239,37 @@ class PgQueue:
         with producer.bound(connection) as bound:
             yield bound
 
+    # -- producing from asyncio code (aio.py): Celery's names with an "a" prefix ----------
+
+    async def asend_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        connection: AsyncProducerConnection | None = None,
+        **options: Unpack[SendOptions],
+    ) -> AsyncResult:
+        """``send_task`` for asyncio code, with the same options. With ``connection`` (a
+        psycopg AsyncConnection or AsyncCursor), or inside ``async with
+        app.atransaction(conn):``, the job joins that transaction; otherwise it is committed
+        at once on pgqueue's own connection of the running event loop."""
+        return await aio.send(self, name, args, kwargs, dict(options), connection)
+
+    async def aenqueue_many(
+        self, signatures: Iterable[Signature], *, connection: AsyncProducerConnection | None = None
+    ) -> list[AsyncResult]:
+        """``enqueue_many`` for asyncio code: the jobs go as one statement, all or none."""
+        return await aio.enqueue_many(self, signatures, connection)
+
+    def atransaction(
+        self, connection: AsyncConnectionT
+    ) -> AbstractAsyncContextManager[AsyncConnectionT]:
+        """``transaction`` for asyncio code: ``async with app.atransaction(aconn):`` sends
+        the async producer calls of the block through ``aconn``, a psycopg AsyncConnection
+        (the block is then its transaction) or AsyncCursor."""
+        return aio.bound(connection)
+
     # -- results and schema ------------------------------------------------------------
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
@@ -260,5 +302,11 @@ class PgQueue:
             return migrations.migrate(conn)
 
     def close(self) -> None:
-        """Close this thread's producer connection."""
+        """Close this thread's producer connection, and the async producer connections of
+        the event loops that are not running (``aclose()`` closes the running loop's)."""
         self._connections.close()
+        self._aconnections.close()
+
+    async def aclose(self) -> None:
+        """Close the running event loop's producer connection."""
+        await self._aconnections.discard()

@@ -209,6 +209,16 @@ def connect(
     dsn: str, *, autocommit: bool = True, application_name: str = "pgqueue"
 ) -> psycopg.Connection[Any]:
     """Open a connection with timeouts and keepalives, or raise a clear error."""
+    conninfo = connection_string(dsn, application_name)
+    try:
+        return psycopg.connect(conninfo, autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        raise cannot_connect(dsn, exc) from None
+
+
+def connection_string(dsn: str, application_name: str) -> str:
+    """``dsn`` with pgqueue's timeouts and keepalives added where it sets none; a DSN
+    libpq cannot parse raises ConfigurationError, without its password."""
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
@@ -221,16 +231,16 @@ def connect(
     for key, value in _CONNECT_DEFAULTS.items():
         params.setdefault(key, value)
     params.setdefault("application_name", application_name)
-    try:
-        return psycopg.connect(
-            make_conninfo(**{k: str(v) for k, v in params.items()}), autocommit=autocommit
-        )
-    except psycopg.OperationalError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        raise DatabaseUnavailable(
-            f"cannot connect to Postgres at {describe(dsn)}: {first_line}. "
-            "Check that the server is running and the DSN (--dsn / PGQUEUE_DSN) is right."
-        ) from None
+    return make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+def cannot_connect(dsn: str, exc: psycopg.OperationalError) -> DatabaseUnavailable:
+    """The error for a connection attempt to ``dsn`` that failed with ``exc``."""
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    return DatabaseUnavailable(
+        f"cannot connect to Postgres at {describe(dsn)}: {first_line}. "
+        "Check that the server is running and the DSN (--dsn / PGQUEUE_DSN) is right."
+    )
 
 
 class _ClampedTimestamptzLoader(TimestamptzLoader):
@@ -247,7 +257,7 @@ class _ClampedTimestamptzLoader(TimestamptzLoader):
             return dt.datetime.max.replace(tzinfo=dt.timezone.utc)
 
 
-def load_times_clamped(conn: psycopg.Connection[Any]) -> None:
+def load_times_clamped(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
     """Have ``conn`` read out-of-range timestamps clamped (see _ClampedTimestamptzLoader)."""
     conn.adapters.register_loader("timestamptz", _ClampedTimestamptzLoader)
 

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .exceptions import ConfigurationError, EncodeError, NotRegistered
 from .ids import new_job_id
 from .options import PER_CALL_OPTIONS, SEND_OPTIONS
-from .serialization import as_json_types, check_size, compact_json, dumps_args
+from .serialization import as_json_types, check_size, compact_json, dumps_args, dumps_jobs
 
 if TYPE_CHECKING:
     from .app import PgQueue
@@ -207,6 +207,31 @@ def job(
     job["id"] = job_id
     job["args"], job["kwargs"] = as_json_types(args, kwargs)
     return job
+
+
+def call_document(
+    app: PgQueue, name: str, args: Any, kwargs: Any, options: dict[str, Any]
+) -> tuple[str, str]:
+    """One call's job id and its enqueue_jobs document (``send_task``)."""
+    args, kwargs = args or (), kwargs or {}
+    job_id, columns = job_columns(app, name, args, kwargs, options)
+    return job_id, document([job(job_id, args, kwargs, columns)], app.conf.task_max_payload_size)
+
+
+def batch_document(
+    app: PgQueue, signatures: Iterable[Signature]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The jobs of many calls and their one enqueue_jobs document (None for no calls)."""
+    jobs = [job(i, sig.args, sig.kwargs, c) for i, sig, c, _ in plan(app, signatures)]
+    return jobs, document(jobs, app.conf.task_max_payload_size) if jobs else None
+
+
+def document(jobs: list[dict[str, Any]], limit: int | None) -> str:
+    """``jobs`` as one enqueue_jobs document, each job's arguments checked against
+    ``limit`` (conf.task_max_payload_size)."""
+    encoded = dumps_jobs(jobs)
+    check_payloads(jobs, encoded, limit)
+    return encoded
 
 
 def _utf8(text: str) -> bool:

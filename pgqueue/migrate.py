@@ -61,7 +61,7 @@ def migrate(conn: psycopg.Connection[Any]) -> list[Migration]:
         done = {row[0] for row in conn.execute(queries.get("schema_versions"))}
         # A newer pgqueue migrated this database: applying nothing and saying "up to date"
         # would hide it, and there is no going back down.
-        _refuse_newer(done)
+        refuse_newer(done)
         for migration in available():
             if migration.version in done:
                 continue
@@ -84,7 +84,7 @@ def check(conn: psycopg.Connection[Any]) -> None:
             "this database has no pgqueue schema: run `pgqueue migrate` (or app.migrate()) first"
         )
     done = {r[0] for r in conn.execute(queries.get("schema_versions"))}
-    _refuse_newer(done)
+    refuse_newer(done)
     missing = [m for m in available() if m.version not in done]
     if missing:
         raise SchemaMissingError(
@@ -98,10 +98,12 @@ def check_not_newer(conn: psycopg.Connection[Any]) -> None:
     check: an absent or older schema shows at its first statement)."""
     (exists,) = queries.one(conn.execute(queries.get("schema_exists")))
     if exists:
-        _refuse_newer({r[0] for r in conn.execute(queries.get("schema_versions"))})
+        refuse_newer({r[0] for r in conn.execute(queries.get("schema_versions"))})
 
 
-def _refuse_newer(done: set[int]) -> None:
+def refuse_newer(done: set[int]) -> None:
+    """Raise SchemaTooNewError if ``done`` (the applied migrations) has one this pgqueue
+    does not know."""
     newest = max(done, default=0)
     if newest > latest_version():
         raise SchemaTooNewError(

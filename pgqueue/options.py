@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import TypedDict
+
 # Options stored with the job (its options column), overriding the task's own.
 PER_CALL_OPTIONS = (
     "ignore_result",
@@ -30,3 +33,25 @@ SEND_OPTIONS = frozenset(
         *PER_CALL_OPTIONS,
     }
 )
+
+
+class SendOptions(TypedDict, total=False):
+    """The options of ``aapply_async``/``asend_task``, typed: those of ``apply_async``
+    (beat's own ``beat_tick`` aside). An option left out is not given; ``max_retries=None``
+    means no limit."""
+
+    countdown: float | None
+    eta: dt.datetime | None
+    expires: float | dt.timedelta | dt.datetime | None
+    queue: str | None
+    priority: int | None
+    task_id: str | None
+    max_retries: int | None
+    time_limit: float | None
+    soft_time_limit: float | None
+    ignore_result: bool
+    acks_late: bool
+    retry_backoff: bool | float
+    retry_backoff_max: float
+    retry_jitter: bool
+    default_retry_delay: float

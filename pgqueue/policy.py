@@ -9,6 +9,8 @@ decided on (a hard time limit, a child that died), which the task never saw.
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import states
@@ -38,9 +40,31 @@ def autoretry_options(task: Task, job: Job) -> dict[str, Any]:
     countdown and retry limit worked out for this job."""
     return {
         **task.retry_kwargs,
-        "countdown": task.autoretry_countdown(job.retries, job.options),
+        "countdown": autoretry_countdown(task, job.retries, job.options),
         "max_retries": task.retry_limit(job.max_retries, job.options, automatic=True),
     }
+
+
+def autoretry_countdown(task: Task, retries: int, options: Mapping[str, Any]) -> float:
+    """Seconds before an automatic retry: the backoff when retry_backoff is on (as in
+    Celery, it wins over ``retry_kwargs["countdown"]``), else that countdown, else
+    default_retry_delay."""
+    if not options.get("retry_backoff", task.retry_backoff) and "countdown" in task.retry_kwargs:
+        return float(task.retry_kwargs["countdown"])
+    return backoff_countdown(task, retries, options)
+
+
+def backoff_countdown(task: Task, retries: int, options: Mapping[str, Any]) -> float:
+    """Seconds before the next automatic retry, exponential when retry_backoff is set."""
+    backoff = options.get("retry_backoff", task.retry_backoff)
+    if not backoff:
+        return float(options.get("default_retry_delay", task.default_retry_delay))
+    factor = 1.0 if backoff is True else float(backoff)
+    maximum = float(options.get("retry_backoff_max", task.retry_backoff_max))
+    countdown = min(maximum, factor * (2.0**retries))
+    if options.get("retry_jitter", task.retry_jitter):
+        countdown = random.uniform(0, countdown)
+    return countdown
 
 
 class JobPolicy:
@@ -91,7 +115,7 @@ class JobPolicy:
         if task is None:
             return None
         if autoretries(task, error):
-            countdown = task.autoretry_countdown(job.retries, job.options)
+            countdown = autoretry_countdown(task, job.retries, job.options)
         elif (
             issubclass(error, WorkerLostError)
             and task.reject_on_worker_lost

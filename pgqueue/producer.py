@@ -12,7 +12,6 @@ The rows come from jobrows.py; this module only sends them.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -20,12 +19,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import psycopg
 import psycopg.errors
 
-from . import jobrows, queries
+from . import binding, jobrows, queries
 from .contrib import sqlalchemy
 from .db import translate_errors
 from .exceptions import DatabaseUnavailable
 from .result import AsyncResult
-from .serialization import check_size, dumps_args, dumps_jobs
+from .serialization import check_size, dumps_args
 
 if TYPE_CHECKING:
     from .app import PgQueue
@@ -54,11 +53,6 @@ ConnectionT = TypeVar("ConnectionT", bound=ProducerConnection)
 # Jobs per statement of enqueue_many on pgqueue's own connection.
 ENQUEUE_CHUNK = 1000
 
-# The connection of the innermost ``with app.transaction(conn):`` block, if any.
-_bound_connection: contextvars.ContextVar[ProducerConnection | None] = contextvars.ContextVar(
-    "pgqueue_connection", default=None
-)
-
 
 def send(
     app: PgQueue,
@@ -70,11 +64,7 @@ def send(
 ) -> AsyncResult:
     """Write one job (``app.send_task``)."""
     target = caller_connection(app, connection)
-    args, kwargs = args or (), kwargs or {}
-    job_id, columns = jobrows.job_columns(app, name, args, kwargs, options)
-    jobs = [jobrows.job(job_id, args, kwargs, columns)]
-    document = dumps_jobs(jobs)
-    jobrows.check_payloads(jobs, document, app.conf.task_max_payload_size)
+    job_id, document = jobrows.call_document(app, name, args, kwargs, options)
     _execute(app, queries.get("enqueue_jobs"), {"jobs": document}, target)
     return AsyncResult(job_id, app=app, task_name=name)
 
@@ -89,13 +79,8 @@ def enqueue_many(
     if target is not None:
         # The caller's connection may be in autocommit (or not psycopg 3 at all): one
         # statement keeps the batch all or nothing there too.
-        jobs = [
-            jobrows.job(i, sig.args, sig.kwargs, c)
-            for i, sig, c, _ in jobrows.plan(app, signatures)
-        ]
-        if jobs:
-            document = dumps_jobs(jobs)
-            jobrows.check_payloads(jobs, document, app.conf.task_max_payload_size)
+        jobs, document = jobrows.batch_document(app, signatures)
+        if document is not None:
             with translate_errors():
                 _execute_on(target, sql, {"jobs": document})
         return [AsyncResult(j["id"], app=app, task_name=j["task_name"]) for j in jobs]
@@ -129,9 +114,7 @@ def enqueue_many(
                 if clocked:
                     with conn.pipeline():
                         for at in range(0, len(clocked), ENQUEUE_CHUNK):
-                            jobs = clocked[at : at + ENQUEUE_CHUNK]
-                            chunk = dumps_jobs(jobs)
-                            jobrows.check_payloads(jobs, chunk, limit)
+                            chunk = jobrows.document(clocked[at : at + ENQUEUE_CHUNK], limit)
                             conn.execute(sql, {"jobs": chunk})
             return results
         except psycopg.errors.UniqueViolation:
@@ -152,11 +135,13 @@ def caller_connection(
     """The caller's connection the job is to be written through (checked), or None for the
     app's own: ``connection=``, else the innermost ``app.transaction()``'s, else the one
     ``app.connection_provider`` gives."""
-    target = connection if connection is not None else _bound_connection.get()
+    target: ProducerConnection | None = binding.target(
+        connection, check_connection, asynchronous=False
+    )
     if target is None and app.connection_provider is not None:
         target = app.connection_provider()
-    if target is not None:
-        check_connection(target)
+        if target is not None:
+            check_connection(target)
     return target
 
 
@@ -164,7 +149,7 @@ def caller_connection(
 def bound(connection: ConnectionT) -> Iterator[ConnectionT]:
     """Send jobs through ``connection`` inside the block (``app.transaction``)."""
     check_connection(connection)
-    token = _bound_connection.set(connection)
+    token = binding.bind(connection, asynchronous=False)
     try:
         if isinstance(connection, psycopg.Connection):
             with connection.transaction():
@@ -175,7 +160,7 @@ def bound(connection: ConnectionT) -> Iterator[ConnectionT]:
         else:
             yield connection
     finally:
-        _bound_connection.reset(token)
+        binding.unbind(token, asynchronous=False)
 
 
 def _execute(
@@ -213,7 +198,7 @@ _ACCEPTED_CONNECTIONS = (
 def check_connection(target: object) -> None:
     """Raise TypeError unless the producer can write a job through ``target`` (a
     ``connection=`` argument): an async connection would return a coroutine nobody awaits,
-    and the job would silently not exist."""
+    and the job would silently not exist (aio.py takes those)."""
     if isinstance(target, psycopg.Connection | psycopg.Cursor):
         if isinstance(target, psycopg.ServerCursor):
             raise TypeError(
@@ -230,8 +215,10 @@ def check_connection(target: object) -> None:
         for method in ("cursor", "execute")
     ):
         raise TypeError(
-            f"connection= got {kind}, an async connection, which pgqueue cannot use yet: "
-            f"pass {_ACCEPTED_CONNECTIONS}"
+            f"connection= got {kind}, an async connection, which the blocking producer "
+            "cannot use: with it, call the async API (await task.aapply_async(..., "
+            "connection=conn), await app.aenqueue_many(...), async with "
+            f"app.atransaction(conn)); or pass {_ACCEPTED_CONNECTIONS}"
         )
     if not callable(getattr(target, "execute", None)) and not callable(
         getattr(target, "cursor", None)

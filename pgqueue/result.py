@@ -1,7 +1,9 @@
-"""AsyncResult: the state and outcome of one task, read from the results table."""
+"""AsyncResult: the state and outcome of one task, read from the results table; from
+blocking code (``get``, ``state``) or asyncio code (``aget``, ``astate``)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -9,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import psycopg
 
 from . import queries, states
+from .asyncdb import aconnect
 from .current import default_app
 from .db import translate_errors
 from .exceptions import TaskRevokedError, TimeoutError, rebuild_exception
@@ -59,6 +62,18 @@ class AsyncResult:
         with translate_errors():
             target = conn if conn is not None else self.app.connection()
             found = target.execute(queries.get("get_result"), {"id": self.id}).fetchone()
+        return self._remember(found)
+
+    async def _afetch(self, conn: psycopg.AsyncConnection[Any] | None = None) -> _Row | None:
+        if self._cache is not None:
+            return self._cache
+        with translate_errors():
+            target = conn if conn is not None else await self.app._aconnections.get()
+            cursor = await target.execute(queries.get("get_result"), {"id": self.id})
+            found = await cursor.fetchone()
+        return self._remember(found)
+
+    def _remember(self, found: Any) -> _Row | None:
         row = _Row(*found) if found else None
         if row is not None and row.state in states.READY_STATES:
             self._cache = row  # a finished result never changes again (until forgotten)
@@ -138,6 +153,11 @@ class AsyncResult:
         row = self._fetch()
         if row is None or row.state not in states.READY_STATES:
             row = self._wait(timeout, interval)
+        return self._outcome(row, propagate)
+
+    wait = get
+
+    def _outcome(self, row: _Row, propagate: bool) -> Any:
         if propagate:
             if row.state == states.FAILURE:
                 raise rebuild_exception(self.id, row.exc_type, row.exc_message, row.traceback)
@@ -146,8 +166,6 @@ class AsyncResult:
                     f"task {self.id} was revoked: {row.exc_message or 'revoked'}"
                 )
         return row.result if row.state == states.SUCCESS else self.result
-
-    wait = get
 
     def _wait(self, timeout: float | None, interval: float) -> _Row:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -158,19 +176,73 @@ class AsyncResult:
                 row = self._fetch(conn)
                 if row is not None and row.state in states.READY_STATES:
                     return row
-                wait = interval
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(
-                            f"task {self.id} did not finish within {timeout} s "
-                            f"(state {row.state if row else states.PENDING})"
-                        )
-                    wait = min(wait, remaining)
+                wait = self._next_wait(row, interval, timeout, deadline)
                 with translate_errors():
                     for note in conn.notifies(timeout=wait):
-                        if self.id in note.payload.split(","):
+                        if self._named_in(note):
                             break
+
+    def _next_wait(
+        self, row: _Row | None, interval: float, timeout: float | None, deadline: float | None
+    ) -> float:
+        """Seconds to wait for a notification before reading the row again; raises
+        TimeoutError once ``deadline`` has passed."""
+        if deadline is None:
+            return interval
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(
+                f"task {self.id} did not finish within {timeout} s "
+                f"(state {row.state if row else states.PENDING})"
+            )
+        return min(interval, remaining)
+
+    def _named_in(self, note: psycopg.Notify) -> bool:
+        # Any role may NOTIFY on the channel: the payload only says when to read the row
+        # again, and the row (re-read by the caller) says whether the task finished.
+        return self.id in note.payload.split(",")
+
+    # -- from asyncio code -------------------------------------------------------------
+
+    async def astate(self) -> str:
+        """``state`` for asyncio code."""
+        row = await self._afetch()
+        return row.state if row else states.PENDING
+
+    async def aready(self) -> bool:
+        """``ready()`` for asyncio code."""
+        return await self.astate() in states.READY_STATES
+
+    async def aget(
+        self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5
+    ) -> Any:
+        """``get`` for asyncio code, with the same arguments and errors. Waits on LISTEN
+        on an AsyncConnection of its own, in the event loop (no thread), re-reading the row
+        at most every ``interval`` seconds in case a notification is missed."""
+        row = await self._afetch()
+        if row is None or row.state not in states.READY_STATES:
+            row = await self._await(timeout, interval)
+        return self._outcome(row, propagate)
+
+    async def _await(self, timeout: float | None, interval: float) -> _Row:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        conn = await aconnect(self.app.dsn)
+        try:
+            with translate_errors():
+                await conn.execute(queries.get("results_listen"))
+            while True:
+                row = await self._afetch(conn)
+                if row is not None and row.state in states.READY_STATES:
+                    return row
+                wait = self._next_wait(row, interval, timeout, deadline)
+                with translate_errors():
+                    # Closed at once on break: the generator holds the connection's lock.
+                    async with contextlib.aclosing(conn.notifies(timeout=wait)) as notes:
+                        async for note in notes:
+                            if self._named_in(note):
+                                break
+        finally:
+            await conn.close()
 
     def revoke(self, terminate: bool = False) -> bool:
         """Revoke this task (see ``app.control.revoke``); True if it was revoked now."""

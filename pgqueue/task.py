@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import EllipsisType
@@ -16,7 +15,11 @@ from .result import AsyncResult
 from .serialization import check_size, dumps_args
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .aio import AsyncProducerConnection
     from .app import PgQueue
+    from .options import SendOptions
     from .producer import ProducerConnection
 
 
@@ -193,6 +196,22 @@ class Task:
             **options,
         )
 
+    async def adelay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """``delay`` for asyncio code: ``await add.adelay(2, 3)``."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        connection: AsyncProducerConnection | None = None,
+        **options: Unpack[SendOptions],
+    ) -> AsyncResult:
+        """``apply_async`` for asyncio code, with the same options; ``connection`` is a
+        psycopg AsyncConnection or AsyncCursor. See ``PgQueue.asend_task``."""
+        return await self.app.asend_task(self.name, args, kwargs, connection=connection, **options)
+
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this task with these arguments, to queue later or in bulk."""
         return Signature(self.name, args, kwargs, app=self.app)
@@ -314,29 +333,6 @@ class Task:
             configured: int | None = self.retry_kwargs["max_retries"]
             return configured
         return self.max_retries
-
-    def autoretry_countdown(self, retries: int, options: Mapping[str, Any]) -> float:
-        """Seconds before an automatic retry: the backoff when retry_backoff is on (as in
-        Celery, it wins over ``retry_kwargs["countdown"]``), else that countdown, else
-        default_retry_delay."""
-        if (
-            not options.get("retry_backoff", self.retry_backoff)
-            and "countdown" in self.retry_kwargs
-        ):
-            return float(self.retry_kwargs["countdown"])
-        return self.backoff_countdown(retries, options)
-
-    def backoff_countdown(self, retries: int, options: Mapping[str, Any]) -> float:
-        """Seconds before the next automatic retry, exponential when retry_backoff is set."""
-        backoff = options.get("retry_backoff", self.retry_backoff)
-        if not backoff:
-            return float(options.get("default_retry_delay", self.default_retry_delay))
-        factor = 1.0 if backoff is True else float(backoff)
-        maximum = float(options.get("retry_backoff_max", self.retry_backoff_max))
-        countdown = min(maximum, factor * (2.0**retries))
-        if options.get("retry_jitter", self.retry_jitter):
-            countdown = random.uniform(0, countdown)
-        return countdown
 
 
 class RetryWithArguments(Retry):

@@ -177,14 +177,19 @@ class CliProcess:
 
 
 class WorkerProcess(CliProcess):
-    """A real ``pgqueue worker -A tests.taskapp:app`` process."""
+    """A real ``pgqueue worker -A tests.taskapp:app`` process (or of another ``app``,
+    importable from the checkout's top)."""
 
     kind = "worker"
 
-    def __init__(self, dsn: str, args: list[str], db: psycopg.Connection[Any]) -> None:
-        super().__init__(
-            dsn, db, ["worker", "-A", "tests.taskapp:app", "--loglevel", "DEBUG", *args]
-        )
+    def __init__(
+        self,
+        dsn: str,
+        args: list[str],
+        db: psycopg.Connection[Any],
+        app: str = "tests.taskapp:app",
+    ) -> None:
+        super().__init__(dsn, db, ["worker", "-A", app, "--loglevel", "DEBUG", *args])
 
     def wait_ready(self, timeout: float = 30) -> WorkerProcess:
         def registered() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import re
@@ -9,12 +10,14 @@ import subprocess
 import sys
 from typing import Any
 
+import httpx
 import psycopg
 
 from pgqueue.db import describe
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, WorkerProcess, wait_for
 
 SHOP = ROOT / "examples" / "flask_shop"
+SIGNUPS = ROOT / "examples" / "fastapi_app"
 
 
 def test_quickstart_runs_end_to_end(dsn):
@@ -54,15 +57,20 @@ def test_demo_tours_a_worker_with_beat_and_a_rolled_back_job(dsn):
     assert "worker stopped (exit 0)" in out
 
 
-def _load_shop() -> Any:
-    """examples/flask_shop/shop.py, imported as the worker imports it (module ``shop``)."""
-    if "shop" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("shop", SHOP / "shop.py")
+def _load_example(name: str, path: Any) -> Any:
+    """An example's module, imported as its worker imports it (as module ``name``)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        sys.modules["shop"] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
-    return sys.modules["shop"]
+    return sys.modules[name]
+
+
+def _load_shop() -> Any:
+    """examples/flask_shop/shop.py, imported as the worker imports it (module ``shop``)."""
+    return _load_example("shop", SHOP / "shop.py")
 
 
 def test_flask_order_and_its_job_commit_together_or_not_at_all(dsn, db):
@@ -130,3 +138,46 @@ def test_sql_trigger_enqueues_in_the_inserting_transaction(dsn, db):
     db.execute("INSERT INTO signups (email) VALUES ('cy@example.com')")
     args = [r[0] for r in db.execute("SELECT args FROM pgqueue.jobs ORDER BY enqueued_at")]
     assert args == [["ada@example.com"], ["cy@example.com"]]
+
+
+def test_fastapi_signup_and_its_job_commit_together_and_its_result_is_awaited(dsn, db):
+    signups = _load_example("signups", SIGNUPS / "signups.py")
+    api = signups.create_app()
+    workers: list[WorkerProcess] = []
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://signups") as client:
+            placed = await client.post("/signups", json={"email": "ada@example.com"})
+            assert placed.status_code == 201, placed.text
+            signup_id, welcome_id = placed.json()["signup_id"], placed.json()["welcome_id"]
+
+            failed = await client.post("/signups/fail", json={"email": "bob@example.com"})
+            assert failed.status_code == 500
+            assert "failed after its insert" in failed.json()["error"]
+            assert (await client.get("/signups")).json() == {"signups": [signup_id]}
+            jobs = db.execute("SELECT id::text, task_name FROM pgqueue.jobs").fetchall()
+            assert jobs == [(welcome_id, "signups.send_welcome")]
+
+            # Started once the job is seen waiting. It imports the example from the
+            # checkout's top; the task's name is explicit, so the module's name is moot.
+            app = "examples.fastapi_app.signups:queue"
+            workers.append(WorkerProcess(dsn, ["-c", "1"], db, app=app).wait_ready())
+            welcome = await client.get(f"/signups/{signup_id}/welcome", params={"timeout": 30})
+            assert welcome.status_code == 200, welcome.text
+            assert welcome.json() == {
+                "id": welcome_id,
+                "state": "SUCCESS",
+                "result": "welcome mail sent to ada@example.com",
+            }
+            assert (await client.get("/signups/999/welcome")).status_code == 404
+            assert (await client.post("/signups", json={})).status_code == 422
+        await signups.queue.aclose()
+
+    try:
+        asyncio.run(scenario())
+        assert workers[0].stop() == 0
+    finally:
+        for worker in workers:
+            worker.close()
+        signups.queue.close()

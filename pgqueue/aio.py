@@ -1,0 +1,124 @@
+"""Writing jobs from asyncio code: the producer path behind ``app.asend_task``,
+``app.aenqueue_many`` and ``app.atransaction``, on the caller's psycopg ``AsyncConnection``
+or ``AsyncCursor`` (the job exists only if its transaction commits) or on pgqueue's own
+autocommit AsyncConnection of the running event loop (replaced once if found broken).
+
+The rows (jobrows.py) and the statement (enqueue_jobs) are the blocking producer's."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
+import psycopg.errors
+
+from . import binding, jobrows, queries
+from .db import translate_errors
+from .exceptions import DatabaseUnavailable
+from .result import AsyncResult
+
+if TYPE_CHECKING:
+    from .app import PgQueue
+    from .task import Signature
+
+# What ``connection=`` accepts on the async path.
+AsyncProducerConnection = psycopg.AsyncConnection[Any] | psycopg.AsyncCursor[Any]
+AsyncConnectionT = TypeVar("AsyncConnectionT", bound=AsyncProducerConnection)
+
+
+async def send(
+    app: PgQueue,
+    name: str,
+    args: Any,
+    kwargs: Any,
+    options: dict[str, Any],
+    connection: AsyncProducerConnection | None,
+) -> AsyncResult:
+    """Write one job (``app.asend_task``)."""
+    target = binding.target(connection, check_connection, asynchronous=True)
+    job_id, document = jobrows.call_document(app, name, args, kwargs, options)
+    await _execute(app, {"jobs": document}, target)
+    return AsyncResult(job_id, app=app, task_name=name)
+
+
+async def enqueue_many(
+    app: PgQueue, signatures: Iterable[Signature], connection: AsyncProducerConnection | None
+) -> list[AsyncResult]:
+    """Write many jobs in one statement, all or none (``app.aenqueue_many``)."""
+    target = binding.target(connection, check_connection, asynchronous=True)
+    jobs, document = jobrows.batch_document(app, signatures)
+    if document is not None:
+        await _execute(app, {"jobs": document}, target)
+    return [AsyncResult(j["id"], app=app, task_name=j["task_name"]) for j in jobs]
+
+
+@contextlib.asynccontextmanager
+async def bound(connection: AsyncConnectionT) -> AsyncIterator[AsyncConnectionT]:
+    """Send jobs through ``connection`` inside the block (``app.atransaction``)."""
+    check_connection(connection)
+    token = binding.bind(connection, asynchronous=True)
+    try:
+        if isinstance(connection, psycopg.AsyncConnection):
+            async with connection.transaction():
+                yield connection
+        else:
+            yield connection  # a cursor: its connection's transaction is the caller's
+    finally:
+        binding.unbind(token, asynchronous=True)
+
+
+async def _execute(
+    app: PgQueue, params: Mapping[str, Any], target: AsyncProducerConnection | None
+) -> None:
+    sql = queries.get("enqueue_jobs")
+    if target is not None:
+        with translate_errors():
+            await target.execute(sql, params)
+        return
+    # pgqueue's own connection of this loop. One gone stale since its last use (a server
+    # restart) is replaced once; the job ids are the primary key, so a retried insert
+    # cannot create a job twice: a UniqueViolation on the retry means the first attempt
+    # committed before its connection broke.
+    for attempt in (1, 2):
+        try:
+            conn = await app._aconnections.get()
+            with translate_errors():
+                await conn.execute(sql, params)
+            return
+        except psycopg.errors.UniqueViolation:
+            if attempt == 2:
+                return
+            raise
+        except DatabaseUnavailable:
+            await app._aconnections.discard()
+            if attempt == 2:
+                raise
+
+
+_ACCEPTED = "a psycopg.AsyncConnection or psycopg.AsyncCursor"
+
+
+def check_connection(target: object) -> None:
+    """Raise TypeError unless the async producer can write a job through ``target`` (a
+    ``connection=`` argument): a psycopg AsyncConnection or (client-side) AsyncCursor."""
+    kind = f"{type(target).__module__}.{type(target).__qualname__}"
+    if isinstance(target, psycopg.AsyncServerCursor):
+        raise TypeError(
+            f"connection= got a server-side (named) cursor, which cannot run an INSERT: "
+            f"pass its connection instead ({_ACCEPTED})"
+        )
+    if isinstance(target, psycopg.AsyncConnection | psycopg.AsyncCursor):
+        return
+    if isinstance(target, psycopg.Connection | psycopg.Cursor):
+        raise TypeError(
+            f"connection= got {kind}, a blocking connection, which the async producer "
+            "cannot use: with it, call the blocking API (task.apply_async(..., "
+            "connection=conn), app.enqueue_many(...), with app.transaction(conn)); or pass "
+            f"{_ACCEPTED}"
+        )
+    raise TypeError(
+        f"connection= got {kind}: the async producer writes through psycopg 3 only; pass "
+        f"{_ACCEPTED}"
+    )
