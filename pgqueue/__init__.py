@@ -8,12 +8,17 @@ from . import exceptions, signals, states
 from .app import PgQueue
 from .result import AsyncResult
 from .schedules import crontab
+from .shared import shared_task
 from .task import Request, Signature, Task
 from .version import __version__
 from .worker import Worker
 
+# Celery's class name, so that `from celery import Celery` ports by changing the import.
+Celery = PgQueue
+
 __all__ = [
     "AsyncResult",
+    "Celery",
     "PgQueue",
     "Request",
     "Signature",
@@ -22,6 +27,7 @@ __all__ = [
     "__version__",
     "crontab",
     "exceptions",
+    "shared_task",
     "signals",
     "states",
 ]

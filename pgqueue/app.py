@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import fnmatch
 import importlib
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import EllipsisType
@@ -15,15 +16,16 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import psycopg
 
-from . import aio, producer
+from . import aio, config, producer
 from . import migrate as migrations
 from .aio import AsyncConnectionT, AsyncProducerConnection
 from .asyncdb import AsyncConnectionHolder
 from .beat.entries import PeriodicEntry, periodic_task_spec
 from .conf import Settings
 from .control import Control
-from .current import set_default_app
+from .current import app_created, set_default_app
 from .db import ConnectionHolder, connect, load_times_clamped, resolve_dsn, translate_errors
+from .exceptions import IgnoredSettingWarning
 from .producer import ConnectionT, ProducerConnection
 from .result import AsyncResult
 from .task import Signature, Task
@@ -43,6 +45,12 @@ class PgQueue:
     ``PGQUEUE_DSN`` environment variable. Settings may be passed as keywords or set later on
     ``app.conf`` with Celery's names (``task_default_queue``, ``result_expires``, ...).
     ``include`` lists modules the worker imports to find tasks.
+
+    Celery's constructor arguments are understood, so that ``Celery("proj", broker=...,
+    backend=..., include=[...])`` ports by changing the import (``pgqueue.Celery`` is this
+    class): ``broker`` and ``backend`` are ignored with one warning (PostgreSQL is both),
+    ``config_source`` is read by ``config_from_object``, ``set_as_current=False`` leaves
+    the current app as it is.
     """
 
     def __init__(
@@ -51,21 +59,38 @@ class PgQueue:
         *,
         dsn: str | None = None,
         include: Sequence[str] = (),
+        broker: str | None = None,
+        backend: str | None = None,
+        config_source: Any = None,
+        namespace: str | None = None,
+        set_as_current: bool = True,
         **settings: Any,
     ) -> None:
         self.main = main
+        if broker is not None or backend is not None:
+            warnings.warn(
+                "pgqueue's broker and result backend are PostgreSQL (dsn= or PGQUEUE_DSN): "
+                "broker= and backend= are ignored",
+                IgnoredSettingWarning,
+                stacklevel=2,
+            )
         self.conf = Settings(**settings)
         self.include = list(include)
         self.tasks: dict[str, Task] = {}
         self._dsn = dsn
         self._connections = ConnectionHolder(dsn)
         self._aconnections = AsyncConnectionHolder(dsn)
+        self._discover: list[tuple[config.Packages, str]] = []
         self.control = Control(self)
         # Consulted by every enqueue given no connection= outside app.transaction(): the
         # connection it returns is used (the caller's transaction); None, the app's own.
         # The Django app sets it to Django's connection; see README, "Django".
         self.connection_provider: Callable[[], ProducerConnection | None] | None = None
-        set_default_app(self)
+        if config_source is not None:
+            self.config_from_object(config_source, namespace=namespace)
+        if set_as_current:
+            set_default_app(self)
+        app_created(self)
 
     def __repr__(self) -> str:
         return f"<PgQueue {self.main or '__main__'}>"
@@ -116,9 +141,39 @@ class PgQueue:
         return register
 
     def import_task_modules(self) -> None:
-        """Import the modules named by ``include`` and ``conf.imports`` so their tasks register."""
+        """Import the modules named by ``include`` and ``conf.imports``, and those
+        ``autodiscover_tasks`` asked for, so their tasks register (a worker does this)."""
         for module in [*self.include, *self.conf.imports]:
             importlib.import_module(module)
+        for packages, related_name in self._discover:
+            config.discover_tasks(packages, related_name)
+
+    def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
+        """Read settings from a module, class, object or dict, or from a dotted name of one
+        (``"proj.celeryconfig"``, ``"django.conf:settings"``), as in Celery.
+
+        With ``namespace="CELERY"`` only ``CELERY_``-prefixed names are read
+        (``CELERY_TASK_ROUTES``); without, lower-case setting names and Celery's old
+        upper-case ones. Each goes through ``app.conf`` (see ``pgqueue.celery_settings``).
+        """
+        self.conf.update(config.settings_of(config.load_object(obj), namespace))
+
+    def autodiscover_tasks(
+        self,
+        packages: config.Packages = None,
+        related_name: str = "tasks",
+        force: bool = False,
+    ) -> None:
+        """Find tasks in the ``tasks`` module of each package (Celery's autodiscovery).
+
+        ``packages`` is a list, or a callable returning one (Django's
+        ``lambda: settings.INSTALLED_APPS``). The modules are imported when the worker
+        loads its tasks (``import_task_modules``), or now with ``force=True``.
+        """
+        if force:
+            config.discover_tasks(packages, related_name)
+        else:
+            self._discover.append((packages, related_name))
 
     def route(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The options ``task_routes`` gives for a task name (``{}`` when no route matches)."""

@@ -6,6 +6,8 @@ import datetime as dt
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+from . import celery_settings
+
 DEFAULTS: dict[str, Any] = {
     # Where jobs go when neither the call, a route nor the task names a queue.
     "task_default_queue": "default",
@@ -65,19 +67,33 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def is_setting(name: str) -> bool:
+    """Whether ``name`` is a pgqueue or a Celery setting (lower case)."""
+    return name in DEFAULTS or name in celery_settings.CELERY_SETTINGS
+
+
 class Settings(MutableMapping[str, Any]):
     """``app.conf``: read and set by attribute (``app.conf.timezone``) or by key.
 
-    Unknown names are refused so that a typo does not silently do nothing.
+    Celery's setting names are read through ``pgqueue.celery_settings``: one pgqueue has
+    is set, one it ignores warns once (and reads back as given), one it refuses raises
+    ConfigurationError. Other unknown names are refused so that a typo does not silently do
+    nothing.
     """
 
     def __init__(self, **overrides: Any) -> None:
         object.__setattr__(self, "_data", dict(DEFAULTS))
+        # Celery settings given but ignored, by name: reported by check-celery-config.
+        object.__setattr__(self, "ignored", {})
         self.update(overrides)
 
     def __getattr__(self, name: str) -> Any:
         try:
             return self._data[name]
+        except KeyError:
+            pass
+        try:
+            return self.ignored[name]
         except KeyError:
             raise AttributeError(f"unknown pgqueue setting {name!r}") from None
 
@@ -88,6 +104,14 @@ class Settings(MutableMapping[str, Any]):
         return self._data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
+        if key not in DEFAULTS and key.isupper():
+            key = celery_settings.new_name(key, is_setting) or key
+        if key not in DEFAULTS and key in celery_settings.CELERY_SETTINGS:
+            target = celery_settings.apply(key, value)
+            if target is None:
+                self.ignored[key] = value
+                return
+            key = target
         if key not in DEFAULTS:
             raise KeyError(
                 f"unknown pgqueue setting {key!r}; known settings: {', '.join(sorted(DEFAULTS))}"

@@ -19,6 +19,10 @@ class ConfigurationError(PgQueueError):
     """The app or worker is set up wrongly (bad DSN, bad option, nothing to import)."""
 
 
+class IgnoredSettingWarning(UserWarning):
+    """A Celery setting that means nothing to pgqueue was given (once per setting name)."""
+
+
 class DatabaseUnavailable(PgQueueError, psycopg.OperationalError):
     """Postgres could not be reached, or the connection broke mid-call."""
 

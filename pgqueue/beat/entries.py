@@ -14,6 +14,7 @@ from ..exceptions import ConfigurationError, EncodeError
 from ..options import SEND_OPTIONS
 from ..schedules import InvalidSchedule, Schedule
 from ..serialization import dumps_args
+from ..shared import SharedTask
 from ..task import Signature, Task
 
 if TYPE_CHECKING:
@@ -214,6 +215,8 @@ def periodic_task_spec(
     **options: Any,
 ) -> dict[str, Any]:
     """The ``beat_schedule`` item for ``app.add_periodic_task`` (validated by the caller)."""
+    if isinstance(sig, SharedTask):
+        sig = sig._get_current_object()
     if isinstance(sig, Task):
         task, sig_args, sig_kwargs, sig_options = sig.name, (), {}, {}
     elif isinstance(sig, Signature):

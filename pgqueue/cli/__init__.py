@@ -12,7 +12,7 @@ from __future__ import annotations
 import click
 
 from ..version import __version__
-from . import admin, beat, dev, monitor, worker
+from . import admin, beat, celery, dev, monitor, worker
 from .common import load_app
 
 
@@ -46,6 +46,7 @@ for command in (
     monitor.jobs,
     monitor.inspect,
     monitor.result,
+    celery.check_celery_config,
 ):
     main.add_command(command)
 
