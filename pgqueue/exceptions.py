@@ -19,6 +19,11 @@ class ConfigurationError(PgQueueError):
     """The app or worker is set up wrongly (bad DSN, bad option, nothing to import)."""
 
 
+class InvalidSchedule(ConfigurationError, ValueError):
+    """A schedule that cannot be used: a bad cron expression, interval or time zone, or an
+    APScheduler trigger pgqueue cannot represent."""
+
+
 class IgnoredSettingWarning(UserWarning):
     """A Celery setting that means nothing to pgqueue was given (once per setting name)."""
 

@@ -16,13 +16,10 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterError, croniter
 
-from .exceptions import ConfigurationError
+from . import triggers
+from .exceptions import InvalidSchedule
 
 UTC = dt.timezone.utc
-
-
-class InvalidSchedule(ConfigurationError, ValueError):
-    """A schedule that cannot be used: a bad cron expression, interval or time zone."""
 
 
 CronField = int | str | Iterable[int]
@@ -236,27 +233,44 @@ def _latest_cron_time(
 
 @dataclass(frozen=True)
 class Schedule:
-    """When an entry runs: a cron expression in a time zone, or every ``interval`` seconds."""
+    """When an entry runs: a cron expression in a time zone, every ``interval`` seconds, or
+    once (neither: at ``start``). ``start`` and ``end`` (aware) bound the ticks, both
+    included; an interval with a ``start`` ticks on ``start + k * interval``."""
 
     cron: str | None = None
     interval: float | None = None
     timezone: str = "UTC"
     day_or: bool = True
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
 
     def __post_init__(self) -> None:
-        if (self.cron is None) == (self.interval is None):
+        if self.cron is not None and self.interval is not None:
             raise InvalidSchedule("a schedule is either a cron expression or an interval")
+        if self.cron is None and self.interval is None and self.start is None:
+            raise InvalidSchedule(
+                "a schedule needs a cron expression, an interval, or a start (run once)"
+            )
         if self.interval is not None and not (math.isfinite(self.interval) and self.interval > 0):
             raise InvalidSchedule(
                 f"an interval must be a positive number of seconds, got {self.interval!r}"
             )
         if self.cron is not None:
             object.__setattr__(self, "cron", check_cron(self.cron, day_or=self.day_or))
+        for bound in ("start", "end"):
+            value = getattr(self, bound)
+            if value is not None and (not isinstance(value, dt.datetime) or not value.tzinfo):
+                raise InvalidSchedule(f"a schedule's {bound} must be an aware datetime")
+            if value is not None:
+                object.__setattr__(self, bound, value.astimezone(UTC))
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise InvalidSchedule(f"a schedule ends ({self.end}) before it starts ({self.start})")
         _zone(self.timezone)
 
     @classmethod
     def parse(cls, value: Any, timezone: str = "UTC") -> Schedule:
-        """A schedule from what a beat entry may give: crontab, seconds, timedelta, or cron."""
+        """A schedule from what a beat entry may give: crontab, seconds, timedelta, cron, or
+        an APScheduler trigger (CronTrigger, IntervalTrigger, DateTrigger; its own zone)."""
         if isinstance(value, Schedule):
             return value
         if isinstance(value, crontab):
@@ -267,46 +281,75 @@ class Schedule:
             return cls(interval=float(value), timezone=timezone)
         if isinstance(value, str):
             return cls(cron=value, timezone=timezone)
+        if triggers.is_trigger(value):
+            return cls(**triggers.schedule_fields(value))
         raise InvalidSchedule(
-            f"unsupported schedule {value!r}: give crontab(...), seconds, a timedelta or a "
-            "cron string such as '*/15 * * * *'"
+            f"unsupported schedule {value!r}: give crontab(...), seconds, a timedelta, a "
+            "cron string such as '*/15 * * * *', or an APScheduler trigger"
         )
 
-    def next_after(self, instant: dt.datetime) -> dt.datetime:
-        """The first tick strictly after ``instant``."""
+    def next_after(self, instant: dt.datetime) -> dt.datetime | None:
+        """The first tick strictly after ``instant``; None when there is none left."""
+        tick: dt.datetime | None
         if self.interval is not None:
-            return instant + dt.timedelta(seconds=self.interval)
-        assert self.cron is not None
-        return next_cron_time(self.cron, instant, self.timezone, day_or=self.day_or)
+            step = dt.timedelta(seconds=self.interval)
+            if self.start is None:
+                tick = instant + step
+            elif instant < self.start:
+                tick = self.start
+            else:
+                tick = self.start + step * ((instant - self.start) // step + 1)
+        elif self.cron is not None:
+            if self.start is not None and instant < self.start:
+                instant = self.start - dt.timedelta(microseconds=1)
+            tick = next_cron_time(self.cron, instant, self.timezone, day_or=self.day_or)
+        else:
+            assert self.start is not None
+            tick = self.start if self.start > instant else None
+        if tick is not None and self.end is not None and tick > self.end:
+            return None
+        return tick
 
     def latest_due(
         self, first_due: dt.datetime, now: dt.datetime
-    ) -> tuple[dt.datetime, dt.datetime]:
-        """(the last tick at or before ``now``, the tick after it), from a due ``first_due``."""
+    ) -> tuple[dt.datetime, dt.datetime | None]:
+        """(the last tick at or before ``now``, the tick after it or None), from a due
+        ``first_due``."""
+        if self.end is not None and now > self.end:
+            now = max(self.end, first_due)
+        tick = first_due
         if self.interval is not None:
             step = dt.timedelta(seconds=self.interval)
             tick = first_due + step * max(0, math.floor((now - first_due) / step))
-        else:
-            assert self.cron is not None
-            tick = first_due
+        elif self.cron is not None:
             # Jump close to now rather than step through, say, a week of missed minutes.
             jumped = _latest_cron_time(self.cron, now, self.timezone, self.day_or)
             if jumped is not None and jumped > tick:
                 tick = jumped
         following = self.next_after(tick)
-        while following <= now:
+        while following is not None and following <= now:
             tick, following = following, self.next_after(following)
         return tick, following
 
     def describe(self) -> str:
-        """One line for people: ``every 30s`` or ``cron '0 3 * * *' Europe/Berlin``."""
+        """One line for people: ``every 30s`` or ``cron '0 3 * * *' Europe/Berlin``, with
+        its bounds (``from ... until ...``), or ``once at ...``."""
+        if self.cron is None and self.interval is None:
+            assert self.start is not None
+            return f"once at {self.start.isoformat()}"
         if self.interval is not None:
-            return f"every {self.interval:g}s"
-        assert self.cron is not None
-        fields = _parse_cron(self.cron, self.day_or)
-        both_days = "*" not in (fields[2], fields[4])
-        mode = "" if self.day_or or not both_days else " (day of month and of week)"
-        return f"cron '{self.cron}' {self.timezone}{mode}"
+            text = f"every {self.interval:g}s"
+        else:
+            assert self.cron is not None
+            fields = _parse_cron(self.cron, self.day_or)
+            both_days = "*" not in (fields[2], fields[4])
+            mode = "" if self.day_or or not both_days else " (day of month and of week)"
+            text = f"cron '{self.cron}' {self.timezone}{mode}"
+        if self.start is not None:
+            text += f" from {self.start.isoformat()}"
+        if self.end is not None:
+            text += f" until {self.end.isoformat()}"
+        return text
 
 
 __all__ = ["CronField", "InvalidSchedule", "Schedule", "check_cron", "crontab", "next_cron_time"]

@@ -505,9 +505,9 @@ LISTEN pgqueue_beat
 -- statement's snapshot, Postgres re-checks the row after waiting for its lock, finds it
 -- no longer due and leaves it out: a tick is never sent twice. %(now)s stands in for the
 -- database clock only when a test replays a given time; normally it is NULL.
-SELECT name, task_name, cron, day_or, interval_seconds, timezone, args, kwargs, queue,
-       priority, expires, options, catch_up, tick_kwarg, enabled, declared_in_code,
-       next_run_at, last_run_at, total_run_count,
+SELECT name, task_name, cron, day_or, interval_seconds, timezone, start_at, end_at, args,
+       kwargs, queue, priority, expires, options, catch_up, tick_kwarg, enabled,
+       declared_in_code, next_run_at, last_run_at, total_run_count,
        coalesce(%(now)s::timestamptz, now()) AS db_now
   FROM pgqueue.periodic_tasks
  WHERE enabled
@@ -518,10 +518,12 @@ SELECT name, task_name, cron, day_or, interval_seconds, timezone, args, kwargs, 
    FOR UPDATE SKIP LOCKED
 
 -- name: beat_advance
+-- %(finished)s: the entry has no tick left (past its end_at, a one-off that ran): disabled.
 UPDATE pgqueue.periodic_tasks
    SET next_run_at = %(next_run_at)s::timestamptz,
        last_run_at = coalesce(%(last_run_at)s::timestamptz, last_run_at),
-       total_run_count = total_run_count + %(sent)s::integer
+       total_run_count = total_run_count + %(sent)s::integer,
+       enabled = enabled AND NOT %(finished)s::boolean
  WHERE name = %(name)s
 
 -- name: beat_next_wakeup
@@ -535,26 +537,29 @@ SELECT extract(epoch FROM min(coalesce(next_run_at, now())) - now())::double pre
 -- so their next_run_at stands; a changed schedule is reset by the reschedule trigger.
 -- An operator's disable survives restarts; an entry returning to the code is enabled.
 INSERT INTO pgqueue.periodic_tasks AS p
-       (name, task_name, cron, day_or, interval_seconds, timezone, args, kwargs, queue,
-        priority, expires, options, catch_up, tick_kwarg, declared_in_code)
+       (name, task_name, cron, day_or, interval_seconds, timezone, start_at, end_at, args,
+        kwargs, queue, priority, expires, options, catch_up, tick_kwarg, declared_in_code)
 VALUES (%(name)s, %(task_name)s, %(cron)s, %(day_or)s, %(interval_seconds)s, %(timezone)s,
-        %(args)s::jsonb, %(kwargs)s::jsonb, %(queue)s, %(priority)s, %(expires)s,
-        %(options)s::jsonb, %(catch_up)s, %(tick_kwarg)s, true)
+        %(start_at)s, %(end_at)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(queue)s,
+        %(priority)s, %(expires)s, %(options)s::jsonb, %(catch_up)s, %(tick_kwarg)s, true)
 ON CONFLICT (name) DO UPDATE
    SET task_name = excluded.task_name, cron = excluded.cron, day_or = excluded.day_or,
        interval_seconds = excluded.interval_seconds, timezone = excluded.timezone,
+       start_at = excluded.start_at, end_at = excluded.end_at,
        args = excluded.args, kwargs = excluded.kwargs, queue = excluded.queue,
        priority = excluded.priority, expires = excluded.expires, options = excluded.options,
        catch_up = excluded.catch_up, tick_kwarg = excluded.tick_kwarg,
        enabled = p.enabled OR NOT p.declared_in_code,
        declared_in_code = true
  WHERE NOT p.declared_in_code
-    OR (p.task_name, p.cron, p.day_or, p.interval_seconds, p.timezone, p.args, p.kwargs,
-        p.queue, p.priority, p.expires, p.options, p.catch_up, p.tick_kwarg)
+    OR (p.task_name, p.cron, p.day_or, p.interval_seconds, p.timezone, p.start_at, p.end_at,
+        p.args, p.kwargs, p.queue, p.priority, p.expires, p.options, p.catch_up,
+        p.tick_kwarg)
        IS DISTINCT FROM
        (excluded.task_name, excluded.cron, excluded.day_or, excluded.interval_seconds,
-        excluded.timezone, excluded.args, excluded.kwargs, excluded.queue, excluded.priority,
-        excluded.expires, excluded.options, excluded.catch_up, excluded.tick_kwarg)
+        excluded.timezone, excluded.start_at, excluded.end_at, excluded.args,
+        excluded.kwargs, excluded.queue, excluded.priority, excluded.expires,
+        excluded.options, excluded.catch_up, excluded.tick_kwarg)
 
 -- name: beat_disable_undeclared
 -- Entries the code declared before but no longer does: disabled, kept for their history.
@@ -564,19 +569,20 @@ UPDATE pgqueue.periodic_tasks
 RETURNING name
 
 -- name: beat_list
-SELECT name, task_name, cron, day_or, interval_seconds, timezone, args, kwargs, queue,
-       priority, expires, options, catch_up, tick_kwarg, enabled, declared_in_code,
-       next_run_at, last_run_at, total_run_count
+SELECT name, task_name, cron, day_or, interval_seconds, timezone, start_at, end_at, args,
+       kwargs, queue, priority, expires, options, catch_up, tick_kwarg, enabled,
+       declared_in_code, next_run_at, last_run_at, total_run_count
   FROM pgqueue.periodic_tasks
  ORDER BY name
 
 -- name: beat_add
 INSERT INTO pgqueue.periodic_tasks
-       (name, task_name, cron, day_or, interval_seconds, timezone, args, kwargs, queue,
-        priority, expires, options, catch_up, tick_kwarg, enabled)
+       (name, task_name, cron, day_or, interval_seconds, timezone, start_at, end_at, args,
+        kwargs, queue, priority, expires, options, catch_up, tick_kwarg, enabled)
 VALUES (%(name)s, %(task_name)s, %(cron)s, %(day_or)s, %(interval_seconds)s, %(timezone)s,
-        %(args)s::jsonb, %(kwargs)s::jsonb, %(queue)s, %(priority)s, %(expires)s,
-        %(options)s::jsonb, %(catch_up)s, %(tick_kwarg)s, %(enabled)s)
+        %(start_at)s, %(end_at)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(queue)s,
+        %(priority)s, %(expires)s, %(options)s::jsonb, %(catch_up)s, %(tick_kwarg)s,
+        %(enabled)s)
 ON CONFLICT (name) DO NOTHING
 RETURNING name
 
@@ -588,9 +594,9 @@ UPDATE pgqueue.periodic_tasks SET enabled = %(enabled)s WHERE name = %(name)s RE
 
 -- name: beat_lock_entry
 -- One entry, locked (waiting for a beat sending its tick), for `pgqueue beat run`.
-SELECT name, task_name, cron, day_or, interval_seconds, timezone, args, kwargs, queue,
-       priority, expires, options, catch_up, tick_kwarg, enabled, declared_in_code,
-       next_run_at, last_run_at, total_run_count, now() AS db_now
+SELECT name, task_name, cron, day_or, interval_seconds, timezone, start_at, end_at, args,
+       kwargs, queue, priority, expires, options, catch_up, tick_kwarg, enabled,
+       declared_in_code, next_run_at, last_run_at, total_run_count, now() AS db_now
   FROM pgqueue.periodic_tasks
  WHERE name = %(name)s
    FOR UPDATE

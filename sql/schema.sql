@@ -265,8 +265,10 @@ CREATE FUNCTION pgqueue.periodic_tasks_reschedule() RETURNS trigger
     AS $$
 BEGIN
     IF NEW.next_run_at IS NOT DISTINCT FROM OLD.next_run_at
-       AND ((NEW.cron, NEW.day_or, NEW.interval_seconds, NEW.timezone)
-                IS DISTINCT FROM (OLD.cron, OLD.day_or, OLD.interval_seconds, OLD.timezone)
+       AND ((NEW.cron, NEW.day_or, NEW.interval_seconds, NEW.timezone, NEW.start_at,
+             NEW.end_at)
+                IS DISTINCT FROM (OLD.cron, OLD.day_or, OLD.interval_seconds, OLD.timezone,
+                                  OLD.start_at, OLD.end_at)
             OR (NEW.enabled AND NOT OLD.enabled)) THEN
         NEW.next_run_at := NULL;
     END IF;
@@ -417,13 +419,16 @@ CREATE TABLE pgqueue.periodic_tasks (
     next_run_at timestamp with time zone,
     last_run_at timestamp with time zone,
     total_run_count bigint DEFAULT 0 NOT NULL,
+    start_at timestamp with time zone,
+    end_at timestamp with time zone,
     CONSTRAINT periodic_tasks_args_check CHECK ((jsonb_typeof(args) = 'array'::text)),
+    CONSTRAINT periodic_tasks_bounds_check CHECK ((end_at >= start_at)),
     CONSTRAINT periodic_tasks_catch_up_check CHECK ((catch_up = ANY (ARRAY['once'::text, 'all'::text]))),
-    CONSTRAINT periodic_tasks_check CHECK (((cron IS NULL) <> (interval_seconds IS NULL))),
     CONSTRAINT periodic_tasks_expires_check CHECK ((expires > (0)::double precision)),
     CONSTRAINT periodic_tasks_interval_seconds_check CHECK ((interval_seconds > (0)::double precision)),
     CONSTRAINT periodic_tasks_kwargs_check CHECK ((jsonb_typeof(kwargs) = 'object'::text)),
-    CONSTRAINT periodic_tasks_options_check CHECK ((jsonb_typeof(options) = 'object'::text))
+    CONSTRAINT periodic_tasks_options_check CHECK ((jsonb_typeof(options) = 'object'::text)),
+    CONSTRAINT periodic_tasks_schedule_check CHECK ((((cron IS NULL) <> (interval_seconds IS NULL)) OR ((cron IS NULL) AND (interval_seconds IS NULL) AND (start_at IS NOT NULL))))
 );
 
 --

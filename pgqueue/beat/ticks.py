@@ -57,7 +57,8 @@ class Tick:
     # None when the entry was only initialised (its first tick computed)
     tick: dt.datetime | None
     task_id: str | None
-    next_run_at: dt.datetime
+    # None when the entry has no tick left: it is disabled
+    next_run_at: dt.datetime | None
 
 
 def tick(
@@ -92,10 +93,11 @@ def tick(
 def _handle(
     app: PgQueue, conn: psycopg.Connection[Any], entry: PeriodicEntry, now: dt.datetime
 ) -> Tick:
-    if entry.next_run_at is None:
+    end = entry.schedule.end
+    if entry.next_run_at is None or (end is not None and entry.next_run_at > end):
         first = entry.schedule.next_after(now)
         _advance(conn, entry, first, last_run_at=None, sent=0)
-        log.debug("beat: %s first tick at %s", entry.name, first.isoformat())
+        log.debug("beat: %s first tick at %s", entry.name, first and first.isoformat())
         return Tick(entry.name, None, None, first)
     if entry.catch_up == "all":
         due, following = entry.next_run_at, entry.schedule.next_after(entry.next_run_at)
@@ -156,10 +158,22 @@ def _advance(
     *,
     last_run_at: dt.datetime | None,
     sent: int,
+    finished: bool | None = None,
 ) -> None:
+    """Move the entry to ``next_run_at``; with none (no tick left), disable it."""
+    if finished is None:
+        finished = next_run_at is None
+    if finished:
+        log.info("beat: %s has no tick left (past its end, or run once): disabled", entry.name)
     conn.execute(
         queries.get("beat_advance"),
-        {"name": entry.name, "next_run_at": next_run_at, "last_run_at": last_run_at, "sent": sent},
+        {
+            "name": entry.name,
+            "next_run_at": next_run_at,
+            "last_run_at": last_run_at,
+            "sent": sent,
+            "finished": finished,
+        },
     )
 
 
@@ -180,6 +194,11 @@ def run_now(app: PgQueue, conn: psycopg.Connection[Any], name: str) -> AsyncResu
         run_tick = row["db_now"]
         sent = _send(app, conn, entry, run_tick, task_id)
         _advance(
-            conn, entry, entry.next_run_at, last_run_at=run_tick if sent else None, sent=int(sent)
+            conn,
+            entry,
+            entry.next_run_at,
+            last_run_at=run_tick if sent else None,
+            sent=int(sent),
+            finished=False,
         )
     return AsyncResult(task_id, app=app, task_name=entry.task)
