@@ -242,6 +242,7 @@ def test_celery_style_project_runs_on_a_real_worker(dsn: str, db: psycopg.Connec
     assert set(app.conf.ignored) >= {"broker_url", "result_backend"}
     orders = importlib.import_module("tests.celeryproject.orders.tasks")
     billing = importlib.import_module("tests.celeryproject.billing.tasks")
+    previous = default_app()
     set_default_app(app)  # other tests' apps came later; the project's app is its own
     worker = ProjectWorker(
         dsn,
@@ -259,3 +260,5 @@ def test_celery_style_project_runs_on_a_real_worker(dsn: str, db: psycopg.Connec
         assert worker.stop() == 0
     finally:
         worker.close()
+        app.close()
+        set_default_app(previous)
