@@ -17,7 +17,8 @@ from ..exceptions import ConfigurationError
 
 def _findings(target: Any, namespace: str | None) -> list[config.Finding]:
     apps = [target] if isinstance(target, PgQueue) else []
-    apps += [v for v in vars(target).values() if isinstance(v, PgQueue)] if not apps else []
+    if not apps:
+        apps = [v for v in getattr(target, "__dict__", {}).values() if isinstance(v, PgQueue)]
     if apps:  # an app module: what its apps were given and ignore
         return config.check({k: v for app in apps for k, v in app.conf.ignored.items()})
     settings = config.settings_of(target, namespace)
