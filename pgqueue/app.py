@@ -8,7 +8,6 @@ import contextlib
 import datetime as dt
 import fnmatch
 import importlib
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import EllipsisType
@@ -25,7 +24,6 @@ from .conf import Settings
 from .control import Control
 from .current import app_created, set_default_app
 from .db import ConnectionHolder, connect, load_times_clamped, resolve_dsn, translate_errors
-from .exceptions import IgnoredSettingWarning
 from .producer import ConnectionT, ProducerConnection
 from .result import AsyncResult
 from .task import Signature, Task
@@ -38,7 +36,7 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class PgQueue:
+class PgQueue(config.CeleryConfiguration):
     """A pgqueue application, the counterpart of ``celery.Celery``.
 
     ``PgQueue("shop", dsn="postgresql://localhost/shop")``; the DSN defaults to the
@@ -67,13 +65,7 @@ class PgQueue:
         **settings: Any,
     ) -> None:
         self.main = main
-        if broker is not None or backend is not None:
-            warnings.warn(
-                "pgqueue's broker and result backend are PostgreSQL (dsn= or PGQUEUE_DSN): "
-                "broker= and backend= are ignored",
-                IgnoredSettingWarning,
-                stacklevel=2,
-            )
+        config.warn_broker_backend(broker, backend)
         self.conf = Settings(**settings)
         self.include = list(include)
         self.tasks: dict[str, Task] = {}
@@ -145,35 +137,7 @@ class PgQueue:
         ``autodiscover_tasks`` asked for, so their tasks register (a worker does this)."""
         for module in [*self.include, *self.conf.imports]:
             importlib.import_module(module)
-        for packages, related_name in self._discover:
-            config.discover_tasks(packages, related_name)
-
-    def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
-        """Read settings from a module, class, object or dict, or from a dotted name of one
-        (``"proj.celeryconfig"``, ``"django.conf:settings"``), as in Celery.
-
-        With ``namespace="CELERY"`` only ``CELERY_``-prefixed names are read
-        (``CELERY_TASK_ROUTES``); without, lower-case setting names and Celery's old
-        upper-case ones. Each goes through ``app.conf`` (see ``pgqueue.celery_settings``).
-        """
-        self.conf.update(config.settings_of(config.load_object(obj), namespace))
-
-    def autodiscover_tasks(
-        self,
-        packages: config.Packages = None,
-        related_name: str = "tasks",
-        force: bool = False,
-    ) -> None:
-        """Find tasks in the ``tasks`` module of each package (Celery's autodiscovery).
-
-        ``packages`` is a list, or a callable returning one (Django's
-        ``lambda: settings.INSTALLED_APPS``). The modules are imported when the worker
-        loads its tasks (``import_task_modules``), or now with ``force=True``.
-        """
-        if force:
-            config.discover_tasks(packages, related_name)
-        else:
-            self._discover.append((packages, related_name))
+        self.import_discovered()
 
     def route(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The options ``task_routes`` gives for a task name (``{}`` when no route matches)."""

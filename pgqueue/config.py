@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import importlib
 import types
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .celery_settings import CELERY_SETTINGS, judge, new_name
-from .conf import DEFAULTS, is_setting
-from .exceptions import ConfigurationError
+from .conf import DEFAULTS, Settings, is_setting
+from .exceptions import ConfigurationError, IgnoredSettingWarning
 
 
 def load_object(obj: Any) -> Any:
@@ -155,3 +156,50 @@ def check(settings: Mapping[str, Any], unknown: Iterable[str] = ()) -> list[Find
         if setting.status != "supported" and not harmless:
             findings.append(Finding(name, setting.status, setting.note))
     return sorted(findings, key=lambda f: f.name)
+
+
+def warn_broker_backend(broker: str | None, backend: str | None) -> None:
+    """The one warning for Celery's ``broker=`` and ``backend=`` constructor arguments."""
+    if broker is not None or backend is not None:
+        warnings.warn(
+            "pgqueue's broker and result backend are PostgreSQL (dsn= or PGQUEUE_DSN): "
+            "broker= and backend= are ignored",
+            IgnoredSettingWarning,
+            stacklevel=3,
+        )
+
+
+class CeleryConfiguration:
+    """Celery's ways of configuring an app and finding its tasks; ``PgQueue`` has them."""
+
+    conf: Settings
+    _discover: list[tuple[Packages, str]]
+
+    def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
+        """Read settings from a module, class, object or dict, or from a dotted name of one
+        (``"proj.celeryconfig"``, ``"django.conf:settings"``), as in Celery.
+
+        With ``namespace="CELERY"`` only ``CELERY_``-prefixed names are read
+        (``CELERY_TASK_ROUTES``); without, lower-case setting names and Celery's old
+        upper-case ones. Each goes through ``app.conf`` (see ``pgqueue.celery_settings``).
+        """
+        self.conf.update(settings_of(load_object(obj), namespace))
+
+    def autodiscover_tasks(
+        self, packages: Packages = None, related_name: str = "tasks", force: bool = False
+    ) -> None:
+        """Find tasks in the ``tasks`` module of each package (Celery's autodiscovery).
+
+        ``packages`` is a list, or a callable returning one (Django's
+        ``lambda: settings.INSTALLED_APPS``). The modules are imported when the worker
+        loads its tasks (``import_task_modules``), or now with ``force=True``.
+        """
+        if force:
+            discover_tasks(packages, related_name)
+        else:
+            self._discover.append((packages, related_name))
+
+    def import_discovered(self) -> None:
+        """Import the modules ``autodiscover_tasks`` asked for."""
+        for packages, related_name in self._discover:
+            discover_tasks(packages, related_name)
