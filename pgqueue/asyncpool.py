@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import inspect
 import logging
 import os
@@ -54,7 +53,7 @@ class _Run(Slot):
 
     is_async: bool = True
     soft: float | None = None
-    atask: asyncio.Task[Outcome] | None = None  # set on the loop
+    atask: asyncio.Task[None] | None = None  # set on the loop
     soft_due: bool = False  # the soft limit passed and was not delivered yet
     soft_sent: bool = False
     thread: int | None = None  # a sync job: the thread running it
@@ -117,6 +116,11 @@ class AsyncioPool(Pool):
     def __init__(self, app: PgQueue, concurrency: int, hostname: str) -> None:
         super().__init__(app, concurrency, hostname)
         self._loop = asyncio.new_event_loop()
+        eager = getattr(asyncio, "eager_task_factory", None)
+        if eager is not None:
+            # Python >= 3.12: a job runs its first step at once, so one that never waits
+            # (a no-op, a cache hit) costs no trip through the loop's queue.
+            self._loop.set_task_factory(eager)
         self._thread: threading.Thread | None = None
         self._executor = ThreadPoolExecutor(
             max_workers=min(concurrency, SYNC_THREADS), thread_name_prefix="pgqueue-sync"
@@ -310,13 +314,29 @@ class AsyncioPool(Pool):
         self._inbox_woken = False
         while self._inbox:
             run = self._inbox.popleft()
-            guard = functools.partial(_Guarded, run=run, pool=self)
-            run.atask = self._loop.create_task(
-                execute_async(self.app, run.job, self.hostname, guard)
-            )
-            run.atask.add_done_callback(functools.partial(self._finished, run))
-            if run.soft_deadline is not None:
+            run.atask = self._loop.create_task(self._run_async(run))
+            if run.soft_deadline is not None and not run.atask.done():
                 run.timer = self._loop.call_at(run.soft_deadline, self._soft_expired, run)
+
+    async def _run_async(self, run: _Run) -> None:
+        """An ``async def`` task, as an asyncio task of its own."""
+        outcome: Outcome | None = None
+        try:
+            outcome = await execute_async(
+                self.app, run.job, self.hostname, lambda awaitable: _Guarded(awaitable, run, self)
+            )
+        except asyncio.CancelledError:  # before the task's code ran: it never did
+            outcome = Outcome.failure(run.job, asyncio.CancelledError("cancelled"))
+        except BaseException as exc:  # pgqueue's own error: the job still ends
+            log.exception("%s: error while running it", run.job.label)
+            outcome = Outcome.failure(run.job, exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            if run.timer is not None:
+                run.timer.cancel()
+            if outcome is not None:
+                self._done(run, outcome)
 
     def _soft_expired(self, run: _Run) -> None:
         if run.atask is not None and not run.atask.done():
@@ -342,20 +362,6 @@ class AsyncioPool(Pool):
 
         for task in tasks:
             task.add_done_callback(one_done)
-
-    def _finished(self, run: _Run, atask: asyncio.Task[Outcome]) -> None:
-        if run.timer is not None:
-            run.timer.cancel()
-        if atask.cancelled():  # cancelled before its first step: the task never ran
-            outcome = Outcome.failure(run.job, asyncio.CancelledError("cancelled"))
-        elif atask.exception() is not None:  # pgqueue's own error: the job still ends
-            error = atask.exception()
-            assert error is not None
-            log.error("%s: %r while running it", run.job.label, error)
-            outcome = Outcome.failure(run.job, error)
-        else:
-            outcome = atask.result()
-        self._done(run, outcome)
 
     # -- either side -----------------------------------------------------------------------
 
