@@ -24,10 +24,10 @@ import contextlib
 import inspect
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Awaitable, Generator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -122,9 +122,11 @@ class AsyncioPool(Pool):
             # (a no-op, a cache hit) costs no trip through the loop's queue.
             self._loop.set_task_factory(eager)
         self._thread: threading.Thread | None = None
-        self._executor = ThreadPoolExecutor(
-            max_workers=min(concurrency, SYNC_THREADS), thread_name_prefix="pgqueue-sync"
-        )
+        # Threads for sync jobs, started as they are needed: daemons, so that a sync task
+        # abandoned at its hard limit cannot keep the process from exiting.
+        self._sync_inbox: queue.SimpleQueue[_Run | None] = queue.SimpleQueue()
+        self._sync_threads: list[threading.Thread] = []
+        self._sync_jobs = 0  # sync jobs in the slots
         # Written by the claim loop's thread only; the loop thread gets each run through
         # the inbox.
         self._slots: dict[str, _Run] = {}
@@ -182,7 +184,15 @@ class AsyncioPool(Pool):
             if hard or (soft and not run.is_async):
                 self._timed.add(job.id)
         if not run.is_async:
-            self._executor.submit(self._run_sync, run)
+            self._sync_jobs += 1
+            threads = len(self._sync_threads)
+            if threads < self._sync_jobs and threads < SYNC_THREADS:
+                thread = threading.Thread(
+                    target=self._serve_sync, name=f"pgqueue-sync-{threads}", daemon=True
+                )
+                thread.start()
+                self._sync_threads.append(thread)
+            self._sync_inbox.put(run)
             return
         self._inbox.append(run)
         if not self._inbox_woken:
@@ -210,8 +220,7 @@ class AsyncioPool(Pool):
                 run, outcome = self._outbox.popleft()
                 # A job abandoned at its hard limit has had its outcome already.
                 if self._slots.get(run.job.id) is run:
-                    del self._slots[run.job.id]
-                    self._timed.discard(run.job.id)
+                    self._forget(run)
                     outcomes.append(outcome)
         if self._timed:
             outcomes += self._enforce_limits(time.monotonic())
@@ -239,10 +248,16 @@ class AsyncioPool(Pool):
                         run.soft_due = True
         return outcomes
 
-    def _abandon(self, run: _Run, now: float) -> Outcome:
-        limit = run.hard_deadline - run.started if run.hard_deadline else 0.0
+    def _forget(self, run: _Run) -> None:
+        """Free the slot of a job (the caller holds the lock)."""
         del self._slots[run.job.id]
         self._timed.discard(run.job.id)
+        if not run.is_async:
+            self._sync_jobs -= 1
+
+    def _abandon(self, run: _Run, now: float) -> Outcome:
+        limit = run.hard_deadline - run.started if run.hard_deadline else 0.0
+        self._forget(run)
         blocker = self.stepping
         if run.is_async and blocker is run:
             log.error(
@@ -297,7 +312,13 @@ class AsyncioPool(Pool):
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._thread = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for _ in self._sync_threads:
+            self._sync_inbox.put(None)
+        # A sync task abandoned at its hard limit may still run: it holds nobody up for long.
+        deadline = time.monotonic() + 5
+        for thread in self._sync_threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._sync_threads = []
 
     def kill(self) -> None:
         """Cold shutdown: cancel every running coroutine and give them COLD_CANCEL_GRACE
@@ -372,8 +393,15 @@ class AsyncioPool(Pool):
             self._woken = True
             os.write(self._wake_w, b"x")
 
+    def _serve_sync(self) -> None:
+        while True:
+            run = self._sync_inbox.get()
+            if run is None:
+                return
+            self._run_sync(run)
+
     def _run_sync(self, run: _Run) -> None:
-        """A plain ``def`` task, in a thread of the executor."""
+        """A plain ``def`` task, in a thread of the pool's own."""
         try:
             with self._lock:
                 if run.soft_due:

@@ -4,6 +4,7 @@ worker process, with real workers and a real Postgres."""
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 
@@ -94,6 +95,17 @@ def test_sync_tasks_run_in_threads_beside_the_loop(app, worker):
 def test_a_soft_time_limit_stops_a_sync_task_in_the_asyncio_pool(app, worker):
     worker("-P", "asyncio", "-c", "2")
     assert taskapp.soft_limited.delay().get(timeout=30) == "cleaned up"
+
+
+def test_a_sync_task_past_its_hard_limit_fails_and_does_not_hold_up_shutdown(app, worker):
+    w = worker("-P", "asyncio", "-c", "2")
+    r = taskapp.hard_limited.delay()  # sleeps 30 s in its thread, which cannot be stopped
+    with pytest.raises(TimeLimitExceeded):
+        r.get(timeout=30)
+    assert "its thread cannot be stopped" in w.output()
+    stopping = time.monotonic()
+    assert w.stop() == 0
+    assert time.monotonic() - stopping < 20, "the worker waited for the abandoned thread"
 
 
 def test_an_async_task_retries_and_autoretries(app, worker):
