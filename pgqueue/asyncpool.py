@@ -27,7 +27,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +108,44 @@ class _Guarded:
         return SoftTimeLimitExceeded(f"soft time limit ({run.soft:g} s) exceeded")
 
 
+class _SyncThreads:
+    """The threads of an asyncio pool for its plain ``def`` tasks, started as they are
+    needed, up to SYNC_THREADS: daemons, so that a sync task abandoned at its hard limit
+    cannot keep the process from exiting."""
+
+    def __init__(self, run: Callable[[_Run], None]) -> None:
+        self._run = run
+        self._inbox: queue.SimpleQueue[_Run | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, run: _Run, sync_jobs: int) -> None:
+        """Run ``run`` in a thread; ``sync_jobs``: how many sync jobs the pool runs now."""
+        threads = len(self._threads)
+        if threads < sync_jobs and threads < SYNC_THREADS:
+            thread = threading.Thread(
+                target=self._serve, name=f"pgqueue-sync-{threads}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        self._inbox.put(run)
+
+    def _serve(self) -> None:
+        while True:
+            run = self._inbox.get()
+            if run is None:
+                return
+            self._run(run)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._inbox.put(None)
+        # A sync task abandoned at its hard limit may still run: it holds nobody up for long.
+        deadline = time.monotonic() + 5
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._threads = []
+
+
 class AsyncioPool(Pool):
     name = "asyncio"
     enforces_hard_limit = True  # the job ends at its hard limit; see the module docstring
@@ -122,10 +160,7 @@ class AsyncioPool(Pool):
             # (a no-op, a cache hit) costs no trip through the loop's queue.
             self._loop.set_task_factory(eager)
         self._thread: threading.Thread | None = None
-        # Threads for sync jobs, started as they are needed: daemons, so that a sync task
-        # abandoned at its hard limit cannot keep the process from exiting.
-        self._sync_inbox: queue.SimpleQueue[_Run | None] = queue.SimpleQueue()
-        self._sync_threads: list[threading.Thread] = []
+        self._sync = _SyncThreads(self._run_sync)
         self._sync_jobs = 0  # sync jobs in the slots
         # Written by the claim loop's thread only; the loop thread gets each run through
         # the inbox.
@@ -185,14 +220,7 @@ class AsyncioPool(Pool):
                 self._timed.add(job.id)
         if not run.is_async:
             self._sync_jobs += 1
-            threads = len(self._sync_threads)
-            if threads < self._sync_jobs and threads < SYNC_THREADS:
-                thread = threading.Thread(
-                    target=self._serve_sync, name=f"pgqueue-sync-{threads}", daemon=True
-                )
-                thread.start()
-                self._sync_threads.append(thread)
-            self._sync_inbox.put(run)
+            self._sync.submit(run, self._sync_jobs)
             return
         self._inbox.append(run)
         if not self._inbox_woken:
@@ -312,13 +340,7 @@ class AsyncioPool(Pool):
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._thread = None
-        for _ in self._sync_threads:
-            self._sync_inbox.put(None)
-        # A sync task abandoned at its hard limit may still run: it holds nobody up for long.
-        deadline = time.monotonic() + 5
-        for thread in self._sync_threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        self._sync_threads = []
+        self._sync.close()
 
     def kill(self) -> None:
         """Cold shutdown: cancel every running coroutine and give them COLD_CANCEL_GRACE
@@ -392,13 +414,6 @@ class AsyncioPool(Pool):
             # One wake-up per collect() is enough: it takes every outcome there is.
             self._woken = True
             os.write(self._wake_w, b"x")
-
-    def _serve_sync(self) -> None:
-        while True:
-            run = self._sync_inbox.get()
-            if run is None:
-                return
-            self._run_sync(run)
 
     def _run_sync(self, run: _Run) -> None:
         """A plain ``def`` task, in a thread of the pool's own."""
