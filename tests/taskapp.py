@@ -354,12 +354,6 @@ async def async_soft_limited(catch: bool) -> str:
 
 
 @app.task(time_limit=1)
-async def async_hard_limited() -> str:
-    await asyncio.sleep(30)
-    return "not stopped"
-
-
-@app.task(time_limit=1)
 async def blocks_the_loop(seconds: float) -> str:
     time.sleep(seconds)  # blocking code in a coroutine: the whole loop waits
     return "blocked"

@@ -61,12 +61,13 @@ def test_a_soft_time_limit_cancels_an_async_task_as_soft_time_limit_exceeded(app
         per_call.get(timeout=30)
 
 
-def test_a_hard_time_limit_ends_the_job_and_cancels_its_coroutine(app, worker):
+def test_a_hard_time_limit_ends_the_job_and_cancels_its_coroutine(app, db, worker):
     w = worker("-P", "asyncio", "-c", "4")
-    r = taskapp.async_hard_limited.delay()
+    r = taskapp.cancellable.apply_async(("hard",), time_limit=1)
     with pytest.raises(TimeLimitExceeded):
         r.get(timeout=30)
     assert "hard time limit (1 s) exceeded" in w.output()
+    wait_for(lambda: tags(db, "hard:cancelled"), what="the coroutine to be cancelled")
     assert taskapp.async_add.delay(1, 2).get(timeout=30) == 3
 
 
