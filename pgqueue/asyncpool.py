@@ -60,6 +60,13 @@ class _Run(Slot):
     timer: asyncio.TimerHandle | None = None  # an async job's soft limit
 
 
+class _SoftLimitCancelled(SoftTimeLimitExceeded, asyncio.CancelledError):
+    """The soft limit as a task's code sees it: SoftTimeLimitExceeded to the task, and a
+    cancellation to asyncio, so that what the task awaits (``wait_for``, ``gather``,
+    ``TaskGroup``) cancels what it started, as for any cancellation. It leaves ``_Guarded``
+    as the plain SoftTimeLimitExceeded."""
+
+
 class _Guarded:
     """The awaitable of an ``async def`` task, awaited step by step so that the pool's soft
     limit, which cancels the asyncio task, reaches the task's code as SoftTimeLimitExceeded
@@ -83,6 +90,9 @@ class _Guarded:
                 yielded = inner.send(to_send) if to_throw is None else inner.throw(to_throw)
             except StopIteration as stop:
                 return stop.value
+            except _SoftLimitCancelled as exc:
+                error = SoftTimeLimitExceeded(*exc.args).with_traceback(exc.__traceback__)
+                raise error from None
             finally:
                 pool.stepping = None
             to_send = to_throw = None
@@ -96,7 +106,7 @@ class _Guarded:
             except BaseException as exc:
                 to_throw = exc
 
-    def _soft_limit(self) -> SoftTimeLimitExceeded:
+    def _soft_limit(self) -> _SoftLimitCancelled:
         run = self._run
         run.soft_due = False
         task = asyncio.current_task()
@@ -105,7 +115,7 @@ class _Guarded:
         uncancel = getattr(task, "uncancel", None)
         if uncancel is not None:
             uncancel()
-        return SoftTimeLimitExceeded(f"soft time limit ({run.soft:g} s) exceeded")
+        return _SoftLimitCancelled(f"soft time limit ({run.soft:g} s) exceeded")
 
 
 class _SyncThreads:

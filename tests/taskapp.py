@@ -353,6 +353,21 @@ async def async_soft_limited(catch: bool) -> str:
     return "not interrupted"
 
 
+async def _child(tag: str) -> None:
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        record(f"{tag}:cancelled")
+        raise
+
+
+@app.task(soft_time_limit=0.5)
+async def soft_limited_fan_out(tag: str) -> None:
+    """Waits on work it started itself (wait_for wraps it in a task of its own, as gather
+    and TaskGroup do): its soft limit must cancel that work too."""
+    await asyncio.wait_for(_child(tag), 30)
+
+
 @app.task(time_limit=1)
 async def blocks_the_loop(seconds: float) -> str:
     time.sleep(seconds)  # blocking code in a coroutine: the whole loop waits

@@ -61,6 +61,14 @@ def test_a_soft_time_limit_cancels_an_async_task_as_soft_time_limit_exceeded(app
         per_call.get(timeout=30)
 
 
+def test_a_soft_time_limit_cancels_what_the_task_started(app, db, worker):
+    worker("-P", "asyncio", "-c", "2")
+    r = taskapp.soft_limited_fan_out.delay("fan-out")
+    with pytest.raises(SoftTimeLimitExceeded):
+        r.get(timeout=30)
+    wait_for(lambda: tags(db, "fan-out:cancelled"), what="the child task to be cancelled")
+
+
 def test_a_hard_time_limit_ends_the_job_and_cancels_its_coroutine(app, db, worker):
     w = worker("-P", "asyncio", "-c", "4")
     r = taskapp.cancellable.apply_async(("hard",), time_limit=1)
