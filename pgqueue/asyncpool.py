@@ -300,22 +300,22 @@ class AsyncioPool(Pool):
         if run.is_async and blocker is run:
             log.error(
                 "%s: hard time limit (%g s) exceeded while it blocks the event loop (blocking "
-                "code in a coroutine: no other task of this worker runs meanwhile); FAILURE, "
-                "its coroutine is cancelled once it lets the loop run",
+                "code in a coroutine: no other task of this worker runs meanwhile); the job "
+                "ends, its coroutine is cancelled once it lets the loop run",
                 run.job.label,
                 limit,
             )
         elif run.is_async:
             log.error(
-                "%s: hard time limit (%g s) exceeded; FAILURE, its coroutine is cancelled%s",
+                "%s: hard time limit (%g s) exceeded; the job ends, its coroutine is cancelled%s",
                 run.job.label,
                 limit,
                 f" once {blocker.job.label} stops blocking the event loop" if blocker else "",
             )
         else:
             log.error(
-                "%s: hard time limit (%g s) exceeded; FAILURE, its thread cannot be stopped "
-                "and runs on, its outcome discarded",
+                "%s: hard time limit (%g s) exceeded; the job ends, its thread cannot be "
+                "stopped and runs on, its outcome discarded",
                 run.job.label,
                 limit,
             )
