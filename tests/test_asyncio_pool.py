@@ -92,7 +92,7 @@ def test_a_coroutine_blocking_the_loop_past_its_hard_limit_is_named(app, worker)
 
 def test_sync_tasks_run_in_threads_beside_the_loop(app, worker):
     worker("-P", "asyncio", "-c", "10")
-    blocking = taskapp.thread_name.delay(3)
+    blocking = taskapp.thread_name.delay(6)
     wait_for(lambda: blocking.state == states.STARTED, what="the sync task to start")
     # The loop is not blocked by the sync task: an async one finishes meanwhile.
     assert taskapp.nap.delay(0.1).get(timeout=30)
