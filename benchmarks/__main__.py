@@ -4,6 +4,8 @@ Examples (from the repository root):
 
 - ``python -m benchmarks --quick``: about 20x smaller, a few minutes
 - ``python -m benchmarks --only drain,latency --systems pgqueue,celery``
+- ``python -m benchmarks --only drain,drain-asyncio --systems pgqueue,pgqueuer``: the
+  asyncio pool on async def tasks beside the thread pool and PGQueuer
 - ``python -m benchmarks --json results.json``: the figures, with every repetition
 - ``python -m benchmarks --only drain-sweep --quick``: how each drain config was chosen
 """

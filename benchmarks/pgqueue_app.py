@@ -9,10 +9,16 @@ from .taskbodies import burn_cpu, record_start
 NOOP = "bench.noop"
 NOOP_IGNORE = "bench.noop_ignore"
 CPU = "bench.cpu"
+ASYNC_NOOP = "bench.async_noop"
+ASYNC_NOOP_IGNORE = "bench.async_noop_ignore"
 LATENCY = "bench.latency"
 
 
 def noop(i: int) -> None:
+    return None
+
+
+async def async_noop(i: int) -> None:
     return None
 
 
@@ -29,6 +35,8 @@ def make_app(dsn: str | None = None) -> PgQueue:
     app = PgQueue("benchmarks", dsn=dsn)
     app.task(name=NOOP)(noop)
     app.task(name=NOOP_IGNORE, ignore_result=True)(noop)
+    app.task(name=ASYNC_NOOP)(async_noop)
+    app.task(name=ASYNC_NOOP_IGNORE, ignore_result=True)(async_noop)
     app.task(name=CPU)(cpu)
     app.task(name=LATENCY)(latency)
     return app

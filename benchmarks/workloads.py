@@ -9,8 +9,8 @@ from typing import Any
 
 from . import limit
 from .common import DrainRun, Row, Scale, Skip, percentile, running, wait_until
-from .systems import CPU, IGNORE_RESULT, RESULTS, System
-from .systems.pgqueue import Pgqueue
+from .systems import CPU, IGNORE_RESULT, RESULTS, System, WorkerConfig
+from .systems.pgqueue import ASYNC_IGNORE_RESULT, ASYNC_RESULTS, Pgqueue
 
 # The pseudo-system under which the pgbench ceiling is reported.
 POSTGRES = limit.PostgresServer.name
@@ -95,33 +95,48 @@ def _drain_rows(
 
 
 def drain(system: System, scale: Scale) -> list[Row]:
+    return _drain("drain", system, scale, system.drain_configs[0], system.drain_variants)
+
+
+def drain_asyncio(system: System, scale: Scale) -> list[Row]:
+    """pgqueue's asyncio pool draining no-op ``async def`` tasks; the table shows it next to
+    the drain of every system (PGQueuer's tasks are coroutines too)."""
+    assert isinstance(system, Pgqueue)
+    variants = (ASYNC_RESULTS, ASYNC_IGNORE_RESULT)
+    return _drain("drain-asyncio", system, scale, system.asyncio_configs[0], variants)
+
+
+def _drain(
+    workload: str, system: System, scale: Scale, config: WorkerConfig, variants: tuple[str, ...]
+) -> list[Row]:
     n = scale.drain
-    config = system.drain_configs[0]
     rows = []
-    with system.session("drain"):
-        for variant in system.drain_variants:
+    with system.session(workload):
+        for variant in variants:
             runs = []
             for rep in _reps(scale):
                 runs.append(system.drain(n, config, variant, scale.drain_cap_s))
                 log(
-                    f"  drain {system.name} {variant} #{rep}: {runs[-1].rate:,.0f} jobs/s"
+                    f"  {workload} {system.name} {variant} #{rep}: {runs[-1].rate:,.0f} jobs/s"
                     f" ({runs[-1].span.count:,} jobs, start-up {runs[-1].startup_s:.2f} s)"
                 )
             label = f"{config.described}; {system.variant_labels[variant]}"
-            rows += _drain_rows("drain", system, label, runs, f"{n:,} jobs queued")
+            rows += _drain_rows(workload, system, label, runs, f"{n:,} jobs queued")
     return rows
 
 
 def drain_sweep(system: System, scale: Scale) -> list[Row]:
     """Every candidate worker configuration once: how the drain's configuration was chosen."""
     rows = []
+    runs = [(c, v) for c in system.drain_configs for v in system.drain_variants]
+    if isinstance(system, Pgqueue):  # and the asyncio pool's, on async def tasks
+        runs += [(c, v) for c in system.asyncio_configs for v in (ASYNC_RESULTS,)]
     with system.session("drain-sweep"):
-        for config in system.drain_configs:
-            for variant in system.drain_variants:
-                run = system.drain(scale.drain, config, variant, scale.drain_cap_s)
-                log(f"  sweep {system.name} {config.described} {variant}: {run.rate:,.0f} jobs/s")
-                label = f"{config.described}; {system.variant_labels[variant]}"
-                rows += _drain_rows("drain-sweep", system, label, [run])[:1]
+        for config, variant in runs:
+            run = system.drain(scale.drain, config, variant, scale.drain_cap_s)
+            log(f"  sweep {system.name} {config.described} {variant}: {run.rate:,.0f} jobs/s")
+            label = f"{config.described}; {system.variant_labels[variant]}"
+            rows += _drain_rows("drain-sweep", system, label, [run])[:1]
     return rows
 
 
@@ -280,6 +295,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload("enqueue-single", enqueue_single),
         Workload("enqueue-bulk", enqueue_bulk),
         Workload("drain", drain),
+        Workload("drain-asyncio", drain_asyncio, only=("pgqueue",)),
         Workload("latency", latency),
         Workload("backlog", backlog, only=("pgqueue",)),
         Workload("table-size", table_size, only=("pgqueue",)),

@@ -22,8 +22,9 @@ class Control:
         """Revoke jobs: a queued, scheduled or claimed job never runs and ends REVOKED.
 
         A running job is left to finish unless ``terminate`` is true; then it ends REVOKED at
-        once and its worker stops it (prefork: the child is killed and replaced; the threads
-        and solo pools cannot stop a running task, so its outcome is discarded instead).
+        once and its worker stops it (prefork: the child is killed and replaced; asyncio: the
+        coroutine is cancelled; the threads and solo pools, and a sync task in the asyncio
+        pool, cannot stop a running task, so its outcome is discarded instead).
         Returns the ids that were revoked; finished or unknown ids are left as they are.
         """
         ids = [task_id] if isinstance(task_id, str) else [str(t) for t in task_id]

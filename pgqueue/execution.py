@@ -1,16 +1,19 @@
 """Running one claimed job and turning what happened into an Outcome.
 
-This is the part of the worker that runs inside a pool slot (a prefork child, a thread, or
-the worker process itself with ``solo``); it never touches the database.
+This is the part of the worker that runs inside a pool slot (a prefork child, a thread,
+the worker process itself with ``solo``, or an asyncio task on the asyncio pool's loop); it
+never touches the database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import inspect
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
@@ -206,102 +209,162 @@ def exception_name(exc: BaseException) -> str:
 
 
 def execute(app: PgQueue, job: Job, hostname: str) -> Outcome:
-    """Run the job's task and report its outcome; never raises for the task's own errors."""
-    task = app.tasks.get(job.task_name)
-    if task is None:  # the claim only takes registered names; kept for safety
-        return Outcome.for_job(
-            job,
-            states.FAILURE,
-            exc_type="pgqueue.exceptions.NotRegistered",
-            exc_message=f"task {job.task_name!r} is not registered on worker {hostname}",
-        )
-    request = Request(
-        id=job.id,
-        task=job.task_name,
-        args=list(job.args),
-        kwargs=dict(job.kwargs),
-        retries=job.retries,
-        # Like Celery: set for a call given an eta or countdown, and for retries (when the
-        # retry was due); None for a call sent to run at once.
-        eta=job.run_at if job.retries or job.options.get("scheduled") else None,
-        expires=job.expires_at,
-        hostname=hostname,
-        queue=job.queue,
-        priority=job.priority,
-        attempt=job.attempt,
-        max_retries=job.max_retries,
-        options=dict(job.options),
-        called_directly=False,
-    )
-    store = not job.options.get("ignore_result", task.ignore_result)
-    token = set_current_request(request)
-    try:
-        signals.task_prerun.send(
-            sender=task, task_id=job.id, task=task, args=request.args, kwargs=request.kwargs
-        )
-        outcome, retval = _call(task, job, store)
-        _send_outcome(task, request, outcome, retval)
-    finally:
-        reset_current_request(token)
-    return outcome
+    """Run the job's task and report its outcome; never raises for the task's own errors.
 
-
-def _call(task: Task, job: Job, store: bool) -> tuple[Outcome, Any]:
-    """Run the task: its outcome, and its return value or the exception it ended with."""
-    started = time.perf_counter()
-    try:
+    An ``async def`` task runs to its end on an event loop of its own (the asyncio pool
+    runs it on the pool's loop instead: ``execute_async``)."""
+    run = Execution.begin(app, job, hostname)
+    if isinstance(run, Outcome):
+        return run
+    with run:
         try:
-            value = task(*job.args, **job.kwargs)
+            value = run.call()
             if inspect.isawaitable(value):
                 value = asyncio.run(_await(value))
-        except Exception as exc:
-            if autoretries(task, type(exc)):
-                # raises Retry, or exc when exhausted
-                task.retry(exc=exc, **autoretry_options(task, job))
-            raise
-    except Retry as retry:
-        elapsed = time.perf_counter() - started
-        return _retry_outcome(job, retry, elapsed, store, task.app.conf.timezone), retry
-    except Ignore as ignore:
-        return Outcome.for_job(job, states.IGNORED, time_taken=_since(started)), ignore
-    except Reject as reject:
-        if reject.requeue:
-            outcome = Outcome.for_job(
-                job,
-                states.RETRY,
-                countdown=0.0,
-                store=store,
-                exc_type="pgqueue.exceptions.Reject",
-                exc_message=str(reject),
-                time_taken=_since(started),
-                extra={"requeue": True},
-            )
-        else:
-            outcome = Outcome.for_job(
+        except BaseException as exc:
+            return run.failed(exc)
+        return run.succeeded(value)
+
+
+async def execute_async(
+    app: PgQueue,
+    job: Job,
+    hostname: str,
+    guard: Callable[[Awaitable[Any]], Awaitable[Any]],
+) -> Outcome:
+    """``execute`` on the running event loop: the task's awaitable is awaited through
+    ``guard`` (the asyncio pool's, which turns its soft time limit into
+    SoftTimeLimitExceeded inside the task). Run it as an asyncio task of its own, so that
+    the request (a context variable) is this job's alone."""
+    run = Execution.begin(app, job, hostname)
+    if isinstance(run, Outcome):
+        return run
+    with run:
+        try:
+            value = run.call()
+            if inspect.isawaitable(value):
+                value = await guard(value)
+        except BaseException as exc:
+            return run.failed(exc)
+        return run.succeeded(value)
+
+
+class Execution:
+    """The bookkeeping around one call of a task, shared by ``execute`` and
+    ``execute_async``: entered, the job's request is current and task_prerun sent; then
+    ``succeeded`` or ``failed`` make the outcome and send the signals that go with it,
+    while the request is still current (as in Celery)."""
+
+    def __init__(self, task: Task, job: Job, hostname: str) -> None:
+        self.task = task
+        self.job = job
+        self.request = Request(
+            id=job.id,
+            task=job.task_name,
+            args=list(job.args),
+            kwargs=dict(job.kwargs),
+            retries=job.retries,
+            # Like Celery: set for a call given an eta or countdown, and for retries (when
+            # the retry was due); None for a call sent to run at once.
+            eta=job.run_at if job.retries or job.options.get("scheduled") else None,
+            expires=job.expires_at,
+            hostname=hostname,
+            queue=job.queue,
+            priority=job.priority,
+            attempt=job.attempt,
+            max_retries=job.max_retries,
+            options=dict(job.options),
+            called_directly=False,
+        )
+        self.store = not job.options.get("ignore_result", task.ignore_result)
+        self.started = 0.0
+        self._token: contextvars.Token[Request | None] | None = None
+
+    @classmethod
+    def begin(cls, app: PgQueue, job: Job, hostname: str) -> Execution | Outcome:
+        """The execution of the job's task, or the FAILURE of a task not registered here."""
+        task = app.tasks.get(job.task_name)
+        if task is None:  # the claim only takes registered names; kept for safety
+            return Outcome.for_job(
                 job,
                 states.FAILURE,
-                store=True,
-                exc_type="pgqueue.exceptions.Reject",
-                exc_message=str(reject),
-                time_taken=_since(started),
+                exc_type="pgqueue.exceptions.NotRegistered",
+                exc_message=f"task {job.task_name!r} is not registered on worker {hostname}",
             )
-        return outcome, reject
-    except BaseException as exc:
-        tb = traceback.format_exc()
-        return Outcome.failure(job, exc, tb=tb, time_taken=_since(started)), exc
-    elapsed = _since(started)
-    try:
-        result_json = dumps_result(value, task.app.conf.task_max_payload_size) if store else None
-    except EncodeError as exc:
-        return Outcome.failure(job, exc, tb=None, time_taken=elapsed), exc
-    outcome = Outcome.for_job(
-        job,
-        states.SUCCESS,
-        result_json=result_json,
-        time_taken=elapsed,
-        store=store,
-    )
-    return outcome, value
+        return cls(task, job, hostname)
+
+    def __enter__(self) -> Execution:
+        self._token = set_current_request(self.request)
+        signals.task_prerun.send(
+            sender=self.task,
+            task_id=self.job.id,
+            task=self.task,
+            args=self.request.args,
+            kwargs=self.request.kwargs,
+        )
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            reset_current_request(self._token)
+
+    def call(self) -> Any:
+        """Call the task with the job's arguments (for an ``async def`` task: its
+        coroutine, not awaited yet)."""
+        return self.task(*self.job.args, **self.job.kwargs)
+
+    def succeeded(self, value: Any) -> Outcome:
+        """The outcome of a task that returned ``value``: SUCCESS, or FAILURE with
+        EncodeError if the value cannot be stored."""
+        elapsed = _since(self.started)
+        task, job, store = self.task, self.job, self.store
+        try:
+            result_json = (
+                dumps_result(value, task.app.conf.task_max_payload_size) if store else None
+            )
+        except EncodeError as exc:
+            return self._settled(Outcome.failure(job, exc, tb=None, time_taken=elapsed), exc)
+        outcome = Outcome.for_job(
+            job, states.SUCCESS, result_json=result_json, time_taken=elapsed, store=store
+        )
+        return self._settled(outcome, value)
+
+    def failed(self, exc: BaseException) -> Outcome:
+        """The outcome of a task that raised ``exc``: an automatic retry if its
+        ``autoretry_for`` says so, RETRY, IGNORED, a rejection, or FAILURE."""
+        task, job = self.task, self.job
+        if isinstance(exc, Exception) and autoretries(task, type(exc)):
+            try:
+                # raises Retry, or exc when exhausted
+                task.retry(exc=exc, **autoretry_options(task, job))
+            except BaseException as raised:
+                exc = raised
+        return self._settled(self._error_outcome(exc), exc)
+
+    def _error_outcome(self, exc: BaseException) -> Outcome:
+        job, store, elapsed = self.job, self.store, _since(self.started)
+        if isinstance(exc, Retry):
+            return _retry_outcome(job, exc, elapsed, store, self.task.app.conf.timezone)
+        if isinstance(exc, Ignore):
+            return Outcome.for_job(job, states.IGNORED, time_taken=elapsed)
+        if isinstance(exc, Reject):
+            reject = {
+                "exc_type": "pgqueue.exceptions.Reject",
+                "exc_message": str(exc),
+                "time_taken": elapsed,
+            }
+            if exc.requeue:
+                return Outcome.for_job(
+                    job, states.RETRY, countdown=0.0, store=store, extra={"requeue": True}, **reject
+                )
+            return Outcome.for_job(job, states.FAILURE, store=True, **reject)
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return Outcome.failure(job, exc, tb=tb, time_taken=elapsed)
+
+    def _settled(self, outcome: Outcome, retval: Any) -> Outcome:
+        _send_outcome(self.task, self.request, outcome, retval)
+        return outcome
 
 
 def _send_outcome(task: Task, request: Request, outcome: Outcome, retval: Any) -> None:

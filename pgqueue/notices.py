@@ -149,7 +149,7 @@ class Inbox:
             if not revokes[job_id] or job_id not in running:
                 continue
             if pool.terminate(job_id):
-                log.warning("job %s revoked: terminated its process", job_id)
+                log.warning("job %s revoked: %s", job_id, pool.terminates)
             else:
                 log.warning(
                     "job %s revoked with terminate, but the %s pool cannot stop a running "

@@ -1,7 +1,7 @@
 """What the worker decides about a job from its task's settings, in one place: whether it
 is acknowledged late, its time limits, and when a failure becomes an automatic retry.
 
-``execution._call`` asks ``autoretries``/``autoretry_options`` about an exception a task
+``execution.Execution.failed`` asks ``autoretries``/``autoretry_options`` about an exception a task
 raised; the worker asks ``JobPolicy.retry_after_pool_failure`` about a failure the pool
 decided on (a hard time limit, a child that died), which the task never saw.
 """

@@ -3,6 +3,7 @@ kinds, prefork.py holds the one with child processes)."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 from collections.abc import Callable
@@ -35,6 +36,12 @@ def run_with_soft_limit(app: PgQueue, job: Job, hostname: str, soft: float | Non
         signal.signal(signal.SIGALRM, previous)
 
 
+def raise_in_thread(ident: int, error: type[BaseException]) -> None:
+    """Raise ``error`` in the thread ``ident`` at its next Python instruction (a blocking C
+    call such as a long ``time.sleep`` is interrupted only when it returns)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(error))
+
+
 @dataclass
 class Slot:
     """A job running in a pool, with its deadlines on the monotonic clock."""
@@ -60,6 +67,7 @@ class Pool:
     has_children = False  # jobs run in child processes (the *_per_child limits apply)
     runs_inline = False  # submit() runs the job to its end: its outcome is ready then
     fixed_concurrency: int | None = None  # runs this many at a time, whatever is asked
+    terminates = "terminated its process"  # what terminate() did, for the log
 
     def __init__(self, app: PgQueue, concurrency: int, hostname: str) -> None:
         self.app = app

@@ -4,12 +4,15 @@
   kill the child and a new one replaces it.
 - ``threads``: threads in the worker process, for I/O-bound tasks; soft limits only.
 - ``solo``: runs the task in the worker process itself, one at a time; soft limits only.
+- ``asyncio`` (asyncpool.py): ``async def`` tasks as asyncio tasks on one event loop per
+  worker process, so ``-c 500`` costs no 500 threads; soft limits cancel the coroutine (it
+  sees SoftTimeLimitExceeded), a hard limit ends the job and abandons the coroutine; plain
+  ``def`` tasks run in a few threads beside the loop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import queue
@@ -17,9 +20,10 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from .asyncpool import AsyncioPool
 from .exceptions import ConfigurationError, SoftTimeLimitExceeded
 from .execution import Job, Outcome, execute
-from .pool import Pool, Slot, deadlines, run_with_soft_limit
+from .pool import Pool, Slot, deadlines, raise_in_thread, run_with_soft_limit
 from .prefork import PreforkPool
 
 if TYPE_CHECKING:
@@ -117,10 +121,7 @@ class ThreadPool(Pool):
             for job_id in list(self._timed):
                 ident, slot = self._slots[job_id]
                 if slot.soft_deadline is not None and now >= slot.soft_deadline and ident:
-                    # The exception lands at the thread's next Python instruction.
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                        ctypes.c_ulong(ident), ctypes.py_object(SoftTimeLimitExceeded)
-                    )
+                    raise_in_thread(ident, SoftTimeLimitExceeded)
                     self._slots[job_id] = (
                         ident,
                         Slot(slot.job, slot.started, None, slot.hard_deadline, slot.warned),
@@ -182,7 +183,12 @@ class SoloPool(Pool):
         return done
 
 
-POOLS: dict[str, type[Pool]] = {"prefork": PreforkPool, "threads": ThreadPool, "solo": SoloPool}
+POOLS: dict[str, type[Pool]] = {
+    "prefork": PreforkPool,
+    "threads": ThreadPool,
+    "solo": SoloPool,
+    "asyncio": AsyncioPool,
+}
 
 
 def pool_kind(name: str) -> type[Pool]:
@@ -192,4 +198,4 @@ def pool_kind(name: str) -> type[Pool]:
     return POOLS[name]
 
 
-__all__ = ["POOLS", "Pool", "PreforkPool", "SoloPool", "ThreadPool", "pool_kind"]
+__all__ = ["POOLS", "AsyncioPool", "Pool", "PreforkPool", "SoloPool", "ThreadPool", "pool_kind"]

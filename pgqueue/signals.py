@@ -13,7 +13,8 @@ may be added)::
     def before_email(task_id=None, args=None, **kwargs): ...
 
 Task signals are sent in the process that runs the task: a prefork child, a thread of the
-threads pool, or the worker itself with solo. Connect them at import time of the module that
+threads pool, the worker itself with solo, or the asyncio pool's event loop (in the job's
+asyncio task). Connect them at import time of the module that
 defines the tasks, so forked children inherit them. An exception raised by a receiver is
 logged (logger ``pgqueue.signals``) and never reaches the task or the worker.
 

@@ -319,3 +319,90 @@ def killed_once(tag: str) -> int:
 def allocate(megabytes: int) -> int:
     block = bytearray(megabytes * 1024 * 1024)
     return len(block)
+
+
+# -- the asyncio pool ---------------------------------------------------------------------
+
+
+@app.task
+async def nap(seconds: float) -> list[float]:
+    """Sleeps on the event loop; returns when it started and ended (time.time())."""
+    started = time.time()
+    await asyncio.sleep(seconds)
+    return [started, time.time()]
+
+
+@app.task(bind=True)
+async def async_request_id(self: Any, seconds: float) -> str | None:
+    """The request's id after a sleep on a loop shared with other jobs."""
+    await asyncio.sleep(seconds)
+    return self.request.id
+
+
+@app.task(soft_time_limit=0.5)
+async def async_soft_limited(catch: bool) -> str:
+    from pgqueue.exceptions import SoftTimeLimitExceeded
+
+    try:
+        await asyncio.sleep(30)
+    except SoftTimeLimitExceeded:
+        if not catch:
+            raise
+        await asyncio.sleep(0.05)  # the cleanup may await
+        return "cleaned up"
+    return "not interrupted"
+
+
+async def _child(tag: str) -> None:
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        record(f"{tag}:cancelled")
+        raise
+
+
+@app.task(soft_time_limit=0.5)
+async def soft_limited_fan_out(tag: str) -> None:
+    """Waits on work it started itself (wait_for wraps it in a task of its own, as gather
+    and TaskGroup do): its soft limit must cancel that work too."""
+    await asyncio.wait_for(_child(tag), 30)
+
+
+@app.task(time_limit=1)
+async def blocks_the_loop(seconds: float) -> str:
+    time.sleep(seconds)  # blocking code in a coroutine: the whole loop waits
+    return "blocked"
+
+
+@app.task(bind=True, max_retries=3)
+async def async_flaky(self: Any, failures: int) -> int:
+    await asyncio.sleep(0.01)
+    if self.request.retries < failures:
+        raise self.retry(exc=OSError(f"attempt {self.request.retries}"), countdown=0.1)
+    return int(self.request.retries)
+
+
+@app.task(autoretry_for=(OSError,), max_retries=2, retry_kwargs={"countdown": 0.1})
+async def async_autoretried() -> None:
+    await asyncio.sleep(0.01)
+    raise OSError("still down")
+
+
+@app.task
+async def cancellable(tag: str) -> str:
+    """Records that it started, then that it was cancelled, if it is."""
+    record(f"{tag}:started")
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        record(f"{tag}:cancelled")
+        raise
+    return "not cancelled"
+
+
+@app.task
+def thread_name(seconds: float = 0) -> str:
+    import threading
+
+    time.sleep(seconds)
+    return threading.current_thread().name

@@ -60,7 +60,7 @@ def test_job_enqueued_in_a_committed_transaction_runs(app, dsn, worker):
     assert result.date_done is not None
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo", "asyncio"])
 def test_each_pool_runs_sync_and_async_tasks(app, worker, pool):
     worker("-P", pool, "-c", "2")
     assert taskapp.add.delay(1, 2).get(timeout=30) == 3

@@ -33,9 +33,15 @@ CREATE TRIGGER bench_progress AFTER DELETE ON pgqueue.jobs
     EXECUTE FUNCTION public.bench_note_progress();
 """
 
+# The drain-asyncio workload's variants: no-op ``async def`` tasks.
+ASYNC_RESULTS = "async-results"
+ASYNC_IGNORE_RESULT = "async-ignore_result"
+
 TASK_FOR_VARIANT = {
     RESULTS: pgqueue_app.NOOP,
     IGNORE_RESULT: pgqueue_app.NOOP_IGNORE,
+    ASYNC_RESULTS: pgqueue_app.ASYNC_NOOP,
+    ASYNC_IGNORE_RESULT: pgqueue_app.ASYNC_NOOP_IGNORE,
     CPU: pgqueue_app.CPU,
     "latency": pgqueue_app.LATENCY,
 }
@@ -54,6 +60,8 @@ class Pgqueue(System):
     variant_labels: ClassVar[dict[str, str]] = {
         RESULTS: "results stored",
         IGNORE_RESULT: "ignore_result=True",
+        ASYNC_RESULTS: "async def, results stored",
+        ASYNC_IGNORE_RESULT: "async def, ignore_result=True",
     }
     enqueue_single_label = "task.delay(i)"
     enqueue_bulk_label = "task.enqueue_many([(i,), ...])"
@@ -71,6 +79,13 @@ class Pgqueue(System):
         _config("prefork", 2),
         _config("prefork", 2, prefetch=16),
         _config("solo", 1),
+    )
+    # The drain-asyncio workload's: the first is the one it reports.
+    asyncio_configs: ClassVar[tuple[WorkerConfig, ...]] = (
+        _config("asyncio", 500, prefetch=1).times(2),
+        _config("asyncio", 500, prefetch=1),
+        _config("asyncio", 500),
+        _config("asyncio", 1000, prefetch=1).times(2),
     )
 
     def __init__(self) -> None:

@@ -215,7 +215,10 @@ def _parse_since(value: str | None) -> dt.timedelta | dt.datetime | None:
 @click.option(
     "--terminate",
     is_flag=True,
-    help="Stop running jobs too (prefork kills the child; other pools discard the outcome).",
+    help=(
+        "Stop running jobs too (prefork kills the child, asyncio cancels the coroutine; "
+        "other pools discard the outcome)."
+    ),
 )
 @json_flag
 @ops_app_option
