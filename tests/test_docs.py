@@ -19,7 +19,7 @@ pytest.importorskip("mkdocs", reason="the docs tools: pip install -e '.[docs]'")
 
 DOCS = ROOT / "docs"
 # The pages whose every code block is run, in order, by test_page_runs_as_shown.
-RUNNABLE = ["tutorial.md"]
+RUNNABLE = ["tutorial.md", "how-to/fastapi.md"]
 
 
 @pytest.fixture(scope="module")
