@@ -247,7 +247,7 @@ class PgQueue(config.CeleryConfiguration):
 
         With a psycopg 3 connection, or a SQLAlchemy ``Session`` or ``Connection``, the block
         is also a transaction (committed at the end, rolled back on an exception, a
-        savepoint when one is open already), so::
+        savepoint when one is open already), so:
 
             with app.transaction(conn):
                 conn.execute("INSERT INTO orders ...")
