@@ -4,6 +4,7 @@ shown (tests/docsamples.py says how each kind of block is run)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -126,3 +127,27 @@ def test_page_runs_as_shown(name: str, dsn: str, reader_dir: Path) -> None:
         reader.stop_worker()
     finally:
         reader.close()
+
+
+def test_every_readme_section_is_marked_and_on_a_page() -> None:
+    """README's sections reach the site through snippet markers; a section without them, or
+    whose marker no page includes, would be missing from the site."""
+    readme = (ROOT / "README.md").read_text()
+    starts = re.findall(r"<!-- --8<-- \[start:([\w-]+)\] -->", readme)
+    ends = re.findall(r"<!-- --8<-- \[end:([\w-]+)\] -->", readme)
+    assert starts == ends, "every [start:NAME] marker of README needs its [end:NAME]"
+    pages = "\n".join(p.read_text() for p in DOCS.rglob("*.md"))
+    included = set(re.findall(r'--8<-- "README\.md:([\w-]+)"', pages))
+    assert set(starts) <= included, f"README sections on no page: {set(starts) - included}"
+    lines = readme.splitlines()
+    unmarked = [
+        line
+        for line, after in zip(lines, [*lines[1:], ""], strict=True)
+        if line.startswith("## ") and not after.startswith("<!-- --8<-- [start:")
+    ]
+    assert not unmarked, (
+        f"README sections without snippet markers: {unmarked}. Put "
+        "<!-- --8<-- [start:NAME] --> on the line after the heading and "
+        "<!-- --8<-- [end:NAME] --> after the section's last line, and include it in a "
+        'page of docs/ with --8<-- "README.md:NAME"'
+    )
