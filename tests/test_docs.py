@@ -48,6 +48,8 @@ def test_the_site_builds_strictly_with_every_page(site: Path) -> None:
         if page.name == "index.md":
             built = site / page.parent / "index.html"
         assert built.exists(), f"{page} was not built"
+        # Nothing is fetched from elsewhere to show a page (material's font: false).
+        assert not re.search(r"<(link|script)[^>]+https?://", built.read_text()), page
 
 
 def test_the_guarantees_page_is_readmes_section(site: Path) -> None:
