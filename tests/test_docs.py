@@ -77,7 +77,7 @@ def test_the_cli_reference_is_the_commands_own_help(site: Path) -> None:
     html = (site / "reference" / "cli" / "index.html").read_text()
     for path in (["worker"], ["beat", "add"], ["dev", "up"], ["retry"]):
         assert f"<code>pgqueue {' '.join(path)}</code>" in html
-    help_text = CliRunner().invoke(main, ["worker", "--help"], terminal_width=100).output
+    help_text = CliRunner().invoke(main, ["worker", "--help"], terminal_width=78).output
     for option in ("--prefetch-multiplier", "--max-memory-per-child", "--metrics-port"):
         assert option in help_text and option in html
 

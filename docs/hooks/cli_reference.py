@@ -15,7 +15,7 @@ import click
 from pgqueue.cli import main
 
 PLACEHOLDER = "<!-- pgqueue-cli-help -->"
-WIDTH = 100  # help wrapped as on a 100-column terminal, whatever the build machine's is
+WIDTH = 78  # help wrapped to fit the page, whatever the build machine's terminal is
 
 
 def _commands(
