@@ -6,10 +6,12 @@ with jobs enqueued in the caller's own transaction.
 
 from . import exceptions, signals, states
 from .app import PgQueue
+from .canvas import Signature, chain, chord, group
+from .groupresult import GroupResult
 from .result import AsyncResult
 from .schedules import crontab
 from .shared import shared_task
-from .task import Request, Signature, Task
+from .task import Request, Task
 from .version import __version__
 from .worker import Worker
 
@@ -19,14 +21,18 @@ Celery = PgQueue
 __all__ = [
     "AsyncResult",
     "Celery",
+    "GroupResult",
     "PgQueue",
     "Request",
     "Signature",
     "Task",
     "Worker",
     "__version__",
+    "chain",
+    "chord",
     "crontab",
     "exceptions",
+    "group",
     "shared_task",
     "signals",
     "states",

@@ -21,7 +21,7 @@ from .result import AsyncResult
 
 if TYPE_CHECKING:
     from .app import PgQueue
-    from .task import Signature
+    from .canvas import Signature
 
 # What ``connection=`` accepts on the async path.
 AsyncProducerConnection = psycopg.AsyncConnection[Any] | psycopg.AsyncCursor[Any]

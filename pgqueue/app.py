@@ -20,13 +20,14 @@ from . import migrate as migrations
 from .aio import AsyncConnectionT, AsyncProducerConnection
 from .asyncdb import AsyncConnectionHolder
 from .beat.entries import PeriodicEntry, periodic_task_spec
+from .canvas import Signature
 from .conf import Settings
 from .control import Control
 from .current import app_created, set_default_app
 from .db import ConnectionHolder, connect, load_times_clamped, resolve_dsn, translate_errors
 from .producer import ConnectionT, ProducerConnection
 from .result import AsyncResult
-from .task import Signature, Task
+from .task import Task
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -211,7 +212,9 @@ class PgQueue(config.CeleryConfiguration):
         ``Session`` or ``Connection``) the job is written in the caller's transaction and
         exists only if it commits; inside ``with app.transaction(conn):`` that connection is
         used, else the one ``app.connection_provider()`` returns, if any. Otherwise the job
-        is committed at once.
+        is committed at once. ``link`` (a signature or a list) is sent when the task
+        succeeds, its result first in the arguments; ``link_error`` when it fails or is
+        revoked, with the task's id as its argument (both unless immutable, ``task.si()``).
         """
         call = dict(
             countdown=countdown,
@@ -226,6 +229,12 @@ class PgQueue(config.CeleryConfiguration):
         )
         if not isinstance(max_retries, EllipsisType):
             call["max_retries"] = max_retries
+        if call.get("link") or call.get("link_error"):
+            # Follow-ups travel in the job's options (see canvas.py)
+            sig = Signature(name, args or (), kwargs or {}, call, app=self)
+            return sig.apply_async(connection=connection)
+        call.pop("link", None)
+        call.pop("link_error", None)
         return producer.send(self, name, args, kwargs, call, connection)
 
     def enqueue_many(

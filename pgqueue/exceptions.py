@@ -64,6 +64,11 @@ class TaskRevokedError(PgQueueError):
     """The task was revoked (or expired) before it could run."""
 
 
+class ChordError(PgQueueError):
+    """A chord's member failed (or was revoked, or expired): the chord's callback ends
+    FAILURE with this error, naming the member, and does not run."""
+
+
 class WorkerLostError(PgQueueError):
     """The worker running an at-most-once task died before the task finished."""
 

@@ -17,7 +17,7 @@ from .serialization import as_json_types, check_size, compact_json, dumps_args, 
 
 if TYPE_CHECKING:
     from .app import PgQueue
-    from .task import Signature
+    from .canvas import Signature
 
 
 def plan(
@@ -63,6 +63,12 @@ def job_columns(
     # None means "not given", except for max_retries, where None given means no limit.
     options = {k: v for k, v in options.items() if v is not None or k == "max_retries"}
     unknown = set(options) - SEND_OPTIONS
+    if unknown & {"link", "link_error"}:
+        raise TypeError(
+            f"{name}: link and link_error are taken by apply_async, send_task and "
+            "Signature.apply_async (which write the workflow), not by enqueue_many, beat "
+            "or the async API (aapply_async, asend_task)"
+        )
     if unknown:
         raise TypeError(f"{name}: unknown option(s) {', '.join(sorted(unknown))}")
     task = app.tasks.get(name)

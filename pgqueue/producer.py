@@ -28,7 +28,7 @@ from .serialization import check_size, dumps_args
 
 if TYPE_CHECKING:
     from .app import PgQueue
-    from .task import Signature
+    from .canvas import Signature
 
 
 class DBAPIConnection(Protocol):
@@ -67,6 +67,15 @@ def send(
     job_id, document = jobrows.call_document(app, name, args, kwargs, options)
     _execute(app, queries.get("enqueue_jobs"), {"jobs": document}, target)
     return AsyncResult(job_id, app=app, task_name=name)
+
+
+def send_workflow(
+    app: PgQueue, params: Mapping[str, str], connection: ProducerConnection | None
+) -> None:
+    """Write a workflow (canvas.py, workflow.Plan) in one statement: all or nothing, on the
+    caller's connection even in autocommit."""
+    target = caller_connection(app, connection)
+    _execute(app, queries.get("enqueue_workflow"), params, target)
 
 
 def enqueue_many(

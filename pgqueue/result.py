@@ -18,9 +18,12 @@ from .exceptions import TaskRevokedError, TimeoutError, rebuild_exception
 
 if TYPE_CHECKING:
     from .app import PgQueue
+    from .groupresult import GroupResult
 
 
-class _Row(NamedTuple):
+class Row(NamedTuple):
+    """A result as get_result reads it."""
+
     state: str
     result: Any
     exc_type: str | None
@@ -35,13 +38,22 @@ class _Row(NamedTuple):
 class AsyncResult:
     """A handle on a task's result, like Celery's. An id nobody has seen is PENDING."""
 
-    def __init__(self, id: str, app: PgQueue | None = None, task_name: str | None = None) -> None:
+    def __init__(
+        self,
+        id: str,
+        app: PgQueue | None = None,
+        task_name: str | None = None,
+        parent: AsyncResult | GroupResult | None = None,
+    ) -> None:
         if app is None:
             app = default_app()
         self.id = str(id)
         self.app = app
         self._task_name = task_name
-        self._cache: _Row | None = None
+        self._cache: Row | None = None
+        # the result of the step before this one in a chain (Celery's ``.parent``): an
+        # AsyncResult, or a GroupResult after a chord's header
+        self.parent = parent
 
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
@@ -56,7 +68,7 @@ class AsyncResult:
     def task_id(self) -> str:
         return self.id
 
-    def _fetch(self, conn: psycopg.Connection[Any] | None = None) -> _Row | None:
+    def _fetch(self, conn: psycopg.Connection[Any] | None = None) -> Row | None:
         if self._cache is not None:
             return self._cache
         with translate_errors():
@@ -64,7 +76,7 @@ class AsyncResult:
             found = target.execute(queries.get("get_result"), {"id": self.id}).fetchone()
         return self._remember(found)
 
-    async def _afetch(self, conn: psycopg.AsyncConnection[Any] | None = None) -> _Row | None:
+    async def _afetch(self, conn: psycopg.AsyncConnection[Any] | None = None) -> Row | None:
         if self._cache is not None:
             return self._cache
         with translate_errors():
@@ -73,11 +85,20 @@ class AsyncResult:
             found = await cursor.fetchone()
         return self._remember(found)
 
-    def _remember(self, found: Any) -> _Row | None:
-        row = _Row(*found) if found else None
-        if row is not None and row.state in states.READY_STATES:
-            self._cache = row  # a finished result never changes again (until forgotten)
+    def _remember(self, found: Any) -> Row | None:
+        row = Row(*found) if found else None
+        self.remember(row)
         return row
+
+    def remember(self, row: Row | None) -> None:
+        """Keep ``row`` if it is final: a finished result never changes again (until
+        forgotten)."""
+        if row is not None and row.state in states.READY_STATES:
+            self._cache = row
+
+    def cached_ready(self) -> bool:
+        """Whether this result is known finished without asking the database."""
+        return self._cache is not None
 
     @property
     def state(self) -> str:
@@ -157,7 +178,7 @@ class AsyncResult:
 
     wait = get
 
-    def _outcome(self, row: _Row, propagate: bool) -> Any:
+    def _outcome(self, row: Row, propagate: bool) -> Any:
         if propagate:
             if row.state == states.FAILURE:
                 raise rebuild_exception(self.id, row.exc_type, row.exc_message, row.traceback)
@@ -167,7 +188,7 @@ class AsyncResult:
                 )
         return row.result if row.state == states.SUCCESS else self.result
 
-    def _wait(self, timeout: float | None, interval: float) -> _Row:
+    def _wait(self, timeout: float | None, interval: float) -> Row:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.app.connect() as conn:
             with translate_errors():
@@ -183,7 +204,7 @@ class AsyncResult:
                             break
 
     def _next_wait(
-        self, row: _Row | None, interval: float, timeout: float | None, deadline: float | None
+        self, row: Row | None, interval: float, timeout: float | None, deadline: float | None
     ) -> float:
         """Seconds to wait for a notification before reading the row again; raises
         TimeoutError once ``deadline`` has passed."""
@@ -224,7 +245,7 @@ class AsyncResult:
             row = await self._await(timeout, interval)
         return self._outcome(row, propagate)
 
-    async def _await(self, timeout: float | None, interval: float) -> _Row:
+    async def _await(self, timeout: float | None, interval: float) -> Row:
         deadline = None if timeout is None else time.monotonic() + timeout
         conn = await aconnect(self.app.dsn)
         try:

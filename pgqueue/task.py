@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
-from .current import default_app
+from .canvas import Signature as Signature  # also importable from here, as before
 from .exceptions import MaxRetriesExceededError, Retry
 from .result import AsyncResult
 from .serialization import check_size, dumps_args
@@ -178,7 +178,8 @@ class Task:
         soft_time_limit: float | None = None,
         **options: Any,
     ) -> AsyncResult:
-        """Queue a call. See ``PgQueue.send_task`` for every option."""
+        """Queue a call. See ``PgQueue.send_task`` for every option (``link`` and
+        ``link_error`` included)."""
         return self.app.send_task(
             self.name,
             args,
@@ -213,8 +214,14 @@ class Task:
         return await self.app.asend_task(self.name, args, kwargs, connection=connection, **options)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
-        """A signature of this task with these arguments, to queue later or in bulk."""
+        """A signature of this task with these arguments, to send later, in bulk or in a
+        workflow (chain, group, chord); in a chain it takes the previous result first."""
         return Signature(self.name, args, kwargs, app=self.app)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: in a chain, chord or link it takes no result, only
+        these arguments."""
+        return Signature(self.name, args, kwargs, app=self.app, immutable=True)
 
     def signature(
         self,
@@ -222,7 +229,10 @@ class Task:
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Signature:
+        """A signature with these options (``immutable=True`` as ``si``)."""
         return Signature(self.name, args or (), kwargs or {}, options, app=self.app)
+
+    subtask = signature
 
     def enqueue_many(
         self,
@@ -352,41 +362,6 @@ class RetryWithArguments(Retry):
         super().__init__(exc=exc, when=when)
         self.args_json = args_json
         self.kwargs_json = kwargs_json
-
-
-class Signature:
-    """A task name with arguments and options, not yet queued (Celery's ``task.s(...)``)."""
-
-    def __init__(
-        self,
-        task: str,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        options: Mapping[str, Any] | None = None,
-        *,
-        app: PgQueue | None = None,
-    ) -> None:
-        self.task = task
-        self.args = tuple(args)
-        self.kwargs = dict(kwargs or {})
-        self.options = dict(options or {})
-        self.app = app
-
-    def __repr__(self) -> str:
-        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
-        return f"{self.task}({', '.join(parts)})"
-
-    def set(self, **options: Any) -> Signature:
-        self.options.update(options)
-        return self
-
-    def apply_async(self, **options: Any) -> AsyncResult:
-        app = self.app or default_app()
-        return app.send_task(self.task, self.args, self.kwargs, **{**self.options, **options})
-
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
-        app = self.app or default_app()
-        return app.send_task(self.task, self.args + args, {**self.kwargs, **kwargs}, **self.options)
 
 
 def set_current_request(request: Request | None) -> contextvars.Token[Request | None]:

@@ -23,6 +23,44 @@ SELECT j.id, j.task_name, coalesce(j.args, '[]'), coalesce(j.kwargs, '{}'),
                             options, ord)
  ORDER BY j.ord
 
+-- name: enqueue_workflow
+-- A chain, group or chord (pgqueue/canvas.py), whole, in one statement, so that it is all
+-- or nothing on any caller's connection, autocommit included: its workflows, members and
+-- chord counters (%(workflows)s, %(members)s, %(chords)s: JSON arrays of rows by column
+-- name), then the jobs that start now (%(jobs)s, as enqueue_jobs takes them). The jobs that
+-- follow travel inside these jobs' options (see 0007_workflows.sql).
+WITH flows AS (
+    INSERT INTO pgqueue.workflows (id, kind, parent_id)
+    SELECT w.id, w.kind, w.parent_id
+      FROM jsonb_to_recordset(%(workflows)s::jsonb) AS w(id uuid, kind text, parent_id uuid)
+), members AS (
+    INSERT INTO pgqueue.workflow_members (workflow_id, position, task_id, task_name)
+    SELECT m.workflow_id, m.position, m.task_id, m.task_name
+      FROM jsonb_to_recordset(%(members)s::jsonb)
+           AS m(workflow_id uuid, position integer, task_id uuid, task_name text)
+), counters AS (
+    INSERT INTO pgqueue.chords (id, size, remaining, callback_id, callback)
+    SELECT c.id, c.size, c.size, c.callback_id, c.callback
+      FROM jsonb_to_recordset(%(chords)s::jsonb)
+           AS c(id uuid, size integer, callback_id uuid, callback jsonb)
+)
+INSERT INTO pgqueue.jobs (id, task_name, args, kwargs, queue, priority, run_at,
+                          expires_at, max_retries, time_limit, soft_time_limit, options)
+SELECT j.id, j.task_name, coalesce(j.args, '[]'), coalesce(j.kwargs, '{}'),
+       j.queue, coalesce(j.priority, 0),
+       coalesce(j.run_at, statement_timestamp() + make_interval(secs => j.countdown), now()),
+       coalesce(j.expires_at, statement_timestamp() + make_interval(secs => j.expires_in)),
+       j.max_retries, j.time_limit, j.soft_time_limit, coalesce(j.options, '{}')
+  FROM ROWS FROM (jsonb_to_recordset(%(jobs)s::jsonb) AS (
+       id uuid, task_name text, args jsonb, kwargs jsonb, queue text, priority integer,
+       run_at timestamptz, countdown double precision, expires_at timestamptz,
+       expires_in double precision, max_retries integer, time_limit double precision,
+       soft_time_limit double precision, options jsonb))
+       WITH ORDINALITY AS j(id, task_name, args, kwargs, queue, priority, run_at, countdown,
+                            expires_at, expires_in, max_retries, time_limit, soft_time_limit,
+                            options, ord)
+ ORDER BY j.ord
+
 -- name: copy_jobs
 -- enqueue_many on pgqueue's own connection: the jobs COPY can take as they are (run_at
 -- defaults to the transaction's start, as in enqueue_jobs; jobs with an ETA, countdown or
@@ -166,26 +204,33 @@ WITH outcome AS (
     DELETE FROM pgqueue.jobs AS j
      USING outcome AS o
      WHERE j.id = o.id AND j.attempt = o.attempt AND j.worker_id = %(worker_id)s
-    RETURNING j.id, j.task_name, j.queue, j.retries, j.args, j.kwargs, j.started_at
+    RETURNING j.id, j.task_name, j.queue, j.retries, j.args, j.kwargs, j.started_at,
+              j.options -> 'workflow' AS workflow
 ), stored AS (
+    -- A job of a workflow (see 0007_workflows.sql) always leaves a result row: its
+    -- results_workflow trigger enqueues what follows, in this transaction. Rows go in
+    -- chord order, so that two workers ending members of the same chords lock their
+    -- counters in the same order.
     INSERT INTO pgqueue.results AS r
            (task_id, task_name, queue, state, result, exc_type, exc_message, traceback,
-            retries, args, kwargs, worker, date_started, date_done, time_taken, expires_at)
+            retries, args, kwargs, worker, date_started, date_done, time_taken, expires_at,
+            workflow)
     SELECT d.id, d.task_name, d.queue, o.state, o.result, o.exc_type, o.exc_message,
            o.traceback, d.retries,
            CASE WHEN o.state = 'SUCCESS' THEN NULL ELSE d.args END,
            CASE WHEN o.state = 'SUCCESS' THEN NULL ELSE d.kwargs END,
            %(worker_name)s, d.started_at, now(), o.time_taken,
-           now() + make_interval(secs => %(result_expires)s::double precision)
+           now() + make_interval(secs => %(result_expires)s::double precision), d.workflow
       FROM done AS d JOIN outcome AS o USING (id)
-     WHERE o.store
+     WHERE o.store OR d.workflow IS NOT NULL
+     ORDER BY d.workflow ->> 'chord'
     ON CONFLICT (task_id) DO UPDATE
        SET state = excluded.state, result = excluded.result, exc_type = excluded.exc_type,
            exc_message = excluded.exc_message, traceback = excluded.traceback,
            retries = excluded.retries, args = excluded.args, kwargs = excluded.kwargs,
            worker = excluded.worker, date_started = excluded.date_started,
            date_done = excluded.date_done, time_taken = excluded.time_taken,
-           expires_at = excluded.expires_at
+           expires_at = excluded.expires_at, workflow = excluded.workflow
 )
 SELECT id::text FROM done
 
@@ -303,6 +348,27 @@ UNION ALL
 SELECT state, NULL, exc_type, exc_message, traceback, retries, NULL, NULL, task_name
   FROM pgqueue.jobs
  WHERE id = %(id)s
+
+-- name: get_results
+-- get_result for many tasks at once (GroupResult), each with its id.
+SELECT task_id::text, state, result, exc_type, exc_message, traceback, retries, date_done,
+       time_taken, task_name
+  FROM pgqueue.results
+ WHERE task_id = ANY(%(ids)s::uuid[])
+UNION ALL
+SELECT id::text, state, NULL, exc_type, exc_message, traceback, retries, NULL, NULL,
+       task_name
+  FROM pgqueue.jobs
+ WHERE id = ANY(%(ids)s::uuid[])
+
+-- name: group_members
+-- GroupResult.restore: a group's (or chord's) members in order.
+-- A group found with no members gives one row of NULLs; an unknown id, none.
+SELECT m.task_id::text, m.task_name
+  FROM pgqueue.workflows AS w
+  LEFT JOIN pgqueue.workflow_members AS m ON m.workflow_id = w.id
+ WHERE w.id = %(id)s AND w.kind IN ('group', 'chord')
+ ORDER BY m.position
 
 -- name: forget_result
 DELETE FROM pgqueue.results WHERE task_id = %(id)s

@@ -22,21 +22,22 @@ CREATE FUNCTION pgqueue.end_jobs(job_ids uuid[], end_state text, error_type text
         DELETE FROM pgqueue.jobs AS j
          WHERE j.id = ANY(end_jobs.job_ids)
         RETURNING j.id, j.task_name, j.queue, j.retries, j.args, j.kwargs, j.started_at,
-                  j.worker_id, j.state
+                  j.worker_id, j.state, j.options -> 'workflow' AS workflow
     ), stored AS (
         INSERT INTO pgqueue.results AS r
                (task_id, task_name, queue, state, exc_type, exc_message, retries, args, kwargs,
-                date_started, date_done, expires_at)
+                date_started, date_done, expires_at, workflow)
         SELECT g.id, g.task_name, g.queue, end_jobs.end_state, end_jobs.error_type,
                end_jobs.error_message, g.retries, g.args, g.kwargs, g.started_at, now(),
-               now() + make_interval(secs => end_jobs.keep_for)
+               now() + make_interval(secs => end_jobs.keep_for), g.workflow
           FROM gone AS g
+         ORDER BY g.workflow ->> 'chord', g.id
         ON CONFLICT (task_id) DO UPDATE
            SET state = excluded.state, result = NULL, exc_type = excluded.exc_type,
                exc_message = excluded.exc_message, traceback = NULL,
                retries = excluded.retries, args = excluded.args, kwargs = excluded.kwargs,
                date_started = excluded.date_started, date_done = excluded.date_done,
-               expires_at = excluded.expires_at
+               expires_at = excluded.expires_at, workflow = excluded.workflow
     )
     SELECT g.id, g.worker_id, g.state FROM gone AS g
 $$;
@@ -68,6 +69,31 @@ CREATE FUNCTION pgqueue.enqueue(task_name text, args jsonb DEFAULT '[]'::jsonb, 
         coalesce(enqueue.options, '{}')
     )
     RETURNING jobs.id
+$$;
+
+--
+-- Name: enqueue_documents(jsonb); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.enqueue_documents(jobs jsonb) RETURNS void
+    LANGUAGE sql
+    AS $$
+    INSERT INTO pgqueue.jobs (id, task_name, args, kwargs, queue, priority, run_at,
+                              expires_at, max_retries, time_limit, soft_time_limit, options)
+    SELECT j.id, j.task_name, coalesce(j.args, '[]'), coalesce(j.kwargs, '{}'),
+           coalesce(j.queue, 'default'), coalesce(j.priority, 0),
+           coalesce(j.run_at, statement_timestamp() + make_interval(secs => j.countdown),
+                    now()),
+           coalesce(j.expires_at,
+                    statement_timestamp() + make_interval(secs => j.expires_in)),
+           j.max_retries, j.time_limit, j.soft_time_limit, coalesce(j.options, '{}')
+      FROM jsonb_to_recordset(enqueue_documents.jobs) AS j(
+           id uuid, task_name text, args jsonb, kwargs jsonb, queue text, priority integer,
+           run_at timestamptz, countdown double precision, expires_at timestamptz,
+           expires_in double precision, max_retries integer, time_limit double precision,
+           soft_time_limit double precision, options jsonb)
+     WHERE NOT EXISTS (SELECT 1 FROM pgqueue.results AS r WHERE r.task_id = j.id)
+    ON CONFLICT (id) DO NOTHING
 $$;
 
 --
@@ -339,6 +365,160 @@ END;
 $_$;
 
 --
+-- Name: workflow_not_run(jsonb, text, timestamp with time zone); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.workflow_not_run(docs jsonb, why text, keep_until timestamp with time zone) RETURNS void
+    LANGUAGE sql
+    AS $$
+    INSERT INTO pgqueue.results (task_id, task_name, queue, state, exc_type, exc_message,
+                                 date_done, expires_at, workflow)
+    SELECT (d ->> 'id')::uuid, d ->> 'task_name', coalesce(d ->> 'queue', 'default'),
+           'REVOKED', 'pgqueue.exceptions.TaskRevokedError', workflow_not_run.why, now(),
+           workflow_not_run.keep_until,
+           CASE WHEN jsonb_typeof(d -> 'options' -> 'workflow') = 'object'
+                THEN d -> 'options' -> 'workflow' || '{"not_run": true}' END
+      FROM jsonb_array_elements(coalesce(workflow_not_run.docs, '[]')) AS d
+     WHERE NOT EXISTS (SELECT 1 FROM pgqueue.jobs AS j WHERE j.id = (d ->> 'id')::uuid)
+    ON CONFLICT (task_id) DO NOTHING
+$$;
+
+--
+-- Name: workflow_step_ended(); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.workflow_step_ended() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    flow     jsonb := NEW.workflow;
+    chord_id uuid;
+    counter  pgqueue.chords;
+    why      text;
+    members  jsonb;
+BEGIN
+    IF jsonb_typeof(flow) <> 'object' THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        IF NEW.state = 'SUCCESS' THEN
+            -- link: the result goes first in the arguments, unless the target is immutable
+            PERFORM pgqueue.enqueue_documents(jsonb_agg(
+                        CASE WHEN d -> 'immutable' = 'true' THEN d
+                             ELSE jsonb_set(d, '{args}', jsonb_build_array(NEW.result)
+                                                         || coalesce(d -> 'args', '[]'))
+                        END ORDER BY n))
+               FROM jsonb_array_elements(coalesce(flow -> 'link', '[]')) WITH ORDINALITY
+                    AS e(d, n)
+             HAVING count(*) > 0;
+        ELSE
+            why := format('not run: the chain stopped at %s[%s], which ended %s',
+                          NEW.task_name, NEW.task_id, NEW.state);
+            PERFORM pgqueue.workflow_not_run(flow -> 'link', why, NEW.expires_at);
+            -- link_error: the failed task's id as the one argument (Celery's errback(task_id)),
+            -- unless immutable; not for a step that never ran, nor for IGNORED
+            IF NEW.state IN ('FAILURE', 'REVOKED') AND flow -> 'not_run' IS NULL THEN
+                PERFORM pgqueue.enqueue_documents(jsonb_agg(
+                            CASE WHEN d -> 'immutable' = 'true' THEN d
+                                 ELSE jsonb_set(d, '{args}',
+                                                jsonb_build_array(NEW.task_id::text)
+                                                || coalesce(d -> 'args', '[]'))
+                            END ORDER BY n))
+                   FROM jsonb_array_elements(coalesce(flow -> 'link_error', '[]'))
+                        WITH ORDINALITY AS e(d, n)
+                 HAVING count(*) > 0;
+            END IF;
+        END IF;
+
+        chord_id := (flow ->> 'chord')::uuid;
+        IF chord_id IS NOT NULL THEN
+            -- the lock that serialises this chord's members (see the chords table); taken
+            -- in chord id order by finish_jobs and end_jobs, which insert their rows so
+            SELECT * INTO counter FROM pgqueue.chords WHERE id = chord_id FOR UPDATE;
+            IF FOUND AND counter.state = 'PENDING' THEN
+                IF NEW.state = 'SUCCESS' THEN
+                    UPDATE pgqueue.workflow_members
+                       SET counted_at = now()
+                     WHERE workflow_id = chord_id AND task_id = NEW.task_id
+                       AND counted_at IS NULL;
+                    IF FOUND THEN
+                        UPDATE pgqueue.chords SET remaining = remaining - 1
+                         WHERE id = chord_id
+                        RETURNING * INTO counter;
+                        IF counter.remaining = 0 THEN
+                            -- This statement's snapshot is taken after the lock above was
+                            -- granted: it sees every member result committed before ours.
+                            SELECT coalesce(jsonb_agg(r.result ORDER BY m.position), '[]')
+                              INTO members
+                              FROM pgqueue.workflow_members AS m
+                              LEFT JOIN pgqueue.results AS r ON r.task_id = m.task_id
+                             WHERE m.workflow_id = chord_id;
+                            UPDATE pgqueue.chords SET state = 'FIRED', ended_at = now()
+                             WHERE id = chord_id;
+                            PERFORM pgqueue.enqueue_documents(jsonb_build_array(
+                                CASE WHEN counter.callback -> 'immutable' = 'true'
+                                     THEN counter.callback
+                                     ELSE jsonb_set(counter.callback, '{args}',
+                                                    jsonb_build_array(members)
+                                                    || coalesce(counter.callback -> 'args',
+                                                                '[]'))
+                                END));
+                        END IF;
+                    END IF;
+                ELSIF EXISTS (SELECT 1 FROM pgqueue.workflow_members
+                               WHERE workflow_id = chord_id AND task_id = NEW.task_id) THEN
+                    UPDATE pgqueue.chords
+                       SET state = 'FAILED', failed_member = NEW.task_id, ended_at = now()
+                     WHERE id = chord_id;
+                    -- The callback ends FAILURE without running; the results trigger then
+                    -- runs its link_error and stops what follows it.
+                    INSERT INTO pgqueue.results (task_id, task_name, queue, state, exc_type,
+                                                 exc_message, date_done, expires_at, workflow)
+                    SELECT counter.callback_id, counter.callback ->> 'task_name',
+                           coalesce(counter.callback ->> 'queue', 'default'), 'FAILURE',
+                           'pgqueue.exceptions.ChordError',
+                           format('chord member %s[%s] ended %s: %s', NEW.task_name,
+                                  NEW.task_id, NEW.state,
+                                  concat_ws(': ', NEW.exc_type, NEW.exc_message)),
+                           now(), NEW.expires_at,
+                           CASE WHEN jsonb_typeof(counter.callback -> 'options' -> 'workflow')
+                                     = 'object'
+                                THEN counter.callback -> 'options' -> 'workflow' END
+                    ON CONFLICT (task_id) DO NOTHING;
+                END IF;
+            END IF;
+        END IF;
+    EXCEPTION
+        -- Only errors a document can cause (bad values, a refused row, nesting too deep);
+        -- anything else (a deadlock, a cancel) fails the statement, to be written again.
+        WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+            RAISE WARNING 'pgqueue: the workflow of %[%] stops here: its document cannot be '
+                          'carried on (%: %)', NEW.task_name, NEW.task_id, SQLSTATE, SQLERRM;
+    END;
+    RETURN NULL;
+END
+$$;
+
+--
+-- Name: chords; Type: TABLE; Schema: pgqueue; Owner: -
+--
+
+CREATE TABLE pgqueue.chords (
+    id uuid NOT NULL,
+    size integer NOT NULL,
+    remaining integer NOT NULL,
+    state text DEFAULT 'PENDING'::text NOT NULL,
+    callback_id uuid NOT NULL,
+    callback jsonb NOT NULL,
+    failed_member uuid,
+    ended_at timestamp with time zone,
+    CONSTRAINT chords_remaining_check CHECK ((remaining >= 0)),
+    CONSTRAINT chords_size_check CHECK ((size >= 0)),
+    CONSTRAINT chords_state_check CHECK ((state = ANY (ARRAY['PENDING'::text, 'FIRED'::text, 'FAILED'::text])))
+);
+
+--
 -- Name: results; Type: TABLE; Schema: pgqueue; Owner: -
 --
 
@@ -359,6 +539,7 @@ CREATE TABLE pgqueue.results (
     date_done timestamp with time zone DEFAULT now() NOT NULL,
     time_taken double precision,
     expires_at timestamp with time zone,
+    workflow jsonb,
     CONSTRAINT results_state_check CHECK ((state = ANY (ARRAY['SUCCESS'::text, 'FAILURE'::text, 'REVOKED'::text, 'IGNORED'::text])))
 );
 
@@ -656,6 +837,65 @@ ALTER TABLE pgqueue.workers ALTER COLUMN lock_key ADD GENERATED ALWAYS AS IDENTI
 );
 
 --
+-- Name: workflow_members; Type: TABLE; Schema: pgqueue; Owner: -
+--
+
+CREATE TABLE pgqueue.workflow_members (
+    workflow_id uuid NOT NULL,
+    "position" integer NOT NULL,
+    task_id uuid NOT NULL,
+    task_name text NOT NULL,
+    counted_at timestamp with time zone
+);
+
+--
+-- Name: workflows; Type: TABLE; Schema: pgqueue; Owner: -
+--
+
+CREATE TABLE pgqueue.workflows (
+    id uuid NOT NULL,
+    kind text NOT NULL,
+    parent_id uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT workflows_kind_check CHECK ((kind = ANY (ARRAY['chain'::text, 'group'::text, 'chord'::text])))
+);
+
+--
+-- Name: workflow_status; Type: VIEW; Schema: pgqueue; Owner: -
+--
+
+CREATE VIEW pgqueue.workflow_status AS
+ SELECT w.id AS workflow_id,
+    w.kind,
+    w.parent_id,
+    w.created_at,
+    m."position",
+    m.task_id,
+    m.task_name,
+    COALESCE(r.state, j.state, 'WAITING'::text) AS state,
+    m.counted_at,
+    r.date_done,
+    r.exc_type,
+    r.exc_message,
+    c.size AS chord_size,
+    c.remaining AS chord_remaining,
+    c.state AS chord_state,
+    c.callback_id AS chord_callback_id,
+    c.failed_member AS chord_failed_member
+   FROM ((((pgqueue.workflows w
+     JOIN pgqueue.workflow_members m ON ((m.workflow_id = w.id)))
+     LEFT JOIN pgqueue.chords c ON ((c.id = w.id)))
+     LEFT JOIN pgqueue.results r ON ((r.task_id = m.task_id)))
+     LEFT JOIN pgqueue.jobs j ON ((j.id = m.task_id)));
+
+--
+-- Name: chords chords_pkey; Type: CONSTRAINT; Schema: pgqueue; Owner: -
+--
+
+ALTER TABLE ONLY pgqueue.chords
+    ADD CONSTRAINT chords_pkey PRIMARY KEY (id);
+
+--
 -- Name: jobs jobs_pkey; Type: CONSTRAINT; Schema: pgqueue; Owner: -
 --
 
@@ -726,6 +966,20 @@ ALTER TABLE ONLY pgqueue.workers
     ADD CONSTRAINT workers_pkey PRIMARY KEY (id);
 
 --
+-- Name: workflow_members workflow_members_pkey; Type: CONSTRAINT; Schema: pgqueue; Owner: -
+--
+
+ALTER TABLE ONLY pgqueue.workflow_members
+    ADD CONSTRAINT workflow_members_pkey PRIMARY KEY (workflow_id, "position");
+
+--
+-- Name: workflows workflows_pkey; Type: CONSTRAINT; Schema: pgqueue; Owner: -
+--
+
+ALTER TABLE ONLY pgqueue.workflows
+    ADD CONSTRAINT workflows_pkey PRIMARY KEY (id);
+
+--
 -- Name: jobs_claim_idx; Type: INDEX; Schema: pgqueue; Owner: -
 --
 
@@ -762,6 +1016,12 @@ CREATE INDEX results_expires_idx ON pgqueue.results USING btree (expires_at) WHE
 CREATE INDEX results_state_done_idx ON pgqueue.results USING btree (state, date_done) INCLUDE (queue);
 
 --
+-- Name: workflow_members_task_idx; Type: INDEX; Schema: pgqueue; Owner: -
+--
+
+CREATE INDEX workflow_members_task_idx ON pgqueue.workflow_members USING btree (task_id);
+
+--
 -- Name: jobs jobs_notify; Type: TRIGGER; Schema: pgqueue; Owner: -
 --
 
@@ -796,3 +1056,23 @@ CREATE TRIGGER results_notify_insert AFTER INSERT ON pgqueue.results REFERENCING
 --
 
 CREATE TRIGGER results_notify_update AFTER UPDATE ON pgqueue.results REFERENCING NEW TABLE AS new_results FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.notify_results();
+
+--
+-- Name: results results_workflow; Type: TRIGGER; Schema: pgqueue; Owner: -
+--
+
+CREATE TRIGGER results_workflow AFTER INSERT OR UPDATE ON pgqueue.results FOR EACH ROW WHEN ((new.workflow IS NOT NULL)) EXECUTE FUNCTION pgqueue.workflow_step_ended();
+
+--
+-- Name: chords chords_id_fkey; Type: FK CONSTRAINT; Schema: pgqueue; Owner: -
+--
+
+ALTER TABLE ONLY pgqueue.chords
+    ADD CONSTRAINT chords_id_fkey FOREIGN KEY (id) REFERENCES pgqueue.workflows(id) ON DELETE CASCADE;
+
+--
+-- Name: workflow_members workflow_members_workflow_id_fkey; Type: FK CONSTRAINT; Schema: pgqueue; Owner: -
+--
+
+ALTER TABLE ONLY pgqueue.workflow_members
+    ADD CONSTRAINT workflow_members_workflow_id_fkey FOREIGN KEY (workflow_id) REFERENCES pgqueue.workflows(id) ON DELETE CASCADE;

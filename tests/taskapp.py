@@ -406,3 +406,37 @@ def thread_name(seconds: float = 0) -> str:
 
     time.sleep(seconds)
     return threading.current_thread().name
+
+
+# -- canvas (tests/test_canvas*.py) ------------------------------------------------------
+
+
+@app.task(name="tests.mul")
+def mul(x: int, y: int) -> int:
+    return x * y
+
+
+@app.task(name="tests.tsum")
+def tsum(values: list[int], tag: str = "") -> int:
+    """A chord callback: records its run (once-only checks) and adds its members' results."""
+    if tag:
+        record(tag)
+    return sum(values)
+
+
+@app.task(name="tests.collect")
+def collect(*args: Any) -> list[Any]:
+    return list(args)
+
+
+@app.task(name="tests.errback")
+def errback(*args: Any) -> list[Any]:
+    """A link_error target: records what it was given."""
+    record("errback:" + ",".join(str(a) for a in args))
+    return list(args)
+
+
+@app.task(name="tests.slow_add", acks_late=True)
+def slow_add(x: int, y: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return x + y

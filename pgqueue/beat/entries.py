@@ -10,12 +10,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..canvas import Signature
 from ..exceptions import ConfigurationError, EncodeError
 from ..options import SEND_OPTIONS
 from ..schedules import InvalidSchedule, Schedule
 from ..serialization import dumps_args
 from ..shared import SharedTask
-from ..task import Signature, Task
+from ..task import Task
 
 if TYPE_CHECKING:
     from ..app import PgQueue

@@ -1,0 +1,130 @@
+"""A workflow's rows, worked out before anything is written: the jobs that start now, the
+documents of the jobs that follow (inside the options of the job they follow), and the
+workflows, members and chord counters a reader finds (sql/migrations/0007_workflows.sql).
+
+canvas.py walks a chain, group or chord and asks a Plan for each task's document;
+producer.send_workflow writes the Plan in one statement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import jobrows
+from .ids import new_job_id
+from .serialization import compact_json, dumps_jobs
+
+if TYPE_CHECKING:
+    from .app import PgQueue
+
+# Options that set when a job starts: given to a workflow's apply_async, they apply to the
+# jobs that start now only (as Celery's countdown delays a chain's first task only).
+START_OPTIONS = ("countdown", "eta")
+
+# What a workflow's apply_async may not take: ids are given per step (``sig.set(task_id=)``).
+REFUSED_OPTIONS = ("task_id",)
+
+
+@dataclass
+class Plan:
+    """The rows of one workflow. ``defaults``: apply_async's options, which every step
+    takes unless it sets its own."""
+
+    app: PgQueue
+    defaults: dict[str, Any] = field(default_factory=dict)
+    # the jobs that start now (enqueue_jobs documents)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    workflows: list[dict[str, Any]] = field(default_factory=list)
+    members: list[dict[str, Any]] = field(default_factory=list)
+    chords: list[dict[str, Any]] = field(default_factory=list)
+    # the chain (if any) that the group or chord being worked out is a step of
+    parent: str | None = None
+
+    def document(
+        self,
+        task: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+        *,
+        immutable: bool,
+        starts_now: bool,
+        link: list[dict[str, Any]],
+        link_error: list[dict[str, Any]],
+        chord: str | None = None,
+    ) -> dict[str, Any]:
+        """One job's enqueue document, with what follows its end inside its options."""
+        defaults = {k: v for k, v in self.defaults.items() if starts_now or k not in START_OPTIONS}
+        job_id, columns = jobrows.job_columns(self.app, task, args, kwargs, {**defaults, **options})
+        own = columns["options"]
+        # A workflow's step always stores its result: what follows it reads it there.
+        own["ignore_result"] = False
+        flow: dict[str, Any] = {}
+        if link:
+            flow["link"] = link
+        if link_error:
+            flow["link_error"] = link_error
+        if chord is not None:
+            flow["chord"] = chord
+        if flow:
+            own["workflow"] = flow
+        doc = jobrows.job(job_id, args, kwargs, columns)
+        jobrows.check_payloads([doc], dumps_jobs([doc]), self.app.conf.task_max_payload_size)
+        if immutable:
+            doc["immutable"] = True
+        return doc
+
+    @contextlib.contextmanager
+    def detached(self) -> Iterator[None]:
+        """Within: documents of calls of their own (link targets), which take none of the
+        workflow's defaults and are part of no chain."""
+        saved = self.defaults, self.parent
+        self.defaults, self.parent = {}, None
+        try:
+            yield
+        finally:
+            self.defaults, self.parent = saved
+
+    def workflow(self, kind: str, members: list[tuple[str, str]], id: str | None = None) -> str:
+        """Record a chain, group or chord and its members' (task id, task name) in order."""
+        workflow_id = id or new_job_id()
+        self.workflows.append({"id": workflow_id, "kind": kind, "parent_id": self.parent})
+        self.members.extend(
+            {"workflow_id": workflow_id, "position": i, "task_id": t, "task_name": n}
+            for i, (t, n) in enumerate(members)
+        )
+        return workflow_id
+
+    def chord(self, chord_id: str, size: int, callback: dict[str, Any]) -> None:
+        """Record a chord's counter, with the document of the callback it enqueues."""
+        self.chords.append(
+            {
+                "id": chord_id,
+                "size": size,
+                "callback_id": callback["id"],
+                "callback": callback,
+            }
+        )
+
+    def params(self) -> dict[str, str]:
+        """enqueue_workflow's parameters."""
+        # The documents were each encoded once already (document()): these cannot fail.
+        return {
+            "jobs": dumps_jobs(self.jobs) if self.jobs else "[]",
+            "workflows": compact_json(self.workflows),
+            "members": compact_json(self.members),
+            "chords": dumps_jobs(self.chords) if self.chords else "[]",
+        }
+
+
+def check_defaults(kind: str, options: dict[str, Any]) -> None:
+    """Refuse apply_async options a workflow cannot give every step."""
+    refused = sorted(k for k in REFUSED_OPTIONS if options.get(k) is not None)
+    if refused:
+        raise TypeError(
+            f"{kind}.apply_async() cannot take {', '.join(refused)}: each step has its own; "
+            f"set it on a step (sig.set(task_id=...))"
+        )
