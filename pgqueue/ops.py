@@ -180,6 +180,50 @@ def inspect(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any] | None
     return None
 
 
+def workflow(conn: psycopg.Connection[Any], id: str) -> list[dict[str, Any]]:
+    """The workflows ``id`` belongs to (as a chain's, group's or chord's id, a member, or a
+    chord's callback), outermost chain included, oldest first: each a dict with ``id``,
+    ``kind``, ``parent_id``, ``members`` (in order: ``position``, ``task_id``,
+    ``task_name``, ``state``, ...) and, for a chord, ``chord`` (its counter). WAITING: a
+    member not enqueued yet (what it follows has not finished)."""
+    with translate_errors(), conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(queries.get("ops_workflows"), {"id": id}).fetchall()
+    flows: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        flow = flows.get(row["workflow_id"])
+        if flow is None:
+            flow = flows[row["workflow_id"]] = {
+                "id": row["workflow_id"],
+                "kind": row["kind"],
+                "parent_id": row["parent_id"],
+                "created_at": row["created_at"],
+                "members": [],
+            }
+            if row["kind"] == "chord":
+                flow["chord"] = {
+                    "size": row["chord_size"],
+                    "remaining": row["chord_remaining"],
+                    "state": row["chord_state"],
+                    "callback_id": row["chord_callback_id"],
+                    "failed_member": row["chord_failed_member"],
+                }
+        flow["members"].append(
+            {
+                k: row[k]
+                for k in (
+                    "position",
+                    "task_id",
+                    "task_name",
+                    "state",
+                    "counted_at",
+                    "exc_type",
+                    "exc_message",
+                )
+            }
+        )
+    return list(flows.values())
+
+
 def job_states(conn: psycopg.Connection[Any], ids: Sequence[str]) -> dict[str, str]:
     """The state of each id that names a live job or a stored result."""
     with translate_errors():

@@ -215,12 +215,11 @@ class Task:
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this task with these arguments, to send later, in bulk or in a
-        workflow (chain, group, chord); in a chain it takes the previous result first."""
+        workflow (in a chain it takes the previous result first)."""
         return Signature(self.name, args, kwargs, app=self.app)
 
     def si(self, *args: Any, **kwargs: Any) -> Signature:
-        """An immutable signature: in a chain, chord or link it takes no result, only
-        these arguments."""
+        """An immutable signature: in a workflow it takes no result, only these arguments."""
         return Signature(self.name, args, kwargs, app=self.app, immutable=True)
 
     def signature(
@@ -231,8 +230,6 @@ class Task:
     ) -> Signature:
         """A signature with these options (``immutable=True`` as ``si``)."""
         return Signature(self.name, args or (), kwargs or {}, options, app=self.app)
-
-    subtask = signature
 
     def enqueue_many(
         self,

@@ -771,6 +771,30 @@ SELECT task_id AS id, task_name, queue, state, result, args, kwargs, retries, wo
   FROM pgqueue.results
  WHERE task_id = %(id)s
 
+-- name: ops_workflows
+-- `pgqueue inspect ID`: the workflows ID is (a chain's, group's or chord's id), is a member
+-- of, or is the callback of, with the chains they are steps of; each member in order with
+-- where it stands (pgqueue.workflow_status).
+WITH RECURSIVE found AS (
+    SELECT w.id FROM pgqueue.workflows AS w WHERE w.id = %(id)s
+    UNION
+    SELECT m.workflow_id FROM pgqueue.workflow_members AS m WHERE m.task_id = %(id)s
+    UNION
+    SELECT c.id FROM pgqueue.chords AS c WHERE c.callback_id = %(id)s
+), outer_flows AS (
+    SELECT id FROM found
+    UNION
+    SELECT w.parent_id FROM pgqueue.workflows AS w JOIN outer_flows AS o ON w.id = o.id
+     WHERE w.parent_id IS NOT NULL
+)
+SELECT s.workflow_id::text, s.kind, s.parent_id::text, s.created_at, s.position,
+       s.task_id::text, s.task_name, s.state, s.counted_at, s.exc_type, s.exc_message,
+       s.chord_size, s.chord_remaining, s.chord_state, s.chord_callback_id::text,
+       s.chord_failed_member::text
+  FROM pgqueue.workflow_status AS s
+ WHERE s.workflow_id IN (SELECT id FROM outer_flows)
+ ORDER BY s.created_at, s.workflow_id, s.position
+
 -- name: ops_job_states
 SELECT id, state FROM pgqueue.jobs WHERE id = ANY(%(ids)s::uuid[])
 UNION ALL

@@ -120,8 +120,11 @@ $$;
 -- alone; tests/test_roles.py fails when a migration adds one this file does not mention.
 -- The owner's alone:
 --   FUNCTION pgqueue.notify_jobs, FUNCTION pgqueue.notify_results,
---   FUNCTION pgqueue.notify_beat, FUNCTION pgqueue.periodic_tasks_reschedule
+--   FUNCTION pgqueue.notify_beat, FUNCTION pgqueue.periodic_tasks_reschedule,
+--   FUNCTION pgqueue.workflow_step_ended
 --     (trigger functions: they fire, nobody calls them)
+--   FUNCTION pgqueue.enqueue_documents, FUNCTION pgqueue.workflow_not_run
+--     (called by workflow_step_ended, which runs with the owner's rights)
 DO $$
 DECLARE
     member record;
@@ -159,6 +162,12 @@ BEGIN
                 ('producer', 'SELECT', 'TABLE pgqueue.results'),
                 ('producer', 'SELECT', 'TABLE pgqueue.schema_migrations'),
                 ('producer', 'EXECUTE', 'FUNCTION pgqueue.enqueue'),
+                -- a workflow's rows are written with its first jobs (enqueue_workflow);
+                -- GroupResult.restore reads them. What follows a step is the trigger's.
+                ('producer', 'SELECT, INSERT', 'TABLE pgqueue.workflows'),
+                ('producer', 'SELECT, INSERT', 'TABLE pgqueue.workflow_members'),
+                ('producer', 'SELECT, INSERT', 'TABLE pgqueue.chords'),
+                ('producer', 'SELECT', 'TABLE pgqueue.workflow_status'),
 
                 -- worker: the claim loop, outcomes, hand-off slots, registration and
                 -- heartbeat, maintenance (rescue, expiry, result clean-up), metrics' shared
@@ -181,6 +190,12 @@ BEGIN
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.end_jobs'),
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.enqueue'),
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.sampled_queue_stats'),
+                -- a task may send a workflow too; the follow-ups of a step's end are the
+                -- results trigger's (it runs with the owner's rights)
+                ('worker', 'SELECT, INSERT', 'TABLE pgqueue.workflows'),
+                ('worker', 'SELECT, INSERT', 'TABLE pgqueue.workflow_members'),
+                ('worker', 'SELECT, INSERT', 'TABLE pgqueue.chords'),
+                ('worker', 'SELECT', 'TABLE pgqueue.workflow_status'),
 
                 -- operator: read everything but the hand-off slots; purge and revoke (delete
                 -- jobs, write their results; revoke locks the rows it ends), retry (results
@@ -198,7 +213,11 @@ BEGIN
                 ('operator', 'SELECT', 'TABLE pgqueue.failures'),
                 ('operator', 'EXECUTE', 'FUNCTION pgqueue.queue_levels'),
                 ('operator', 'EXECUTE', 'FUNCTION pgqueue.end_jobs'),
-                ('operator', 'EXECUTE', 'FUNCTION pgqueue.enqueue')
+                ('operator', 'EXECUTE', 'FUNCTION pgqueue.enqueue'),
+                ('operator', 'SELECT', 'TABLE pgqueue.workflows'),
+                ('operator', 'SELECT', 'TABLE pgqueue.workflow_members'),
+                ('operator', 'SELECT', 'TABLE pgqueue.chords'),
+                ('operator', 'SELECT', 'TABLE pgqueue.workflow_status')
               ) AS g(kind, privileges, object)
              WHERE g.kind = member.kind
                AND CASE split_part(g.object, ' ', 1)

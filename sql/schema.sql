@@ -980,6 +980,12 @@ ALTER TABLE ONLY pgqueue.workflows
     ADD CONSTRAINT workflows_pkey PRIMARY KEY (id);
 
 --
+-- Name: chords_callback_idx; Type: INDEX; Schema: pgqueue; Owner: -
+--
+
+CREATE INDEX chords_callback_idx ON pgqueue.chords USING btree (callback_id);
+
+--
 -- Name: jobs_claim_idx; Type: INDEX; Schema: pgqueue; Owner: -
 --
 

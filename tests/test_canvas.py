@@ -9,8 +9,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 from pgqueue import AsyncResult, GroupResult, chain, chord, group, states
+from pgqueue.cli import main as cli_main
 from pgqueue.exceptions import ChordError, TaskRevokedError
 from tests import taskapp
 from tests.conftest import wait_for
@@ -185,3 +187,35 @@ def test_signature_methods_follow_celery(app: Any) -> None:
         chain(sig, callback).apply_async(task_id="00000000-0000-4000-8000-000000000002")
     with pytest.raises(TypeError, match="link and link_error"):
         app.enqueue_many([taskapp.add.s(1, 2).set(link=callback)])
+
+
+def test_inspect_shows_a_chain_and_a_chord(app: Any, dsn: str, worker: Any) -> None:
+    def inspect(*args: str) -> Any:
+        shown = CliRunner().invoke(cli_main, ["--dsn", dsn, "inspect", *args])
+        assert shown.exit_code == 0, shown.output
+        return shown.stdout
+
+    worker("-c", "2")
+    last = chain(taskapp.add.s(1, 2), taskapp.fail.si("stop"), taskapp.add.s(3)).apply_async()
+    with pytest.raises(TaskRevokedError):
+        last.get(timeout=30)
+    text = inspect(last.id)
+    assert "chain " in text
+    lines = [line.split() for line in text.splitlines()]
+    states_shown = [row[3] for row in lines if row and row[0] in ("0", "1", "2")]
+    assert states_shown == ["SUCCESS", "FAILURE", "REVOKED"], text
+
+    # a chord still waiting: its counter, and members in order
+    result = chord(
+        [taskapp.add.s(1, 1), taskapp.hold.si("held", "release-chord")], taskapp.collect.s()
+    ).apply_async()
+    wait_for(lambda: result.parent.results[0].ready(), what="the first member")
+    flows = json.loads(inspect(result.parent.id, "--json"))["workflows"]
+    assert [f["kind"] for f in flows] == ["chord"]
+    assert flows[0]["chord"]["remaining"] == 1 and flows[0]["chord"]["size"] == 2
+    assert flows[0]["chord"]["callback_id"] == result.id
+    assert [m["task_id"] for m in flows[0]["members"]] == [r.id for r in result.parent.results]
+    assert flows[0]["members"][0]["state"] == "SUCCESS"
+    assert "1 of 2 member(s) to go" in inspect(result.id)
+    app.send_task("tests.record", ["release-chord"])
+    assert result.get(timeout=30) == [[2, "released"]]

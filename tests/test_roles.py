@@ -25,7 +25,7 @@ from click.testing import CliRunner, Result
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgqueue import migrate, queries, roles, states
+from pgqueue import GroupResult, chain, chord, migrate, queries, roles, states
 from pgqueue.cli import main as cli_main
 from tests import taskapp
 from tests.conftest import WorkerProcess, dsn_of, wait_for
@@ -163,6 +163,21 @@ def test_producer_reads_results_of_jobs_a_worker_ran(producer, logins, db):
     with pytest.raises(ValueError, match="broken"):
         bad.get(timeout=30)
     assert bad.state == states.FAILURE
+
+
+def test_producer_sends_workflows_a_worker_role_carries_on(producer, logins, db):
+    # the producer writes the workflow's rows; the worker role, with no rights of its own on
+    # the chord counter, carries the workflow on through the results trigger
+    last = chain(taskapp.add.s(1, 2), taskapp.add.s(3)).apply_async()
+    done = chord([taskapp.add.s(i, i) for i in range(4)], taskapp.tsum.s()).apply_async()
+    w = logins.worker(db, "-c", "2", "-P", "threads")
+    assert last.get(timeout=30) == 6
+    assert done.get(timeout=30) == 12
+    restored = GroupResult.restore(done.parent.id, app=producer)
+    assert restored is not None and restored.get(timeout=5) == [0, 2, 4, 6]
+    assert "permission denied" not in w.output()
+    with logins.connect("producer") as conn:
+        assert denied(conn, "UPDATE pgqueue.chords SET remaining = 0")
 
 
 def test_producer_hands_a_job_to_an_idle_worker(producer, logins, db):

@@ -54,6 +54,34 @@ def echo_fields(found: dict[str, Any]) -> None:
         click.echo(trace.rstrip())
 
 
+def echo_workflow(flow: dict[str, Any]) -> None:
+    """A workflow (ops.workflow): its kind and id, a chord's counter, its members in order."""
+    line = f"{flow['kind']} {flow['id']}"
+    if flow["parent_id"]:
+        line += f" (a step of chain {flow['parent_id']})"
+    chord = flow.get("chord")
+    if chord:
+        line += (
+            f": {chord['state']}, {chord['remaining']} of {chord['size']} member(s) to go,"
+            f" callback {chord['callback_id']}"
+        )
+        if chord["failed_member"]:
+            line += f", failed by {chord['failed_member']}"
+    click.echo("")
+    click.echo(line)
+    rows = [
+        (
+            str(m["position"]),
+            m["task_id"],
+            m["task_name"],
+            m["state"],
+            error(m["exc_type"], m["exc_message"]),
+        )
+        for m in flow["members"]
+    ]
+    click.echo(table(("#", "task id", "task", "state", "error"), rows))
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """Left-aligned columns two spaces apart, the header first."""
     lines = [tuple(header), *(tuple(r) for r in rows)]

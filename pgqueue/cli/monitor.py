@@ -7,8 +7,10 @@ import datetime as dt
 import sys
 import time
 import uuid
+from typing import Any
 
 import click
+import psycopg
 
 from .. import ops
 from ..exceptions import TimeoutError as WaitTimeout
@@ -24,7 +26,16 @@ from .common import (
     ops_app_option,
     run,
 )
-from .formatting import ago, echo_fields, echo_json, error, seconds, table, when
+from .formatting import (
+    ago,
+    echo_fields,
+    echo_json,
+    echo_workflow,
+    error,
+    seconds,
+    table,
+    when,
+)
 
 
 @click.command()
@@ -218,15 +229,26 @@ def jobs(
 @ops_app_option
 @click.pass_context
 def inspect(ctx: click.Context, job_id: uuid.UUID, as_json: bool, app_spec: str | None) -> None:
-    """Everything about one job: its row, its worker, its result or error and traceback."""
-    found = on_connection(ctx, app_spec, ops.inspect, str(job_id))
-    if found is None:
-        click.echo(f"no job or result with id {job_id}", err=True)
+    """Everything about one job: its row, its worker, its result or error and traceback;
+    and the workflows (chain, group, chord) it is part of, members in order with their
+    states and a chord's counter. ID may also be a group's or a chord's id."""
+    found, flows = on_connection(ctx, app_spec, _job_and_workflows, str(job_id))
+    if found is None and not flows:
+        click.echo(f"no job or result (nor workflow) with id {job_id}", err=True)
         sys.exit(EXIT_NOT_FOUND)
     if as_json:
-        echo_json(found)
+        echo_json({**(found or {}), **({"workflows": flows} if flows else {})})
         return
-    echo_fields(found)
+    if found is not None:
+        echo_fields(found)
+    for flow in flows:
+        echo_workflow(flow)
+
+
+def _job_and_workflows(
+    conn: psycopg.Connection[Any], id: str
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    return ops.inspect(conn, id), ops.workflow(conn, id)
 
 
 @click.command()

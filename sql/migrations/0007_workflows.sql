@@ -51,6 +51,9 @@ CREATE TABLE pgqueue.chords (
     ended_at      timestamptz
 );
 
+-- `pgqueue inspect` of a chord's callback finds its chord
+CREATE INDEX chords_callback_idx ON pgqueue.chords (callback_id);
+
 -- The workflow of the job this result is the end of (its options -> 'workflow'); NULL for
 -- a plain job, whose end then costs nothing more (the trigger's WHEN skips it).
 ALTER TABLE pgqueue.results ADD COLUMN workflow jsonb;
