@@ -199,6 +199,7 @@ class Signature(_Workflow):
         options = dict(self.options)
         links = _targets(plan, options.pop("link", None))
         errbacks = _targets(plan, options.pop("link_error", None))
+        sequence = plan.sequence(follow)
         doc = plan.document(
             self.task,
             self.args,
@@ -206,8 +207,9 @@ class Signature(_Workflow):
             options,
             immutable=self.immutable,
             starts_now=starts_now,
-            link=follow + links,
+            link=links if sequence else follow + links,
             link_error=errbacks,
+            chain=sequence,
             chord=chord_id,
         )
         result = AsyncResult(doc["id"], app=plan.app, task_name=self.task)

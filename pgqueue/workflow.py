@@ -54,9 +54,12 @@ class Plan:
         starts_now: bool,
         link: list[dict[str, Any]],
         link_error: list[dict[str, Any]],
+        chain: list[dict[str, Any]],
         chord: str | None = None,
     ) -> dict[str, Any]:
-        """One job's enqueue document, with what follows its end inside its options."""
+        """One job's enqueue document, with what follows its end inside its options:
+        ``link`` (run side by side), ``link_error``, ``chain`` (the steps after it, in
+        order, each enqueued by the end of the one before) and its ``chord``."""
         defaults = {k: v for k, v in self.defaults.items() if starts_now or k not in START_OPTIONS}
         job_id, columns = jobrows.job_columns(self.app, task, args, kwargs, {**defaults, **options})
         own = columns["options"]
@@ -67,6 +70,8 @@ class Plan:
             flow["link"] = link
         if link_error:
             flow["link_error"] = link_error
+        if chain:
+            flow["chain"] = chain
         if chord is not None:
             flow["chord"] = chord
         if flow:
@@ -87,6 +92,21 @@ class Plan:
             yield
         finally:
             self.defaults, self.parent = saved
+
+    @staticmethod
+    def sequence(follow: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The steps after a job as one flat list, when what follows it is one job: that job
+        and the steps after it, taken out of its document. Flat, so that a chain of any
+        length nests no deeper than a chain of two (a worker decodes, and a prefork pool
+        pickles, a job's options: both have a nesting limit)."""
+        if len(follow) != 1:
+            return []
+        (step,) = follow
+        flow = step["options"].get("workflow", {})
+        after: list[dict[str, Any]] = flow.pop("chain", [])
+        if not flow:
+            step["options"].pop("workflow", None)
+        return [step, *after]
 
     def workflow(self, kind: str, members: list[tuple[str, str]], id: str | None = None) -> str:
         """Record a chain, group or chord and its members' (task id, task name) in order."""

@@ -219,3 +219,47 @@ def test_inspect_shows_a_chain_and_a_chord(app: Any, dsn: str, worker: Any) -> N
     assert "1 of 2 member(s) to go" in inspect(result.id)
     app.send_task("tests.record", ["release-chord"])
     assert result.get(timeout=30) == [[2, "released"]]
+
+
+def test_nested_workflows_chord_in_a_chain_and_a_group_of_chains(app: Any, worker: Any) -> None:
+    worker("-c", "4")
+    # a group followed by a step becomes a chord, whose callback the chain carries on from
+    last = chain(
+        taskapp.add.s(1, 1),
+        group(taskapp.add.s(10), taskapp.mul.s(10)),
+        taskapp.tsum.s(),
+        taskapp.add.s(1),
+    ).apply_async()
+    assert last.get(timeout=60) == (2 + 10) + (2 * 10) + 1
+    assert isinstance(last.parent.parent, GroupResult)
+    assert last.parent.parent.parent.get(timeout=5) == 2
+    # each member of a group may be a chain; its result is the chain's last
+    grouped = group(chain(taskapp.add.s(i, i), taskapp.mul.s(3)) for i in range(5)).apply_async()
+    assert grouped.get(timeout=60) == [6 * i for i in range(5)]
+    done = chord(
+        [chain(taskapp.add.s(1, 1), taskapp.mul.s(5)), taskapp.add.s(2, 2)],
+        chain(taskapp.tsum.s(), taskapp.mul.s(2)),
+    ).apply_async()
+    assert done.get(timeout=60) == (10 + 4) * 2
+
+
+def test_revoking_a_waiting_step_stops_the_chain_and_runs_its_errback(
+    app: Any, db: Any, worker: Any
+) -> None:
+    last = chain(taskapp.add.s(1, 2), taskapp.add.s(3)).apply_async(link_error=taskapp.errback.s())
+    first = last.parent
+    first.revoke()
+    with pytest.raises(TaskRevokedError, match="not run"):
+        last.get(timeout=10)
+    worker("-c", "1")
+    wait_for(lambda: runs(db, f"errback:{first.id}"), what="the revoked step's errback")
+    # the step that never ran has no errback of its own
+    assert tags_like(db, "errback:%") == [f"errback:{first.id}"]
+
+
+def test_a_long_chain_failing_first_marks_every_later_step(app: Any, worker: Any) -> None:
+    steps = [taskapp.fail.si("first")] + [taskapp.add.s(1) for _ in range(150)]
+    last = chain(*steps).apply_async()
+    worker("-c", "1")
+    with pytest.raises(TaskRevokedError, match="not run"):
+        last.get(timeout=30)

@@ -6,7 +6,9 @@
 -- Jobs that must wait (a chain's next step, a chord's callback, link and link_error
 -- targets) travel as enqueue documents, with ids given in advance, inside the options of
 -- the job they follow: options -> 'workflow' = {"link": [...], "link_error": [...],
--- "chord": "<chord id>"}. When a job ends, finish_jobs and end_jobs copy that object into
+-- "chain": [...], "chord": "<chord id>"}: side-by-side follow-ups, errbacks, the steps
+-- after it in order (flat: the trigger hands the rest on to the next step), and the chord it
+-- is a member of. When a job ends, finish_jobs and end_jobs copy that object into
 -- its results row (results.workflow); the trigger below, which fires only for such rows,
 -- enqueues what follows in the same transaction. A crash between a step and the next is
 -- therefore impossible: both commit or neither does.
@@ -106,34 +108,48 @@ $$;
 -- rights of its own on the workflow tables. The documents come from job rows, which any
 -- producer can write: they are read as data only (no dynamic SQL), and one the function
 -- cannot read stops that workflow with a WARNING instead of failing the statement that
--- ended the job (which would hold up every other outcome in its batch).
+-- ended the job (which would hold up every other outcome in its batch). Each of the two
+-- parts (what follows the job; its chord) has its own exception block, a subtransaction
+-- paid only by jobs of workflows.
 CREATE FUNCTION pgqueue.workflow_step_ended() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    flow     jsonb := NEW.workflow;
-    chord_id uuid;
-    counter  pgqueue.chords;
-    why      text;
-    members  jsonb;
+    flow      jsonb := NEW.workflow;
+    chord_id  uuid;
+    counter   pgqueue.chords;
+    why       text;
+    members   jsonb;
+    next_step jsonb;
 BEGIN
     IF jsonb_typeof(flow) <> 'object' THEN
         RETURN NULL;
     END IF;
     BEGIN
         IF NEW.state = 'SUCCESS' THEN
-            -- link: the result goes first in the arguments, unless the target is immutable
+            -- link, and the chain's next step (carrying the steps after it): the result
+            -- goes first in the arguments, unless the target is immutable
+            next_step := flow -> 'chain' -> 0;
+            IF jsonb_array_length(flow -> 'chain') > 1 THEN
+                next_step := jsonb_set(next_step, '{options,workflow}',
+                                       coalesce(next_step -> 'options' -> 'workflow', '{}')
+                                       || jsonb_build_object('chain', (flow -> 'chain') - 0));
+            END IF;
             PERFORM pgqueue.enqueue_documents(jsonb_agg(
                         CASE WHEN d -> 'immutable' = 'true' THEN d
                              ELSE jsonb_set(d, '{args}', jsonb_build_array(NEW.result)
                                                          || coalesce(d -> 'args', '[]'))
                         END ORDER BY n))
-               FROM jsonb_array_elements(coalesce(flow -> 'link', '[]')) WITH ORDINALITY
-                    AS e(d, n)
+               FROM jsonb_array_elements(coalesce(flow -> 'link', '[]')
+                                         || CASE WHEN next_step IS NULL THEN '[]'
+                                                 ELSE jsonb_build_array(next_step) END)
+                    WITH ORDINALITY AS e(d, n)
              HAVING count(*) > 0;
         ELSE
             why := format('not run: the chain stopped at %s[%s], which ended %s',
                           NEW.task_name, NEW.task_id, NEW.state);
-            PERFORM pgqueue.workflow_not_run(flow -> 'link', why, NEW.expires_at);
+            PERFORM pgqueue.workflow_not_run(coalesce(flow -> 'link', '[]')
+                                             || coalesce(flow -> 'chain', '[]'),
+                                             why, NEW.expires_at);
             -- link_error: the failed task's id as the one argument (Celery's errback(task_id)),
             -- unless immutable; not for a step that never ran, nor for IGNORED
             IF NEW.state IN ('FAILURE', 'REVOKED') AND flow -> 'not_run' IS NULL THEN
@@ -148,7 +164,15 @@ BEGIN
                  HAVING count(*) > 0;
             END IF;
         END IF;
-
+    EXCEPTION
+        -- Only errors a document can cause (bad values, a refused row, nesting too deep);
+        -- anything else (a deadlock, a cancel) fails the statement, to be written again.
+        WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
+            RAISE WARNING 'pgqueue: what follows %[%] is not enqueued: its document cannot '
+                          'be read (%: %)', NEW.task_name, NEW.task_id, SQLSTATE, SQLERRM;
+    END;
+    -- Apart: a chord counts its members whatever became of the documents above.
+    BEGIN
         chord_id := (flow ->> 'chord')::uuid;
         IF chord_id IS NOT NULL THEN
             -- the lock that serialises this chord's members (see the chords table); taken
@@ -208,11 +232,9 @@ BEGIN
             END IF;
         END IF;
     EXCEPTION
-        -- Only errors a document can cause (bad values, a refused row, nesting too deep);
-        -- anything else (a deadlock, a cancel) fails the statement, to be written again.
         WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded THEN
-            RAISE WARNING 'pgqueue: the workflow of %[%] stops here: its document cannot be '
-                          'carried on (%: %)', NEW.task_name, NEW.task_id, SQLSTATE, SQLERRM;
+            RAISE WARNING 'pgqueue: the chord of %[%] is not carried on: its document cannot '
+                          'be read (%: %)', NEW.task_name, NEW.task_id, SQLSTATE, SQLERRM;
     END;
     RETURN NULL;
 END
