@@ -530,6 +530,23 @@ DELETE FROM pgqueue.results
                     ORDER BY expires_at
                     LIMIT %(limit)s)
 
+-- name: delete_finished_workflows
+-- Workflow rows (0007_workflows.sql) kept as long as results are (%(keep_for)s seconds
+-- from their creation) and then until nothing of them is live: no member, nor a member of
+-- the chain they are a step of, has a job, and no chord counter of theirs waits.
+DELETE FROM pgqueue.workflows
+ WHERE id IN (SELECT w.id
+                FROM pgqueue.workflows AS w
+               WHERE w.created_at < now() - make_interval(secs => %(keep_for)s)
+                 AND NOT EXISTS (SELECT 1 FROM pgqueue.chords AS c
+                                  WHERE c.id = w.id AND c.state = 'PENDING')
+                 AND NOT EXISTS (SELECT 1
+                                   FROM pgqueue.workflow_members AS m
+                                   JOIN pgqueue.jobs AS j ON j.id = m.task_id
+                                  WHERE m.workflow_id = w.id OR m.workflow_id = w.parent_id)
+               ORDER BY w.created_at
+               LIMIT %(limit)s)
+
 -- name: schema_versions
 SELECT version FROM pgqueue.schema_migrations ORDER BY version
 

@@ -191,8 +191,9 @@ BEGIN
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.enqueue'),
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.sampled_queue_stats'),
                 -- a task may send a workflow too; the follow-ups of a step's end are the
-                -- results trigger's (it runs with the owner's rights)
-                ('worker', 'SELECT, INSERT', 'TABLE pgqueue.workflows'),
+                -- results trigger's (it runs with the owner's rights); the result cleanup
+                -- deletes finished workflows (their members and counters go with them)
+                ('worker', 'SELECT, INSERT, DELETE', 'TABLE pgqueue.workflows'),
                 ('worker', 'SELECT, INSERT', 'TABLE pgqueue.workflow_members'),
                 ('worker', 'SELECT, INSERT', 'TABLE pgqueue.chords'),
                 ('worker', 'SELECT', 'TABLE pgqueue.workflow_status'),

@@ -1046,6 +1046,12 @@ CREATE INDEX results_state_done_idx ON pgqueue.results USING btree (state, date_
 CREATE INDEX workflow_members_task_idx ON pgqueue.workflow_members USING btree (task_id);
 
 --
+-- Name: workflows_created_idx; Type: INDEX; Schema: pgqueue; Owner: -
+--
+
+CREATE INDEX workflows_created_idx ON pgqueue.workflows USING btree (created_at);
+
+--
 -- Name: jobs jobs_notify; Type: TRIGGER; Schema: pgqueue; Owner: -
 --
 

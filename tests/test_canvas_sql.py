@@ -10,7 +10,8 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import chord, queries
+from pgqueue import chain, chord, group, queries
+from pgqueue.maintenance import ResultCleaner
 from tests import taskapp
 from tests.conftest import wait_for
 
@@ -117,3 +118,25 @@ def test_an_unreadable_document_stops_its_workflow_not_the_batch(app: Any, db: A
     assert sorted(r[0] for r in done) == sorted([bad, good])
     assert db.execute("SELECT count(*) FROM pgqueue.results").fetchone() == (2,)
     assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (0,)
+
+
+def test_result_cleanup_removes_old_workflows_once_nothing_of_them_is_live(
+    app: Any, db: Any
+) -> None:
+    running = chain(taskapp.add.s(1, 1), taskapp.add.s(2)).apply_async()
+    # a chord waiting in a chain: its own members have no job yet
+    waiting = chain(
+        taskapp.add.s(1, 1), group(taskapp.add.s(1), taskapp.add.s(2)), taskapp.tsum.s()
+    ).apply_async()
+    finished = group(taskapp.add.s(1, 1), taskapp.add.s(2, 2)).apply_async()
+    finished.revoke()
+    db.execute("UPDATE pgqueue.workflows SET created_at = now() - interval '2 days'")
+    assert ResultCleaner(app).work(db) is False
+    kept = {r[0] for r in db.execute("SELECT id::text FROM pgqueue.workflows")}
+    assert finished.id not in kept
+    assert waiting.parent.id in kept  # the chord
+    assert len(kept) == 3  # the two chains and the chord
+    assert running.id
+    assert db.execute(
+        "SELECT count(*) FROM pgqueue.workflow_members WHERE workflow_id = %s", (finished.id,)
+    ).fetchone() == (0,)

@@ -22,6 +22,8 @@ CREATE TABLE pgqueue.workflows (
     parent_id  uuid,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+-- the result cleanup removes workflows oldest first, once nothing of them is live
+CREATE INDEX workflows_created_idx ON pgqueue.workflows (created_at);
 
 -- The tasks of a workflow in order: a chain's steps, a group's (or chord header's) members.
 -- A member that is itself a chain is represented by the chain's last step, whose result is
