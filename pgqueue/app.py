@@ -212,9 +212,8 @@ class PgQueue(config.CeleryConfiguration):
         ``Session`` or ``Connection``) the job is written in the caller's transaction and
         exists only if it commits; inside ``with app.transaction(conn):`` that connection is
         used, else the one ``app.connection_provider()`` returns, if any. Otherwise the job
-        is committed at once. ``link`` (a signature or a list) is sent when the task
-        succeeds, its result first in the arguments; ``link_error`` when it fails or is
-        revoked, with the task's id as its argument (both unless immutable, ``task.si()``).
+        is committed at once. ``link``/``link_error`` (a signature or a list): sent when the
+        task succeeds/fails or is revoked (see README, Workflows).
         """
         call = dict(
             countdown=countdown,
@@ -229,12 +228,10 @@ class PgQueue(config.CeleryConfiguration):
         )
         if not isinstance(max_retries, EllipsisType):
             call["max_retries"] = max_retries
-        if call.get("link") or call.get("link_error"):
-            # Follow-ups travel in the job's options (see canvas.py)
-            sig = Signature(name, args or (), kwargs or {}, call, app=self)
+        links: dict[str, Any] = {k: call.pop(k) for k in ("link", "link_error") if k in call}
+        if any(links.values()):  # what follows travels in the job's options (canvas.py)
+            sig = Signature(name, args or (), kwargs or {}, {**call, **links}, app=self)
             return sig.apply_async(connection=connection)
-        call.pop("link", None)
-        call.pop("link_error", None)
         return producer.send(self, name, args, kwargs, call, connection)
 
     def enqueue_many(
