@@ -42,6 +42,10 @@ def test_pipe_builds_a_chain_and_si_takes_no_result(app: Any, worker: Any) -> No
     worker("-c", "2")
     result = (taskapp.add.s(1, 2) | taskapp.add.si(5, 5) | taskapp.collect.s("x")).delay()
     assert result.get(timeout=30) == [10, "x"]
+    # a step's result is stored whatever ignore_result says: the next step reads it there
+    quiet = chain(taskapp.add.s(1, 2).set(ignore_result=True), taskapp.add.s(1)).delay()
+    assert quiet.get(timeout=30) == 4
+    assert quiet.parent.get(timeout=5) == 3
 
 
 def test_chain_stops_at_a_failure_and_later_steps_are_revoked(app: Any, worker: Any) -> None:
