@@ -81,6 +81,7 @@ def _none(value: Any) -> bool:
 
 
 _BROKER = "pgqueue's broker is PostgreSQL (dsn= or PGQUEUE_DSN)"
+_CHORD = "a chord's counter is a row: nothing polls, joins or expires it"
 _BACKEND = "results are kept in PostgreSQL (pgqueue.results)"
 _AMQP = "AMQP routing: a pgqueue queue is a name, routes set it (task_routes)"
 _EVENTS = "no event stream: pgqueue status/workers/jobs read the database"
@@ -236,16 +237,18 @@ CELERY_SETTINGS: dict[str, CelerySetting] = {
     "task_acks_on_failure": _ignored("a failed job ends FAILURE"),
     "task_acks_on_timeout": _ignored("a timed-out job ends FAILURE (or retries: autoretry_for)"),
     "task_retry_on_worker_lost": _ignored("see task_acks_late and task_reject_on_worker_lost"),
-    "task_allow_error_cb_on_chord_header": _ignored("no chords on this version of pgqueue"),
+    "task_allow_error_cb_on_chord_header": _ignored(
+        "a failed header member fails the chord; the callback's link_error runs"
+    ),
     "result_backend_always_retry": _ignored(_BACKEND),
     "result_backend_base_sleep_between_retries_ms": _ignored(_BACKEND),
     "result_backend_max_retries": _ignored(_BACKEND),
     "result_backend_max_sleep_between_retries_ms": _ignored(_BACKEND),
     "result_backend_transport_options": _ignored(_BACKEND),
     "result_cache_max": _ignored("results are read from the database, not cached"),
-    "result_chord_join_timeout": _ignored("no chords on this version of pgqueue"),
-    "result_chord_retry_interval": _ignored("no chords on this version of pgqueue"),
-    "result_chord_expires": _ignored("no chords on this version of pgqueue"),
+    "result_chord_join_timeout": _ignored(_CHORD),
+    "result_chord_retry_interval": _ignored(_CHORD),
+    "result_chord_expires": _ignored(_CHORD),
     "result_extended": _ignored("the result row always names its task"),
     "result_persistent": _ignored("results are rows, durable once committed"),
     "result_failure_expires": _ignored("result_expires applies to every result"),
