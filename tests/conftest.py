@@ -130,12 +130,16 @@ class CliProcess:
         self.log_path = tmp / f"pgqueue-{self.kind}-{id(self)}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pgqueue.cli", *args],
+            self.command([sys.executable, "-m", "pgqueue.cli", *args]),
             cwd=ROOT,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    def command(self, argv: list[str]) -> list[str]:
+        """What runs ``argv``: itself here; a subclass may wrap it (tests/test_hosts.py)."""
+        return argv
 
     @property
     def pid(self) -> int:
