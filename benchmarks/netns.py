@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-NETWORK = ipaddress.ip_network("10.213.0.0/16")
+NETWORK = ipaddress.IPv4Network("10.213.0.0/16")
 NAMESPACE = re.compile(r"^pgq-h(\d+)-(\d+)$")
 ROOT_LINK = re.compile(r"^pgq(\d+)h(\d+)$")  # interface names are at most 15 characters
 
@@ -65,6 +65,7 @@ class Host:
     root_link: str
     root_address: str
     address: str
+    port: int
     dsn: str
     forwarder: subprocess.Popen[bytes] | None = None
 
@@ -76,6 +77,10 @@ class Host:
             "ip", "netns", "exec", self.namespace,
             "unshare", "--uts", "sh", "-c", inner, self.hostname, *argv,
         ]  # fmt: skip
+
+    def reach(self, dsn: str) -> str:
+        """``dsn`` (a database on the same server) as this host connects to it."""
+        return _dsn_via(dsn, self.root_address, self.port)
 
     def cut(self) -> None:
         """Take the link down: from now on the host's packets go nowhere."""
@@ -142,6 +147,7 @@ def _make_host(index: int, subnet: ipaddress.IPv4Network, dsn: str, port: int) -
         root_link=f"pgq{run}h{index}",
         root_address=root_address,
         address=address,
+        port=port,
         dsn=_dsn_via(dsn, root_address, port),
     )
     try:
@@ -162,8 +168,8 @@ def _make_host(index: int, subnet: ipaddress.IPv4Network, dsn: str, port: int) -
 
 
 def _dsn_via(dsn: str, address: str, port: int) -> str:
-    params = {k: v for k, v in conninfo_to_dict(dsn).items() if k != "hostaddr"}
-    return make_conninfo(**{**params, "host": address, "port": str(port)})
+    params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if k != "hostaddr"}
+    return make_conninfo("", **{**params, "host": address, "port": str(port)})
 
 
 def _start_forwarder(address: str, port: int, dsn: str) -> subprocess.Popen[bytes]:
