@@ -23,8 +23,10 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from .common import (
     PYTHON,
@@ -35,10 +37,10 @@ from .common import (
     server_reachable,
     wait_until,
 )
-from .netns import Host, Hosts, HostsUnavailable, unavailable
+from .netns import Hosts, HostsUnavailable, unavailable
 from .pgside import WAITS, Sampler, Window
 from .systems import IGNORE_RESULT, RESULTS
-from .systems.pgqueue import Pgqueue
+from .systems.pgqueue import ASYNC_IGNORE_RESULT, ASYNC_RESULTS, Pgqueue
 from .workloads import log
 
 
@@ -48,6 +50,37 @@ class Run:
     jobs: int
     rate: float
     window: Window
+    direct: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.hosts}, no namespace" if self.direct else str(self.hosts)
+
+
+class Place(Protocol):
+    """Where a worker runs: a namespaced ``Host``, or ``Local``."""
+
+    hostname: str
+
+    def command(self, argv: Sequence[str]) -> list[str]: ...
+    def reach(self, dsn: str) -> str: ...
+    def forwarder_pids(self) -> list[int]: ...
+
+
+class Local:
+    """The root namespace itself, straight to the server: the baseline without a link and
+    a forwarder in the way."""
+
+    hostname = "local"
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        return list(argv)
+
+    def reach(self, dsn: str) -> str:
+        return dsn
+
+    def forwarder_pids(self) -> list[int]:
+        return []
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,6 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-c", "--concurrency", type=int, default=64, help="per worker")
     parser.add_argument("--prefetch-multiplier", type=int, default=1)
     parser.add_argument("--ignore-result", action="store_true", help="no-op tasks, no results")
+    parser.add_argument(
+        "--direct",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also drain with one worker outside any namespace, straight to the server",
+    )
     parser.add_argument("--cap", type=float, default=300, help="longest a drain may take, s")
     parser.add_argument("--md", type=Path, help="also write the table here")
     parser.add_argument("--png", type=Path, help="plot here (needs matplotlib)")
@@ -80,7 +119,14 @@ def worker_argv(args: argparse.Namespace, dsn: str) -> list[str]:
     ]  # fmt: skip
 
 
-def drain(args: argparse.Namespace, system: Pgqueue, hosts: list[Host]) -> Run:
+def drain_variant(args: argparse.Namespace) -> str:
+    """No-op tasks: ``async def`` ones for the asyncio pool, plain ones for threads."""
+    if args.pool == "asyncio":
+        return ASYNC_IGNORE_RESULT if args.ignore_result else ASYNC_RESULTS
+    return IGNORE_RESULT if args.ignore_result else RESULTS
+
+
+def drain(args: argparse.Namespace, system: Pgqueue, hosts: Sequence[Place]) -> Run:
     """One drain by ``hosts``, on the system's (fresh) database."""
     system.reset()
     workers = [
@@ -109,7 +155,7 @@ def drain(args: argparse.Namespace, system: Pgqueue, hosts: list[Host]) -> Run:
         if not wait_until(registered, timeout=120):
             raise RuntimeError(f"{len(hosts)} workers did not register in 120 s")
         sampler.start()
-        variant = IGNORE_RESULT if args.ignore_result else RESULTS
+        variant = drain_variant(args)
         system.enqueue_for_drain(args.jobs, variant, 0)
 
         def done() -> bool:
@@ -125,7 +171,9 @@ def drain(args: argparse.Namespace, system: Pgqueue, hosts: list[Host]) -> Run:
             w.stop()
         if sampler.is_alive():
             sampler.stop()
-    return Run(len(hosts), span.count, span.rate, sampler.window(span.first, span.last))
+    window = sampler.window(span.first, span.last)
+    direct = any(isinstance(h, Local) for h in hosts)
+    return Run(len(hosts), span.count, span.rate, window, direct)
 
 
 def table(runs: list[Run], args: argparse.Namespace) -> str:
@@ -144,7 +192,7 @@ def table(runs: list[Run], args: argparse.Namespace) -> str:
         cores_of = {k: v / w.seconds for k, v in w.cpu_s.items()}
         waits = " / ".join(f"{w.waiting.get(k, 0):.2f}" for k in WAITS)
         lines.append(
-            f"| {run.hosts} | {run.rate:,.0f} | {run.rate / run.hosts:,.0f}"
+            f"| {run.label} | {run.rate:,.0f} | {run.rate / run.hosts:,.0f}"
             f" | {cores_of.get('postgres', 0):.2f}"
             f" | {w.cpu_s.get('postgres', 0) / max(run.jobs, 1) * 1e6:,.0f} µs"
             f" | {cores_of.get('workers', 0):.2f}"
@@ -152,13 +200,17 @@ def table(runs: list[Run], args: argparse.Namespace) -> str:
             f" | {w.active:.1f} | {waits} | {w.ungranted:.2f}"
             f" | {w.wal_bytes / max(run.jobs, 1):,.0f} B |"
         )
-    variant = "ignore_result=True" if args.ignore_result else "results stored"
+    variant = Pgqueue.variant_labels[drain_variant(args)]
     lines.append("")
     lines.append(
         f"{args.jobs:,} no-op jobs ({variant}) per drain; each host one worker"
         f" `-P {args.pool} -c {args.concurrency} --prefetch-multiplier"
         f" {args.prefetch_multiplier}`; the median of {args.reps} drain(s) per row;"
-        " figures over the drain (first completion to last). Waiting: active backends"
+        " rates over the drain (first completion to last); CPU, waits and WAL over the"
+        " samples (every 0.1 s) enclosing it, so a small drain overstates them."
+        ' "no namespace": one worker'
+        " in the root namespace connecting straight to the server, the cost of the link and"
+        " forwarder by comparison. Waiting: active backends"
         " waiting on each kind, on average per sample. WAL and machine busy are the whole"
         " server's and machine's."
     )
@@ -167,8 +219,8 @@ def table(runs: list[Run], args: argparse.Namespace) -> str:
 
 def medians(runs: list[Run]) -> list[Run]:
     picked = []
-    for count in sorted({r.hosts for r in runs}):
-        of = sorted((r for r in runs if r.hosts == count), key=lambda r: r.rate)
+    for key in sorted({(r.hosts, not r.direct) for r in runs}):
+        of = sorted((r for r in runs if (r.hosts, not r.direct) == key), key=lambda r: r.rate)
         picked.append(of[(len(of) - 1) // 2])
     return picked
 
@@ -184,11 +236,14 @@ def plot(runs: list[Run], path: Path) -> None:
     except ImportError:
         log("no plot: matplotlib is not installed (pip install 'pgqueue-tasks[bench]')")
         return
-    picked = medians(runs)
+    picked = [r for r in medians(runs) if not r.direct]
     counts = [r.hosts for r in picked]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     left.plot(counts, [r.rate for r in picked], "o-", label="all hosts")
     left.plot(counts, [r.rate / r.hosts for r in picked], "s--", label="per host")
+    for r in medians(runs):
+        if r.direct:
+            left.plot([r.hosts], [r.rate], "k*", markersize=10, label="1 worker, no namespace")
     left.set(xlabel="worker hosts", ylabel="jobs/s", title="Drain throughput", xticks=counts)
     left.set_ylim(bottom=0)
     left.legend()
@@ -218,13 +273,15 @@ def main(argv: list[str] | None = None) -> int:
         with Hosts(max(args.counts), SERVER_DSN) as hosts:
             system = Pgqueue()
             with system.session("hosts"):
-                for count in args.counts:
+                places: list[Sequence[Place]] = [[Local()]] if args.direct else []
+                places += [hosts.hosts[:count] for count in args.counts]
+                for group in places:
                     for rep in range(1, args.reps + 1):
                         started = time.monotonic()
-                        run = drain(args, system, hosts.hosts[:count])
+                        run = drain(args, system, group)
                         runs.append(run)
                         log(
-                            f"  {count} host(s) #{rep}: {run.rate:,.0f} jobs/s, Postgres"
+                            f"  {run.label} host(s) #{rep}: {run.rate:,.0f} jobs/s, Postgres"
                             f" backends {run.window.cpu_s.get('postgres', 0):.1f} CPU s"
                             f" ({time.monotonic() - started:.0f} s)"
                         )

@@ -1,7 +1,7 @@
 """Worker "hosts" on one machine: Linux network namespaces, each with a link to the root one.
 
 Each host is a network namespace ``pgq-h<pid>-<i>`` joined to the root namespace by a veth
-pair on a /30 of its own (10.213.0.0/16). Postgres listens on 127.0.0.1 only and other
+pair on a /30 of its own (10.214.0.0/16). Postgres listens on 127.0.0.1 only and other
 people use the same server, so it is neither restarted nor reconfigured: a ``socat`` in the
 root namespace listens on each link's root-side address and forwards every connection to
 the server. To Postgres the connections come from 127.0.0.1, as a local client's do; to the
@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-NETWORK = ipaddress.IPv4Network("10.213.0.0/16")
+# 10.213/16 is the chaos suite's (tests/chaos/conftest.py)
+NETWORK = ipaddress.IPv4Network("10.214.0.0/16")
 NAMESPACE = re.compile(r"^pgq-h(\d+)-(\d+)$")
 ROOT_LINK = re.compile(r"^pgq(\d+)h(\d+)$")  # interface names are at most 15 characters
 
