@@ -184,8 +184,8 @@ def table(runs: list[Run], args: argparse.Namespace) -> str:
         " | workers, cores "
         "| forwarders, cores | machine busy | active backends | waiting: "
         + ", ".join(WAITS)
-        + " | ungranted locks | WAL per job |",
-        "|" + "---|" * 12,
+        + " | most waited on | ungranted locks | WAL per job |",
+        "|" + "---|" * 13,
     ]
     for run in medians(runs):
         w = run.window
@@ -197,7 +197,7 @@ def table(runs: list[Run], args: argparse.Namespace) -> str:
             f" | {w.cpu_s.get('postgres', 0) / max(run.jobs, 1) * 1e6:,.0f} µs"
             f" | {cores_of.get('workers', 0):.2f}"
             f" | {cores_of.get('forwarders', 0):.2f} | {w.machine_busy:.0%} of {cores}"
-            f" | {w.active:.1f} | {waits} | {w.ungranted:.2f}"
+            f" | {w.active:.1f} | {waits} | {w.top_wait()} | {w.ungranted:.2f}"
             f" | {w.wal_bytes / max(run.jobs, 1):,.0f} B |"
         )
     variant = Pgqueue.variant_labels[drain_variant(args)]

@@ -74,9 +74,18 @@ class Window:
     machine_busy: float  # fraction of all CPUs
     wal_bytes: int
     active: float  # mean active backends per sample
-    waiting: dict[str, float]  # mean backends waiting on each kind per sample
+    # mean backends waiting per sample, on each kind ("Lock") and event ("Lock:tuple")
+    waiting: dict[str, float]
     ungranted: float  # mean lock requests not granted per sample
     samples: int
+
+    def top_wait(self) -> str:
+        """The event most waited on, with its mean backends per sample, or '-'."""
+        events = {k: v for k, v in self.waiting.items() if ":" in k}
+        if not events:
+            return "-"
+        event = max(events, key=lambda k: events[k])
+        return f"{event} ({events[event]:.2f})"
 
 
 class Sampler(threading.Thread):
@@ -109,26 +118,28 @@ class Sampler(threading.Thread):
 
     def _sample(self, conn: psycopg.Connection[tuple[object, ...]]) -> Sample:
         rows = conn.execute(
-            """SELECT pid, state, wait_event_type FROM pg_stat_activity
+            """SELECT pid, state, wait_event_type, wait_event FROM pg_stat_activity
                 WHERE datname = current_database() AND pid <> pg_backend_pid()"""
         ).fetchall()
         (ungranted,) = conn.execute(
+            # by pid, not pg_locks.database: transaction and tuple locks have none
             """SELECT count(*) FROM pg_locks
                 WHERE NOT granted
-                  AND database = (SELECT oid FROM pg_database
-                                   WHERE datname = current_database())"""
+                  AND pid IN (SELECT pid FROM pg_stat_activity
+                               WHERE datname = current_database())"""
         ).fetchone() or (0,)
         (wal,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone() or ("0/0",)
         busy, total = machine_jiffies()
         sample = Sample(time.time(), {}, busy, total, lsn_bytes(str(wal)))
         sample.ungranted = int(str(ungranted))
-        for pid, state, wait in rows:
+        for pid, state, wait, event in rows:
             sample.backends += 1
             self._note(sample, "postgres", int(str(pid)))
             if state == "active":
                 sample.active += 1
                 if wait in WAITS:
-                    sample.waiting[str(wait)] = sample.waiting.get(str(wait), 0) + 1
+                    for key in (str(wait), f"{wait}:{event}"):
+                        sample.waiting[key] = sample.waiting.get(key, 0) + 1
         for group, pids in self.groups.items():
             for pid in pids():
                 self._note(sample, group, pid)
