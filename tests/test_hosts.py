@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -102,7 +103,7 @@ def test_workers_on_three_hosts_drain_every_job_exactly_once(app, db, hosts, hos
 def test_a_host_cut_off_the_network_has_its_jobs_finished_by_the_others(
     app, db, hosts, host_worker, monkeypatch
 ):
-    lost_timeout = 4.0
+    lost_timeout = 6.0  # heartbeats every 0.5 s: a busy machine never delays one this long
     monkeypatch.setenv(
         "PGQUEUE_TEST_CONF",
         json.dumps(
@@ -150,3 +151,24 @@ def test_a_host_cut_off_the_network_has_its_jobs_finished_by_the_others(
     wait_for(lambda: discarded in a.output(), timeout=120, what="host 1's outcomes discarded")
     assert result_workers(db) == other_names
     assert runs(db, "stranded-%") == {"stranded-0": 2, "stranded-1": 2}
+
+
+def test_namespaces_left_by_a_dead_run_are_swept():
+    reason = netns.unavailable()
+    if reason:
+        pytest.skip(f"namespaced hosts: {reason}")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale, live = f"pgq-h{gone.pid}-1", f"pgq-h{os.getpid()}-99"
+    for name in (stale, live):
+        made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+        if made.returncode != 0:
+            pytest.skip(f"network namespaces are not permitted here: {made.stderr.strip()}")
+    try:
+        assert stale in netns.sweep()
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert stale not in names
+        assert live in names  # this run is alive: its namespaces are its own to remove
+    finally:
+        for name in (stale, live):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
