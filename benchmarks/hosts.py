@@ -5,14 +5,14 @@ Each host is a network namespace with its own hostname and a link to the root na
 (benchmarks/netns.py), running one ``pgqueue worker`` process. Per drain: the benchmark's
 database emptied (jobs, results, workers), the workers started and registered (idle), then
 ``--jobs`` no-op jobs queued in one ``enqueue_many`` (one commit), and the time from the
-first completion to the last. Meanwhile
-benchmarks/pgside.py samples the CPU of this database's backends, of the workers and of the
-forwarders, what active backends wait on, ungranted locks, and the WAL written.
+first completion to the last. Meanwhile benchmarks/pgside.py samples the CPU of this
+database's backends, of the workers and of the forwarders, what active backends wait on,
+ungranted locks, and the WAL written.
 
 Needs root, ``ip``, ``unshare`` and ``socat``; the plot needs matplotlib (the ``bench``
 extra). Examples, from the repository root:
 
-- ``python -m benchmarks.hosts --hosts 1,2 --jobs 5000``: a small run, a minute or two
+- ``python -m benchmarks.hosts --hosts 1,2 --jobs 5000``: a small run, under a minute
 - ``python -m benchmarks.hosts --reps 3 --md benchmarks/hosts.md --png benchmarks/hosts.png``:
   1, 2, 4 and 8 hosts, 100,000 jobs each, three repetitions (the figure for RESULTS.md)
 """
@@ -89,8 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=100_000, help="jobs per drain")
     parser.add_argument("--reps", type=int, default=1, help="drains per host count")
     parser.add_argument("-P", "--pool", default="threads", choices=("threads", "asyncio"))
-    parser.add_argument("-c", "--concurrency", type=int, default=64, help="per worker")
-    parser.add_argument("--prefetch-multiplier", type=int, default=1)
+    parser.add_argument("-c", "--concurrency", type=positive, default=64, help="per worker")
+    parser.add_argument("--prefetch-multiplier", type=positive, default=1)
     parser.add_argument("--ignore-result", action="store_true", help="no-op tasks, no results")
     parser.add_argument(
         "--direct",
@@ -111,6 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def worker_argv(args: argparse.Namespace, dsn: str) -> list[str]:
     return [
         PYTHON, "-m", "pgqueue.cli", "--dsn", dsn, "worker",
@@ -127,7 +134,7 @@ def drain_variant(args: argparse.Namespace) -> str:
 
 
 def drain(args: argparse.Namespace, system: Pgqueue, hosts: Sequence[Place]) -> Run:
-    """One drain by ``hosts``, on the system's (fresh) database."""
+    """One drain by ``hosts``, on the system's database, emptied first."""
     system.reset()
     workers = [
         WorkerProcess(
