@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from . import queries
+from . import pausing, queries
 from .db import translate_errors
 
 if TYPE_CHECKING:
@@ -42,3 +42,18 @@ class Control:
                 .fetchall()
             )
         return [str(r[0]) for r in rows]
+
+    def pause_queue(self, queue: str) -> bool:
+        """Pause ``queue`` for every worker: nothing more is claimed from it, running jobs
+        finish, enqueueing goes on. True if it was running. (Celery's ``cancel_consumer``
+        acts on workers one by one; this is the queue's state, kept in the database.)"""
+        return pausing.pause_queue(self.app.connection(), queue)
+
+    def resume_queue(self, queue: str) -> bool:
+        """Resume a paused ``queue``; idle workers are woken and claim at once. True if it
+        was paused."""
+        return pausing.resume_queue(self.app.connection(), queue)
+
+    def paused_queues(self) -> list[str]:
+        """The names of the paused queues."""
+        return pausing.paused_queues(self.app.connection())

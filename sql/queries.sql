@@ -882,6 +882,32 @@ SELECT g.task_id, g.task_name, g.queue, coalesce(g.args, '[]'), coalesce(g.kwarg
   FROM gone AS g
 RETURNING id
 
+-- ---- queue controls ----
+-- pgqueue/pausing.py: pause and resume (the functions are in migration 0008).
+
+-- name: queue_pause
+SELECT pgqueue.pause_queue(%(name)s)
+
+-- name: queue_resume
+SELECT pgqueue.resume_queue(%(name)s)
+
+-- name: queue_list
+-- Every queue that is paused, was paused once, or holds live jobs, results of the last hour
+-- or a live worker (pgqueue.queue_stats), by name.
+SELECT coalesce(q.name, s.queue) AS name, coalesce(q.paused, false) AS paused,
+       q.changed_at, q.changed_by, coalesce(s.ready, 0) AS ready,
+       coalesce(s.running, 0) AS running, coalesce(s.workers, 0) AS workers
+  FROM pgqueue.queues AS q
+  FULL JOIN pgqueue.queue_stats AS s ON s.queue = q.name
+ ORDER BY 1
+
+-- name: queue_paused
+SELECT name FROM pgqueue.queues WHERE paused ORDER BY name
+
+-- name: queue_pause_states
+-- Each queue ever paused, and whether it is now (for the metrics).
+SELECT name, paused FROM pgqueue.queues
+
 -- name: ops_statement_timeout
 SELECT set_config('statement_timeout', %(ms)s::text, false)
 

@@ -181,6 +181,7 @@ BEGIN
                 ('worker', 'SELECT, INSERT, DELETE', 'TABLE pgqueue.queue_stats_samples'),
                 ('worker', 'SELECT, INSERT, UPDATE', 'TABLE pgqueue.queue_stats_sampled'),
                 ('worker', 'SELECT', 'TABLE pgqueue.schema_migrations'),
+                ('worker', 'SELECT', 'TABLE pgqueue.queues'),
                 ('worker', 'SELECT', 'TABLE pgqueue.queue_stats'),
                 ('worker', 'SELECT', 'TABLE pgqueue.worker_status'),
                 ('worker', 'SELECT', 'TABLE pgqueue.running'),
@@ -200,7 +201,7 @@ BEGIN
 
                 -- operator: read everything but the hand-off slots; purge and revoke (delete
                 -- jobs, write their results; revoke locks the rows it ends), retry (results
-                -- back into jobs), edit periodic tasks
+                -- back into jobs), edit periodic tasks, pause and resume queues
                 ('operator', 'SELECT, INSERT, UPDATE, DELETE', 'TABLE pgqueue.jobs'),
                 ('operator', 'SELECT, INSERT, UPDATE, DELETE', 'TABLE pgqueue.results'),
                 ('operator', 'SELECT', 'TABLE pgqueue.workers'),
@@ -208,6 +209,9 @@ BEGIN
                 ('operator', 'SELECT', 'TABLE pgqueue.queue_stats_samples'),
                 ('operator', 'SELECT', 'TABLE pgqueue.queue_stats_sampled'),
                 ('operator', 'SELECT', 'TABLE pgqueue.schema_migrations'),
+                ('operator', 'SELECT, INSERT, UPDATE', 'TABLE pgqueue.queues'),
+                ('operator', 'EXECUTE', 'FUNCTION pgqueue.pause_queue'),
+                ('operator', 'EXECUTE', 'FUNCTION pgqueue.resume_queue'),
                 ('operator', 'SELECT', 'TABLE pgqueue.queue_stats'),
                 ('operator', 'SELECT', 'TABLE pgqueue.worker_status'),
                 ('operator', 'SELECT', 'TABLE pgqueue.running'),

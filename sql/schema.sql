@@ -211,6 +211,8 @@ BEGIN
                -- a row written by hand with an infinite time is left to a claim: the hand-off
                -- is the fast path for what producers enqueue, the claim takes any row
                AND isfinite(n.run_at) AND (n.expires_at IS NULL OR isfinite(n.expires_at))
+               AND NOT EXISTS (SELECT 1 FROM pgqueue.queues AS q
+                                WHERE q.name = n.queue AND q.paused)
              ORDER BY n.priority DESC, n.run_at, n.seq
              LIMIT (SELECT count(*) FROM pgqueue.worker_slots WHERE offered)
         LOOP
@@ -262,7 +264,9 @@ BEGIN
     END IF;
     PERFORM pg_notify('pgqueue_jobs', q.queue)
        FROM (SELECT DISTINCT n.queue FROM new_jobs AS n
-              WHERE n.worker_id IS NULL AND NOT (n.id = ANY(handed))) AS q;
+              WHERE n.worker_id IS NULL AND NOT (n.id = ANY(handed))
+                AND NOT EXISTS (SELECT 1 FROM pgqueue.queues AS p
+                                 WHERE p.name = n.queue AND p.paused)) AS q;
     RETURN NULL;
 END
 $$;
@@ -280,6 +284,23 @@ BEGIN
       GROUP BY c.chunk;
     RETURN NULL;
 END
+$$;
+
+--
+-- Name: pause_queue(text); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.pause_queue(name text) RETURNS boolean
+    LANGUAGE sql
+    AS $$
+    WITH upsert AS (
+        INSERT INTO pgqueue.queues AS q (name, paused) VALUES (pause_queue.name, true)
+        ON CONFLICT (name) DO UPDATE
+           SET paused = true, changed_at = now(), changed_by = current_user
+         WHERE NOT q.paused
+        RETURNING q.name
+    )
+    SELECT EXISTS (SELECT 1 FROM upsert)
 $$;
 
 --
@@ -315,6 +336,7 @@ CREATE FUNCTION pgqueue.queue_levels(queues text[]) RETURNS TABLE(queue text, pr
                LATERAL (SELECT j.priority FROM pgqueue.jobs AS j
                          WHERE j.worker_id IS NULL AND j.queue = q.name
                          ORDER BY j.priority DESC LIMIT 1) AS l
+         WHERE NOT EXISTS (SELECT 1 FROM pgqueue.queues AS p WHERE p.name = q.name AND p.paused)
         UNION ALL
         SELECT levels.name, l.priority
           FROM levels,
@@ -324,6 +346,22 @@ CREATE FUNCTION pgqueue.queue_levels(queues text[]) RETURNS TABLE(queue text, pr
                          ORDER BY j.priority DESC LIMIT 1) AS l
     )
     SELECT name, priority FROM levels
+$$;
+
+--
+-- Name: resume_queue(text); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.resume_queue(name text) RETURNS boolean
+    LANGUAGE sql
+    AS $$
+    WITH resumed AS (
+        UPDATE pgqueue.queues AS q
+           SET paused = false, changed_at = now(), changed_by = current_user
+         WHERE q.name = resume_queue.name AND q.paused
+        RETURNING q.name
+    )
+    SELECT count(pg_notify('pgqueue_jobs', r.name)) > 0 FROM resumed AS r
 $$;
 
 --
@@ -782,6 +820,17 @@ CREATE TABLE pgqueue.queue_stats_samples (
 );
 
 --
+-- Name: queues; Type: TABLE; Schema: pgqueue; Owner: -
+--
+
+CREATE TABLE pgqueue.queues (
+    name text NOT NULL,
+    paused boolean DEFAULT false NOT NULL,
+    changed_at timestamp with time zone DEFAULT now() NOT NULL,
+    changed_by text DEFAULT CURRENT_USER NOT NULL
+);
+
+--
 -- Name: running; Type: VIEW; Schema: pgqueue; Owner: -
 --
 
@@ -940,6 +989,13 @@ ALTER TABLE ONLY pgqueue.queue_stats_sampled
 
 ALTER TABLE ONLY pgqueue.queue_stats_samples
     ADD CONSTRAINT queue_stats_samples_pkey PRIMARY KEY (queue);
+
+--
+-- Name: queues queues_pkey; Type: CONSTRAINT; Schema: pgqueue; Owner: -
+--
+
+ALTER TABLE ONLY pgqueue.queues
+    ADD CONSTRAINT queues_pkey PRIMARY KEY (name);
 
 --
 -- Name: results results_pkey; Type: CONSTRAINT; Schema: pgqueue; Owner: -
