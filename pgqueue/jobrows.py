@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .controls import check_unique_key, check_unique_until
 from .exceptions import ConfigurationError, EncodeError, NotRegistered
 from .ids import new_job_id
 from .options import PER_CALL_OPTIONS, SEND_OPTIONS
@@ -18,6 +19,7 @@ from .serialization import as_json_types, check_size, compact_json, dumps_args, 
 if TYPE_CHECKING:
     from .app import PgQueue
     from .canvas import Signature
+    from .task import Task
 
 
 def plan(
@@ -37,7 +39,9 @@ def plan(
     for sig in signatures:
         key: Any = None
         known = None
-        if reuse and "task_id" not in sig.options:
+        task = app.tasks.get(sig.task)
+        # a key computed from the arguments makes each job's columns its own
+        if reuse and "task_id" not in sig.options and not (task and task.controls.unique):
             try:
                 key = (sig.task, frozenset(sig.options.items()))
                 known = shared.get(key)
@@ -119,6 +123,7 @@ def job_columns(
         "options": per_call,
     }
     _check_columns(columns)
+    _unique(name, args, kwargs, options, task, columns)
     for what in ("task_name", "queue"):
         # COPY would pass these on to the database (or the driver), which refuse them
         # with a bare error.
@@ -129,6 +134,29 @@ def job_columns(
                 "lone surrogate, which Postgres cannot store"
             )
     return job_id, columns
+
+
+def _unique(
+    name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    options: dict[str, Any],
+    task: Task | None,
+    columns: dict[str, Any],
+) -> None:
+    """Add the job's unique key and unique_until to ``columns``, if it has one: the call's
+    ``unique_key``, else the one the task's ``unique=`` makes of the arguments."""
+    key = options.get("unique_key")
+    if key is None and task is not None:
+        key = task.controls.unique_key(name, args, kwargs)
+    if key is None:
+        if "unique_until" in options:
+            raise TypeError(f"{name}: unique_until= needs a unique key (unique_key=)")
+        return
+    columns["unique_key"] = check_unique_key(name, key)
+    columns["unique_until"] = check_unique_until(
+        name, options.get("unique_until", task.controls.unique_until if task else "started")
+    )
 
 
 def _first(*values: Any) -> Any:
@@ -217,11 +245,23 @@ def job(
 
 def call_document(
     app: PgQueue, name: str, args: Any, kwargs: Any, options: dict[str, Any]
-) -> tuple[str, str]:
-    """One call's job id and its enqueue_jobs document (``send_task``)."""
+) -> tuple[str, str, str]:
+    """One call's job id, its enqueue document, and the name of the statement that
+    enqueues it (``send_task``)."""
     args, kwargs = args or (), kwargs or {}
     job_id, columns = job_columns(app, name, args, kwargs, options)
-    return job_id, document([job(job_id, args, kwargs, columns)], app.conf.task_max_payload_size)
+    jobs = [job(job_id, args, kwargs, columns)]
+    return job_id, document(jobs, app.conf.task_max_payload_size), statement(jobs)
+
+
+def statement(jobs: list[dict[str, Any]]) -> str:
+    """The statement enqueueing ``jobs`` in one go: enqueue_unique_jobs (which returns the
+    ids, some perhaps of jobs holding the keys already) if one has a unique key, else
+    enqueue_jobs."""
+    return UNIQUE_STATEMENT if any("unique_key" in j for j in jobs) else "enqueue_jobs"
+
+
+UNIQUE_STATEMENT = "enqueue_unique_jobs"
 
 
 def batch_document(
@@ -263,6 +303,8 @@ def _copy_values(columns: dict[str, Any]) -> tuple[Any, ...] | None:
     expires_at must be worked out on the database's clock (or are given: COPY leaves run_at
     to its default, the transaction's start, as enqueue_jobs does)."""
     if any(columns[k] is not None for k in ("run_at", "countdown", "expires_at", "expires_in")):
+        return None
+    if "unique_key" in columns:  # COPY cannot skip a job whose key is taken
         return None
     try:
         options = compact_json(columns["options"])

@@ -30,6 +30,8 @@ SEND_OPTIONS = frozenset(
         "max_retries",
         "time_limit",
         "soft_time_limit",
+        "unique_key",
+        "unique_until",
         *PER_CALL_OPTIONS,
     }
 )

@@ -61,6 +61,12 @@ SELECT j.id, j.task_name, coalesce(j.args, '[]'), coalesce(j.kwargs, '{}'),
                             options, ord)
  ORDER BY j.ord
 
+-- name: enqueue_unique_jobs
+-- enqueue_jobs for a batch holding jobs with a unique key (each job's document may add
+-- unique_key and unique_until): the id of each job in order, its own or, when its key was
+-- taken, that of the job holding it (see pgqueue.enqueue_unique, migration 0008).
+SELECT u.id::text FROM pgqueue.enqueue_unique(%(jobs)s::jsonb) AS u ORDER BY u.ord
+
 -- name: copy_jobs
 -- enqueue_many on pgqueue's own connection: the jobs COPY can take as they are (run_at
 -- defaults to the transaction's start, as in enqueue_jobs; jobs with an ETA, countdown or

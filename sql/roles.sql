@@ -168,6 +168,7 @@ BEGIN
                 ('producer', 'SELECT, INSERT', 'TABLE pgqueue.workflow_members'),
                 ('producer', 'SELECT, INSERT', 'TABLE pgqueue.chords'),
                 ('producer', 'SELECT', 'TABLE pgqueue.workflow_status'),
+                ('producer', 'EXECUTE', 'FUNCTION pgqueue.enqueue_unique'),
 
                 -- worker: the claim loop, outcomes, hand-off slots, registration and
                 -- heartbeat, maintenance (rescue, expiry, result clean-up), metrics' shared
@@ -190,6 +191,7 @@ BEGIN
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.job_document'),
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.end_jobs'),
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.enqueue'),
+                ('worker', 'EXECUTE', 'FUNCTION pgqueue.enqueue_unique'),
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.sampled_queue_stats'),
                 -- a task may send a workflow too; the follow-ups of a step's end are the
                 -- results trigger's (it runs with the owner's rights); the result cleanup
@@ -222,7 +224,8 @@ BEGIN
                 ('operator', 'SELECT', 'TABLE pgqueue.workflows'),
                 ('operator', 'SELECT', 'TABLE pgqueue.workflow_members'),
                 ('operator', 'SELECT', 'TABLE pgqueue.chords'),
-                ('operator', 'SELECT', 'TABLE pgqueue.workflow_status')
+                ('operator', 'SELECT', 'TABLE pgqueue.workflow_status'),
+                ('operator', 'EXECUTE', 'FUNCTION pgqueue.enqueue_unique')
               ) AS g(kind, privileges, object)
              WHERE g.kind = member.kind
                AND CASE split_part(g.object, ' ', 1)

@@ -43,16 +43,34 @@ CREATE FUNCTION pgqueue.end_jobs(job_ids uuid[], end_state text, error_type text
 $$;
 
 --
--- Name: enqueue(text, jsonb, jsonb, text, integer, timestamp with time zone, double precision, timestamp with time zone, double precision, integer, double precision, double precision, jsonb, uuid); Type: FUNCTION; Schema: pgqueue; Owner: -
+-- Name: enqueue(text, jsonb, jsonb, text, integer, timestamp with time zone, double precision, timestamp with time zone, double precision, integer, double precision, double precision, jsonb, uuid, text, text); Type: FUNCTION; Schema: pgqueue; Owner: -
 --
 
-CREATE FUNCTION pgqueue.enqueue(task_name text, args jsonb DEFAULT '[]'::jsonb, kwargs jsonb DEFAULT '{}'::jsonb, queue text DEFAULT 'default'::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, countdown double precision DEFAULT NULL::double precision, expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, expires_in double precision DEFAULT NULL::double precision, max_retries integer DEFAULT NULL::integer, time_limit double precision DEFAULT NULL::double precision, soft_time_limit double precision DEFAULT NULL::double precision, options jsonb DEFAULT '{}'::jsonb, id uuid DEFAULT NULL::uuid) RETURNS uuid
-    LANGUAGE sql
+CREATE FUNCTION pgqueue.enqueue(task_name text, args jsonb DEFAULT '[]'::jsonb, kwargs jsonb DEFAULT '{}'::jsonb, queue text DEFAULT 'default'::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, countdown double precision DEFAULT NULL::double precision, expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, expires_in double precision DEFAULT NULL::double precision, max_retries integer DEFAULT NULL::integer, time_limit double precision DEFAULT NULL::double precision, soft_time_limit double precision DEFAULT NULL::double precision, options jsonb DEFAULT '{}'::jsonb, id uuid DEFAULT NULL::uuid, unique_key text DEFAULT NULL::text, unique_until text DEFAULT 'started'::text) RETURNS uuid
+    LANGUAGE plpgsql
     AS $$
-    INSERT INTO pgqueue.jobs (id, task_name, args, kwargs, queue, priority, run_at,
-                              expires_at, max_retries, time_limit, soft_time_limit, options)
+DECLARE
+    new_id uuid := coalesce(enqueue.id, gen_random_uuid());
+BEGIN
+    IF enqueue.unique_key IS NOT NULL THEN
+        SELECT u.id INTO new_id
+          FROM pgqueue.enqueue_unique(jsonb_build_array(jsonb_build_object(
+                   'id', new_id, 'task_name', enqueue.task_name, 'args', enqueue.args,
+                   'kwargs', enqueue.kwargs, 'queue', enqueue.queue,
+                   'priority', enqueue.priority, 'run_at', enqueue.run_at,
+                   'countdown', enqueue.countdown, 'expires_at', enqueue.expires_at,
+                   'expires_in', enqueue.expires_in, 'max_retries', enqueue.max_retries,
+                   'time_limit', enqueue.time_limit,
+                   'soft_time_limit', enqueue.soft_time_limit, 'options', enqueue.options,
+                   'unique_key', enqueue.unique_key,
+                   'unique_until', enqueue.unique_until))) AS u;
+        RETURN new_id;
+    END IF;
+    INSERT INTO pgqueue.jobs AS j (id, task_name, args, kwargs, queue, priority, run_at,
+                                   expires_at, max_retries, time_limit, soft_time_limit,
+                                   options)
     VALUES (
-        coalesce(enqueue.id, gen_random_uuid()),
+        new_id,
         enqueue.task_name,
         coalesce(enqueue.args, '[]'),
         coalesce(enqueue.kwargs, '{}'),
@@ -67,8 +85,9 @@ CREATE FUNCTION pgqueue.enqueue(task_name text, args jsonb DEFAULT '[]'::jsonb, 
         enqueue.time_limit,
         enqueue.soft_time_limit,
         coalesce(enqueue.options, '{}')
-    )
-    RETURNING jobs.id
+    );
+    RETURN new_id;
+END
 $$;
 
 --
@@ -94,6 +113,55 @@ CREATE FUNCTION pgqueue.enqueue_documents(jobs jsonb) RETURNS void
            soft_time_limit double precision, options jsonb)
      WHERE NOT EXISTS (SELECT 1 FROM pgqueue.results AS r WHERE r.task_id = j.id)
     ON CONFLICT (id) DO NOTHING
+$$;
+
+--
+-- Name: enqueue_unique(jsonb); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.enqueue_unique(jobs jsonb) RETURNS TABLE(ord bigint, id uuid)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    WITH input AS (
+        SELECT j.*,
+               j.unique_key IS NULL
+               OR row_number() OVER (PARTITION BY j.unique_key ORDER BY j.ord) = 1 AS first
+          FROM ROWS FROM (jsonb_to_recordset(enqueue_unique.jobs) AS (
+               id uuid, task_name text, args jsonb, kwargs jsonb, queue text, priority integer,
+               run_at timestamptz, countdown double precision, expires_at timestamptz,
+               expires_in double precision, max_retries integer, time_limit double precision,
+               soft_time_limit double precision, options jsonb, unique_key text,
+               unique_until text))
+               WITH ORDINALITY AS j(id, task_name, args, kwargs, queue, priority, run_at,
+                                    countdown, expires_at, expires_in, max_retries,
+                                    time_limit, soft_time_limit, options, unique_key,
+                                    unique_until, ord)
+    ), written AS (
+        INSERT INTO pgqueue.jobs AS t (id, task_name, args, kwargs, queue, priority, run_at,
+                                       expires_at, max_retries, time_limit, soft_time_limit,
+                                       options, unique_key, unique_until)
+        SELECT i.id, i.task_name, coalesce(i.args, '[]'), coalesce(i.kwargs, '{}'),
+               coalesce(i.queue, 'default'), coalesce(i.priority, 0),
+               coalesce(i.run_at, statement_timestamp() + make_interval(secs => i.countdown),
+                        now()),
+               coalesce(i.expires_at,
+                        statement_timestamp() + make_interval(secs => i.expires_in)),
+               i.max_retries, i.time_limit, i.soft_time_limit, coalesce(i.options, '{}'),
+               i.unique_key,
+               CASE WHEN i.unique_key IS NOT NULL THEN coalesce(i.unique_until, 'started') END
+          FROM input AS i
+         WHERE i.first
+         ORDER BY i.ord
+        ON CONFLICT (unique_key)
+           WHERE unique_key IS NOT NULL AND (attempt = 0 OR unique_until = 'finished')
+        DO UPDATE SET unique_key = excluded.unique_key
+        RETURNING t.id, t.unique_key
+    )
+    SELECT i.ord, coalesce(w.id, i.id)
+      FROM input AS i
+      LEFT JOIN written AS w ON w.unique_key = i.unique_key
+     ORDER BY i.ord
 $$;
 
 --
@@ -125,9 +193,12 @@ CREATE TABLE pgqueue.jobs (
     exc_message text,
     traceback text,
     enqueued_at timestamp with time zone DEFAULT now() NOT NULL,
+    unique_key text,
+    unique_until text,
     CONSTRAINT jobs_args_check CHECK ((jsonb_typeof(args) = 'array'::text)),
     CONSTRAINT jobs_kwargs_check CHECK ((jsonb_typeof(kwargs) = 'object'::text)),
-    CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['PENDING'::text, 'RETRY'::text, 'STARTED'::text])))
+    CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['PENDING'::text, 'RETRY'::text, 'STARTED'::text]))),
+    CONSTRAINT jobs_unique_until_check CHECK ((((unique_key IS NULL) = (unique_until IS NULL)) AND (unique_until = ANY (ARRAY['started'::text, 'finished'::text]))))
 )
 WITH (autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_threshold='1000', autovacuum_analyze_scale_factor='0.02', autovacuum_analyze_threshold='1000');
 
@@ -1070,6 +1141,12 @@ CREATE INDEX jobs_claim_idx ON pgqueue.jobs USING btree (queue, priority DESC, r
 --
 
 CREATE INDEX jobs_expires_idx ON pgqueue.jobs USING btree (expires_at) WHERE ((expires_at IS NOT NULL) AND (worker_id IS NULL));
+
+--
+-- Name: jobs_unique_key_idx; Type: INDEX; Schema: pgqueue; Owner: -
+--
+
+CREATE UNIQUE INDEX jobs_unique_key_idx ON pgqueue.jobs USING btree (unique_key) WHERE ((unique_key IS NOT NULL) AND ((attempt = 0) OR (unique_until = 'finished'::text)));
 
 --
 -- Name: jobs_worker_idx; Type: INDEX; Schema: pgqueue; Owner: -

@@ -5,6 +5,9 @@
 --    (pgqueue.queue_levels, which every claim walks, leaves it out) and the jobs trigger
 --    hands none of its new jobs to an idle worker; enqueueing goes on as before. Resuming
 --    sends a NOTIFY on pgqueue_jobs naming the queue, so idle workers claim at once.
+-- 2. Unique jobs. A job may carry a unique_key: while a job with that key is queued (or,
+--    with unique_until = 'finished', until it finishes), enqueueing another with the same
+--    key inserts nothing and returns the existing job's id (pgqueue.enqueue_unique).
 
 CREATE TABLE pgqueue.queues (
     name      text PRIMARY KEY,
@@ -141,5 +144,141 @@ BEGIN
                 AND NOT EXISTS (SELECT 1 FROM pgqueue.queues AS p
                                  WHERE p.name = n.queue AND p.paused)) AS q;
     RETURN NULL;
+END
+$$;
+
+-- A job's unique key, and how long it holds it: 'started' until a worker first takes the job
+-- (its first claim or hand-off: attempt 0 -> 1; a retry or a job given back does not take
+-- it again), 'finished' for as long as the job is in this table (queued, running, waiting
+-- to retry). A finished job has left the table, so its key is free again.
+ALTER TABLE pgqueue.jobs
+    ADD COLUMN unique_key text,
+    ADD COLUMN unique_until text,
+    ADD CONSTRAINT jobs_unique_until_check
+        CHECK ((unique_key IS NULL) = (unique_until IS NULL)
+               AND unique_until IN ('started', 'finished'));
+
+-- Only jobs with a key have an entry; the predicate reads columns the claim already changes
+-- (attempt), so no update that could be HOT before becomes non-HOT.
+CREATE UNIQUE INDEX jobs_unique_key_idx ON pgqueue.jobs (unique_key)
+ WHERE unique_key IS NOT NULL AND (attempt = 0 OR unique_until = 'finished');
+
+-- Enqueue a batch of jobs, some with a unique_key (the document of the enqueue_jobs
+-- statement, plus unique_key and unique_until): one row per job, in order, with the id of
+-- the job it wrote or of the job that already held its key. Jobs of one batch sharing a key
+-- all get the first one's id. A concurrent enqueue of the same key waits for the first
+-- inserter's transaction: if that commits, its job's id comes back; if it rolls back, this
+-- one inserts. (ON CONFLICT DO UPDATE, not DO NOTHING: it returns the existing row even when
+-- its insert committed after this statement's snapshot. The update writes the key it has.)
+-- SECURITY DEFINER: a producer may insert jobs but not update them; it inserts here only
+-- the columns a producer may insert, plus the key.
+CREATE FUNCTION pgqueue.enqueue_unique(jobs jsonb)
+RETURNS TABLE (ord bigint, id uuid)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH input AS (
+        SELECT j.*,
+               j.unique_key IS NULL
+               OR row_number() OVER (PARTITION BY j.unique_key ORDER BY j.ord) = 1 AS first
+          FROM ROWS FROM (jsonb_to_recordset(enqueue_unique.jobs) AS (
+               id uuid, task_name text, args jsonb, kwargs jsonb, queue text, priority integer,
+               run_at timestamptz, countdown double precision, expires_at timestamptz,
+               expires_in double precision, max_retries integer, time_limit double precision,
+               soft_time_limit double precision, options jsonb, unique_key text,
+               unique_until text))
+               WITH ORDINALITY AS j(id, task_name, args, kwargs, queue, priority, run_at,
+                                    countdown, expires_at, expires_in, max_retries,
+                                    time_limit, soft_time_limit, options, unique_key,
+                                    unique_until, ord)
+    ), written AS (
+        INSERT INTO pgqueue.jobs AS t (id, task_name, args, kwargs, queue, priority, run_at,
+                                       expires_at, max_retries, time_limit, soft_time_limit,
+                                       options, unique_key, unique_until)
+        SELECT i.id, i.task_name, coalesce(i.args, '[]'), coalesce(i.kwargs, '{}'),
+               coalesce(i.queue, 'default'), coalesce(i.priority, 0),
+               coalesce(i.run_at, statement_timestamp() + make_interval(secs => i.countdown),
+                        now()),
+               coalesce(i.expires_at,
+                        statement_timestamp() + make_interval(secs => i.expires_in)),
+               i.max_retries, i.time_limit, i.soft_time_limit, coalesce(i.options, '{}'),
+               i.unique_key,
+               CASE WHEN i.unique_key IS NOT NULL THEN coalesce(i.unique_until, 'started') END
+          FROM input AS i
+         WHERE i.first
+         ORDER BY i.ord
+        ON CONFLICT (unique_key)
+           WHERE unique_key IS NOT NULL AND (attempt = 0 OR unique_until = 'finished')
+        DO UPDATE SET unique_key = excluded.unique_key
+        RETURNING t.id, t.unique_key
+    )
+    SELECT i.ord, coalesce(w.id, i.id)
+      FROM input AS i
+      LEFT JOIN written AS w ON w.unique_key = i.unique_key
+     ORDER BY i.ord
+$$;
+
+-- As in version 1, and with a unique key: enqueue(..., unique_key => 'invoice:42') returns
+-- the id of the job holding that key if there is one (see enqueue_unique). Calls of
+-- version 1 work as they did (the new parameters come last, with defaults). Replaced, not
+-- overloaded: with both, a call naming only the old parameters would match either.
+DROP FUNCTION pgqueue.enqueue(text, jsonb, jsonb, text, integer, timestamptz,
+                              double precision, timestamptz, double precision, integer,
+                              double precision, double precision, jsonb, uuid);
+CREATE FUNCTION pgqueue.enqueue(
+    task_name       text,
+    args            jsonb DEFAULT '[]',
+    kwargs          jsonb DEFAULT '{}',
+    queue           text DEFAULT 'default',
+    priority        integer DEFAULT 0,
+    run_at          timestamptz DEFAULT NULL,
+    countdown       double precision DEFAULT NULL,
+    expires_at      timestamptz DEFAULT NULL,
+    expires_in      double precision DEFAULT NULL,
+    max_retries     integer DEFAULT NULL,
+    time_limit      double precision DEFAULT NULL,
+    soft_time_limit double precision DEFAULT NULL,
+    options         jsonb DEFAULT '{}',
+    id              uuid DEFAULT NULL,
+    unique_key      text DEFAULT NULL,
+    unique_until    text DEFAULT 'started'
+) RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE
+    new_id uuid := coalesce(enqueue.id, gen_random_uuid());
+BEGIN
+    IF enqueue.unique_key IS NOT NULL THEN
+        SELECT u.id INTO new_id
+          FROM pgqueue.enqueue_unique(jsonb_build_array(jsonb_build_object(
+                   'id', new_id, 'task_name', enqueue.task_name, 'args', enqueue.args,
+                   'kwargs', enqueue.kwargs, 'queue', enqueue.queue,
+                   'priority', enqueue.priority, 'run_at', enqueue.run_at,
+                   'countdown', enqueue.countdown, 'expires_at', enqueue.expires_at,
+                   'expires_in', enqueue.expires_in, 'max_retries', enqueue.max_retries,
+                   'time_limit', enqueue.time_limit,
+                   'soft_time_limit', enqueue.soft_time_limit, 'options', enqueue.options,
+                   'unique_key', enqueue.unique_key,
+                   'unique_until', enqueue.unique_until))) AS u;
+        RETURN new_id;
+    END IF;
+    INSERT INTO pgqueue.jobs AS j (id, task_name, args, kwargs, queue, priority, run_at,
+                                   expires_at, max_retries, time_limit, soft_time_limit,
+                                   options)
+    VALUES (
+        new_id,
+        enqueue.task_name,
+        coalesce(enqueue.args, '[]'),
+        coalesce(enqueue.kwargs, '{}'),
+        coalesce(enqueue.queue, 'default'),
+        coalesce(enqueue.priority, 0),
+        coalesce(enqueue.run_at,
+                 statement_timestamp() + make_interval(secs => enqueue.countdown),
+                 now()),
+        coalesce(enqueue.expires_at,
+                 statement_timestamp() + make_interval(secs => enqueue.expires_in)),
+        enqueue.max_retries,
+        enqueue.time_limit,
+        enqueue.soft_time_limit,
+        coalesce(enqueue.options, '{}')
+    );
+    RETURN new_id;
 END
 $$;
