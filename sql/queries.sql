@@ -135,6 +135,13 @@ SELECT coalesce(json_agg(c.document ORDER BY c.priority DESC, c.run_at, c.seq), 
             THEN set_config('synchronous_commit', %(synchronous_commit)s, true) END
   FROM claimed AS c
 
+-- name: claim_limited_jobs
+-- Up to %(room)s jobs of this worker's limited tasks, STARTED at once (see
+-- pgqueue.claim_limited, migration 0008), and when to look again for those held back.
+SELECT document, retry_in
+  FROM pgqueue.claim_limited(%(worker_id)s, %(queues)s::text[], %(limits)s::jsonb,
+                             %(room)s, %(at_most_once)s::text[], %(synchronous_commit)s)
+
 -- name: split_jobs_document
 -- A claim's (or hand-off's) document the worker could not decode, one entry per row, with
 -- what it needs to end that job FAILURE: the id, attempt, task name and queue, read by the

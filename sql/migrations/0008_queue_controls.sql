@@ -8,6 +8,9 @@
 -- 2. Unique jobs. A job may carry a unique_key: while a job with that key is queued (or,
 --    with unique_until = 'finished', until it finishes), enqueueing another with the same
 --    key inserts nothing and returns the existing job's id (pgqueue.enqueue_unique).
+-- 3. Concurrency and rate limits of tasks, for the whole cluster. A worker claims the jobs
+--    of its limited tasks with pgqueue.claim_limited (never with claim_jobs, and it offers
+--    them no hand-off slot), which counts them under an advisory lock per task.
 
 CREATE TABLE pgqueue.queues (
     name      text PRIMARY KEY,
@@ -280,5 +283,143 @@ BEGIN
         coalesce(enqueue.options, '{}')
     );
     RETURN new_id;
+END
+$$;
+
+-- The rate limits' state (GCRA with a burst of one): no job of `name` ('task:' || task name)
+-- starts before next_at; each start moves it one interval (1 / rate) past the later of
+-- itself and the start.
+CREATE TABLE pgqueue.rate_limits (
+    name    text PRIMARY KEY,
+    next_at timestamptz NOT NULL
+);
+
+-- Claim and start, for worker `worker_id` consuming `queues`, up to `room` jobs of its
+-- limited tasks. `limits`: a JSON array of {task, concurrency, key_name, key_pos, rate}:
+-- at most `concurrency` jobs of the task claimed at once in the whole cluster (per value
+-- of its argument key_name, found in kwargs or else at args[key_pos], when given), and at
+-- most `rate` starts per second. Each task's claims are serialized by an advisory lock
+-- (class 0x70677176, key hashtext(task)), taken in name order, and each statement after
+-- it sees what the previous holder committed (a new snapshot per statement, in READ
+-- COMMITTED): the count cannot be raced. Returns the claimed jobs' document (as
+-- claim_jobs) and how many seconds until a job held back by a limit may start (NULL: none
+-- is held back).
+CREATE FUNCTION pgqueue.claim_limited(worker_id uuid, queues text[], limits jsonb,
+                                      room integer, at_most_once text[],
+                                      synchronous_commit text)
+RETURNS TABLE (document text, retry_in double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lim      record;
+    open_queues text[];
+    want     integer;
+    got      integer;
+    taken    integer := 0;
+    wait     double precision;
+    due      timestamptz;
+    docs     json[] := '{}';
+    batch    json[];
+    durable  boolean := false;
+BEGIN
+    PERFORM pg_advisory_xact_lock(1885827446, hashtext(l.task))
+       FROM (SELECT DISTINCT e ->> 'task' AS task
+               FROM jsonb_array_elements(claim_limited.limits) AS e ORDER BY 1) AS l;
+    SELECT array_agg(q.name) INTO open_queues
+      FROM unnest(claim_limited.queues) AS q(name)
+     WHERE NOT EXISTS (SELECT 1 FROM pgqueue.queues AS p WHERE p.name = q.name AND p.paused);
+    FOR lim IN
+        SELECT * FROM jsonb_to_recordset(claim_limited.limits)
+                      AS l(task text, concurrency integer, key_name text, key_pos integer,
+                           rate double precision)
+         ORDER BY l.task
+    LOOP
+        EXIT WHEN taken >= claim_limited.room OR open_queues IS NULL;
+        want := claim_limited.room - taken;
+        IF lim.rate IS NOT NULL THEN
+            SELECT r.next_at INTO due FROM pgqueue.rate_limits AS r
+             WHERE r.name = 'task:' || lim.task;
+            IF due > clock_timestamp() THEN
+                -- only if a job is waiting for it
+                IF EXISTS (SELECT 1 FROM pgqueue.jobs AS j
+                            WHERE j.worker_id IS NULL AND j.task_name = lim.task
+                              AND j.queue = ANY(open_queues) AND j.run_at <= now()) THEN
+                    wait := least(wait, extract(epoch FROM due - clock_timestamp()));
+                END IF;
+                CONTINUE;
+            END IF;
+            want := 1;
+        END IF;
+        WITH running AS (
+            SELECT CASE WHEN lim.key_name IS NOT NULL
+                        THEN coalesce(j.kwargs -> lim.key_name, j.args -> lim.key_pos) END AS k,
+                   count(*) AS n
+              FROM pgqueue.jobs AS j
+             WHERE j.worker_id IS NOT NULL AND j.task_name = lim.task
+             GROUP BY 1
+        ), ready AS (
+            SELECT j.ctid, j.priority, j.run_at, j.seq,
+                   CASE WHEN lim.key_name IS NOT NULL
+                        THEN coalesce(j.kwargs -> lim.key_name, j.args -> lim.key_pos) END AS k
+              FROM pgqueue.jobs AS j
+             WHERE j.worker_id IS NULL AND j.task_name = lim.task
+               AND j.queue = ANY(open_queues) AND j.run_at <= now()
+               AND (j.expires_at IS NULL OR j.expires_at > now())
+             ORDER BY j.priority DESC, j.run_at, j.seq
+             -- enough to find `want` jobs past keys at their limit, in the usual case
+             LIMIT CASE WHEN lim.key_name IS NULL THEN want ELSE 100 * want END
+        ), chosen AS (
+            SELECT r.ctid, r.priority, r.run_at, r.seq
+              FROM (SELECT r.*, row_number() OVER (PARTITION BY r.k
+                                                   ORDER BY r.priority DESC, r.run_at, r.seq)
+                           AS nth
+                      FROM ready AS r) AS r
+              LEFT JOIN running AS u ON u.k IS NOT DISTINCT FROM r.k
+             WHERE lim.concurrency IS NULL OR r.nth + coalesce(u.n, 0) <= lim.concurrency
+             ORDER BY r.priority DESC, r.run_at, r.seq
+             LIMIT want
+        ), claimed AS (
+            -- No other claim takes these rows (claim_jobs leaves limited tasks alone, the
+            -- others wait for our lock); a revoke or purge may have: checked again.
+            UPDATE pgqueue.jobs AS j
+               SET worker_id = claim_limited.worker_id, claimed_at = now(),
+                   attempt = j.attempt + 1, state = 'STARTED', started_at = clock_timestamp(),
+                   acks_late = coalesce(CASE jsonb_typeof(j.options -> 'acks_late')
+                                        WHEN 'boolean'
+                                        THEN (j.options ->> 'acks_late')::boolean END,
+                                        NOT (j.task_name = ANY(claim_limited.at_most_once)))
+              FROM chosen AS c
+             WHERE j.ctid = c.ctid AND j.worker_id IS NULL
+            RETURNING pgqueue.job_document(j, true) AS document, j.acks_late, j.priority,
+                      j.run_at, j.seq
+        )
+        SELECT coalesce(array_agg(c.document ORDER BY c.priority DESC, c.run_at, c.seq),
+                        '{}'),
+               count(*), coalesce(bool_or(NOT c.acks_late), false) OR durable
+          INTO batch, got, durable
+          FROM claimed AS c;
+        docs := docs || batch;
+        taken := taken + got;
+        IF lim.rate IS NOT NULL AND got > 0 THEN
+            INSERT INTO pgqueue.rate_limits AS r (name, next_at)
+            VALUES ('task:' || lim.task, clock_timestamp() + make_interval(secs => 1 / lim.rate))
+            ON CONFLICT (name) DO UPDATE
+               SET next_at = greatest(r.next_at, clock_timestamp())
+                             + make_interval(secs => 1 / lim.rate);
+            wait := least(wait, 1 / lim.rate);
+        ELSIF got < want AND lim.concurrency IS NOT NULL
+              AND EXISTS (SELECT 1 FROM pgqueue.jobs AS j
+                           WHERE j.worker_id IS NULL AND j.task_name = lim.task
+                             AND j.queue = ANY(open_queues) AND j.run_at <= now()
+                             AND (j.expires_at IS NULL OR j.expires_at > now())) THEN
+            -- held back at the limit: look again in a second (a worker finishing one of
+            -- these jobs claims again at once; this covers the jobs others run)
+            wait := least(wait, 1.0);
+        END IF;
+    END LOOP;
+    IF durable THEN
+        -- as claim_jobs: an at-most-once job starts only once its claim is durable
+        PERFORM set_config('synchronous_commit', claim_limited.synchronous_commit, true);
+    END IF;
+    RETURN QUERY SELECT coalesce(array_to_json(docs), '[]')::text, wait;
 END
 $$;
