@@ -64,6 +64,8 @@ class Claims:
         self.limits = worker.limits
         # a job of a limited task finished here: claim once more after its outcome is written
         self.recheck = False
+        # whether one of our queues has limits (next_run_delay says, at every claim)
+        self.queue_limits = False
         self.at_most_once = worker.at_most_once
         # What an at-most-once job's claim or STARTED mark commits with (claim_settings).
         self.durable = {"synchronous_commit": worker.synchronous_commit}
@@ -185,7 +187,7 @@ class Claims:
                 trip.started = conn.execute(
                     queries.get("mark_started"), self._start_params(to_start)
                 )
-            if claim > 0 and start > 0 and self.limited:
+            if claim > 0 and start > 0 and (self.limited or self.queue_limits):
                 # Before claim_jobs, to which it leaves the slots it did not fill.
                 trip.limited = conn.execute(
                     queries.get("claim_limited_jobs"), self._limited_params(start)
@@ -216,7 +218,10 @@ class Claims:
     def received(self, conn: psycopg.Connection[Any], trip: ClaimTrip) -> list[Job]:
         """The jobs claimed; those not STARTED already go to the buffer."""
         assert trip.due is not None  # sent with every claim
-        (delay,) = trip.due.fetchone()
+        delay, queue_limits = trip.due.fetchone()
+        if queue_limits and not self.queue_limits:
+            self.recheck = True  # claim again, with claim_limited this time
+        self.queue_limits = queue_limits
         limited: list[Job] = []
         if trip.limited is not None:
             document, retry_in = trip.limited.fetchone()
@@ -317,6 +322,7 @@ class Claims:
             **self.durable,
             "worker_id": self.worker_id,
             "queues": self.queues,
+            "tasks": self.unlimited,
             "limits": self.limits,
             "room": room,
             "at_most_once": self.at_most_once,

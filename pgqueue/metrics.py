@@ -34,7 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_wsgi_server
 from prometheus_client.registry import Collector
 
-from . import ops, pausing, queries
+from . import ops, queries, queue_controls
 from .db import connect, translate_errors
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ class QueueSampler(Collector):
                 # Shared through the database: however many workers are scraped, the
                 # view is computed about once per interval, not once per worker.
                 self._stats = ops.sampled_queue_stats(self._conn, self.interval)
-                self._paused = pausing.pause_states(self._conn)
+                self._paused = queue_controls.pause_states(self._conn)
             except Exception as exc:
                 log.warning("metrics: cannot read pgqueue.queue_stats: %s", exc)
                 self._stats = None

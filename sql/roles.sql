@@ -217,6 +217,7 @@ BEGIN
                 ('operator', 'SELECT', 'TABLE pgqueue.rate_limits'),
                 ('operator', 'EXECUTE', 'FUNCTION pgqueue.pause_queue'),
                 ('operator', 'EXECUTE', 'FUNCTION pgqueue.resume_queue'),
+                ('operator', 'EXECUTE', 'FUNCTION pgqueue.set_queue_limits'),
                 ('operator', 'SELECT', 'TABLE pgqueue.queue_stats'),
                 ('operator', 'SELECT', 'TABLE pgqueue.worker_status'),
                 ('operator', 'SELECT', 'TABLE pgqueue.running'),

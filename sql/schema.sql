@@ -12,45 +12,62 @@ SET check_function_bodies = false;
 CREATE SCHEMA pgqueue;
 
 --
--- Name: claim_limited(uuid, text[], jsonb, integer, text[], text); Type: FUNCTION; Schema: pgqueue; Owner: -
+-- Name: claim_limited(uuid, text[], text[], jsonb, integer, text[], text); Type: FUNCTION; Schema: pgqueue; Owner: -
 --
 
-CREATE FUNCTION pgqueue.claim_limited(worker_id uuid, queues text[], limits jsonb, room integer, at_most_once text[], synchronous_commit text) RETURNS TABLE(document text, retry_in double precision)
+CREATE FUNCTION pgqueue.claim_limited(worker_id uuid, queues text[], tasks text[], limits jsonb, room integer, at_most_once text[], synchronous_commit text) RETURNS TABLE(document text, retry_in double precision)
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    lim      record;
+    lim         record;
     open_queues text[];
-    want     integer;
-    got      integer;
-    taken    integer := 0;
-    wait     double precision;
-    due      timestamptz;
-    docs     json[] := '{}';
-    batch    json[];
-    durable  boolean := false;
+    want        integer;
+    got         integer;
+    taken       integer := 0;
+    wait        double precision;
+    due         timestamptz;
+    docs        json[] := '{}';
+    batch       json[];
+    durable     boolean := false;
+    cells       jsonb;
 BEGIN
-    PERFORM pg_advisory_xact_lock(1885827446, hashtext(l.task))
-       FROM (SELECT DISTINCT e ->> 'task' AS task
-               FROM jsonb_array_elements(claim_limited.limits) AS e ORDER BY 1) AS l;
     SELECT array_agg(q.name) INTO open_queues
       FROM unnest(claim_limited.queues) AS q(name)
      WHERE NOT EXISTS (SELECT 1 FROM pgqueue.queues AS p WHERE p.name = q.name AND p.paused);
+    IF open_queues IS NULL THEN
+        RETURN QUERY SELECT '[]'::text, NULL::double precision;
+        RETURN;
+    END IF;
+    SELECT coalesce(jsonb_agg(c ORDER BY c.cell), '[]') INTO cells
+      FROM (SELECT 'task:' || l.task AS cell, l.task, NULL AS queue, l.concurrency,
+                   l.key_name, l.key_pos, l.rate
+              FROM jsonb_to_recordset(claim_limited.limits)
+                   AS l(task text, concurrency integer, key_name text, key_pos integer,
+                        rate double precision)
+            UNION ALL
+            SELECT 'queue:' || p.name, NULL, p.name, p.concurrency_limit, NULL, NULL,
+                   p.rate_limit
+              FROM pgqueue.queues AS p
+             WHERE p.name = ANY(open_queues)
+               AND (p.concurrency_limit IS NOT NULL OR p.rate_limit IS NOT NULL)) AS c;
+    PERFORM pg_advisory_xact_lock(1885827446, hashtext(e ->> 'cell'))
+       FROM jsonb_array_elements(cells) AS e;
     FOR lim IN
-        SELECT * FROM jsonb_to_recordset(claim_limited.limits)
-                      AS l(task text, concurrency integer, key_name text, key_pos integer,
-                           rate double precision)
-         ORDER BY l.task
+        SELECT * FROM jsonb_to_recordset(cells)
+                      AS c(cell text, task text, queue text, concurrency integer,
+                           key_name text, key_pos integer, rate double precision)
     LOOP
-        EXIT WHEN taken >= claim_limited.room OR open_queues IS NULL;
+        EXIT WHEN taken >= claim_limited.room;
         want := claim_limited.room - taken;
         IF lim.rate IS NOT NULL THEN
-            SELECT r.next_at INTO due FROM pgqueue.rate_limits AS r
-             WHERE r.name = 'task:' || lim.task;
+            SELECT r.next_at INTO due FROM pgqueue.rate_limits AS r WHERE r.name = lim.cell;
             IF due > clock_timestamp() THEN
                 -- only if a job is waiting for it
                 IF EXISTS (SELECT 1 FROM pgqueue.jobs AS j
-                            WHERE j.worker_id IS NULL AND j.task_name = lim.task
+                            WHERE j.worker_id IS NULL
+                              AND CASE WHEN lim.task IS NOT NULL THEN j.task_name = lim.task
+                                       ELSE j.task_name = ANY(claim_limited.tasks)
+                                            AND j.queue = lim.queue END
                               AND j.queue = ANY(open_queues) AND j.run_at <= now()) THEN
                     wait := least(wait, extract(epoch FROM due - clock_timestamp()));
                 END IF;
@@ -63,14 +80,18 @@ BEGIN
                         THEN coalesce(j.kwargs -> lim.key_name, j.args -> lim.key_pos) END AS k,
                    count(*) AS n
               FROM pgqueue.jobs AS j
-             WHERE j.worker_id IS NOT NULL AND j.task_name = lim.task
+             WHERE j.worker_id IS NOT NULL
+               AND CASE WHEN lim.task IS NOT NULL THEN j.task_name = lim.task
+                        ELSE j.queue = lim.queue END
              GROUP BY 1
         ), ready AS (
             SELECT j.ctid, j.priority, j.run_at, j.seq,
                    CASE WHEN lim.key_name IS NOT NULL
                         THEN coalesce(j.kwargs -> lim.key_name, j.args -> lim.key_pos) END AS k
               FROM pgqueue.jobs AS j
-             WHERE j.worker_id IS NULL AND j.task_name = lim.task
+             WHERE j.worker_id IS NULL
+               AND CASE WHEN lim.task IS NOT NULL THEN j.task_name = lim.task
+                        ELSE j.task_name = ANY(claim_limited.tasks) AND j.queue = lim.queue END
                AND j.queue = ANY(open_queues) AND j.run_at <= now()
                AND (j.expires_at IS NULL OR j.expires_at > now())
              ORDER BY j.priority DESC, j.run_at, j.seq
@@ -87,8 +108,9 @@ BEGIN
              ORDER BY r.priority DESC, r.run_at, r.seq
              LIMIT want
         ), claimed AS (
-            -- No other claim takes these rows (claim_jobs leaves limited tasks alone, the
-            -- others wait for our lock); a revoke or purge may have: checked again.
+            -- No other claim takes these rows (claim_jobs and the hand-off leave them alone,
+            -- the other limited claims wait for our lock); a revoke or purge may have:
+            -- checked again.
             UPDATE pgqueue.jobs AS j
                SET worker_id = claim_limited.worker_id, claimed_at = now(),
                    attempt = j.attempt + 1, state = 'STARTED', started_at = clock_timestamp(),
@@ -110,14 +132,17 @@ BEGIN
         taken := taken + got;
         IF lim.rate IS NOT NULL AND got > 0 THEN
             INSERT INTO pgqueue.rate_limits AS r (name, next_at)
-            VALUES ('task:' || lim.task, clock_timestamp() + make_interval(secs => 1 / lim.rate))
+            VALUES (lim.cell, clock_timestamp() + make_interval(secs => 1 / lim.rate))
             ON CONFLICT (name) DO UPDATE
                SET next_at = greatest(r.next_at, clock_timestamp())
                              + make_interval(secs => 1 / lim.rate);
             wait := least(wait, 1 / lim.rate);
         ELSIF got < want AND lim.concurrency IS NOT NULL
               AND EXISTS (SELECT 1 FROM pgqueue.jobs AS j
-                           WHERE j.worker_id IS NULL AND j.task_name = lim.task
+                           WHERE j.worker_id IS NULL
+                             AND CASE WHEN lim.task IS NOT NULL THEN j.task_name = lim.task
+                                      ELSE j.task_name = ANY(claim_limited.tasks)
+                                           AND j.queue = lim.queue END
                              AND j.queue = ANY(open_queues) AND j.run_at <= now()
                              AND (j.expires_at IS NULL OR j.expires_at > now())) THEN
             -- held back at the limit: look again in a second (a worker finishing one of
@@ -405,7 +430,9 @@ BEGIN
                -- is the fast path for what producers enqueue, the claim takes any row
                AND isfinite(n.run_at) AND (n.expires_at IS NULL OR isfinite(n.expires_at))
                AND NOT EXISTS (SELECT 1 FROM pgqueue.queues AS q
-                                WHERE q.name = n.queue AND q.paused)
+                                WHERE q.name = n.queue
+                                  AND (q.paused OR q.concurrency_limit IS NOT NULL
+                                       OR q.rate_limit IS NOT NULL))
              ORDER BY n.priority DESC, n.run_at, n.seq
              LIMIT (SELECT count(*) FROM pgqueue.worker_slots WHERE offered)
         LOOP
@@ -529,7 +556,10 @@ CREATE FUNCTION pgqueue.queue_levels(queues text[]) RETURNS TABLE(queue text, pr
                LATERAL (SELECT j.priority FROM pgqueue.jobs AS j
                          WHERE j.worker_id IS NULL AND j.queue = q.name
                          ORDER BY j.priority DESC LIMIT 1) AS l
-         WHERE NOT EXISTS (SELECT 1 FROM pgqueue.queues AS p WHERE p.name = q.name AND p.paused)
+         WHERE NOT EXISTS (SELECT 1 FROM pgqueue.queues AS p
+                            WHERE p.name = q.name
+                              AND (p.paused OR p.concurrency_limit IS NOT NULL
+                                   OR p.rate_limit IS NOT NULL))
         UNION ALL
         SELECT levels.name, l.priority
           FROM levels,
@@ -594,6 +624,28 @@ BEGIN
      ORDER BY q.queue;
 END;
 $_$;
+
+--
+-- Name: set_queue_limits(text, integer, double precision); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.set_queue_limits(name text, concurrency_limit integer, rate_limit double precision) RETURNS boolean
+    LANGUAGE sql
+    AS $$
+    WITH upsert AS (
+        INSERT INTO pgqueue.queues AS q (name, concurrency_limit, rate_limit)
+        VALUES (set_queue_limits.name, set_queue_limits.concurrency_limit,
+                set_queue_limits.rate_limit)
+        ON CONFLICT (name) DO UPDATE
+           SET concurrency_limit = excluded.concurrency_limit,
+               rate_limit = excluded.rate_limit, changed_at = now(),
+               changed_by = current_user
+         WHERE (q.concurrency_limit, q.rate_limit)
+               IS DISTINCT FROM (excluded.concurrency_limit, excluded.rate_limit)
+        RETURNING q.name
+    )
+    SELECT count(pg_notify('pgqueue_jobs', u.name)) > 0 FROM upsert AS u
+$$;
 
 --
 -- Name: workflow_not_run(jsonb, text, timestamp with time zone); Type: FUNCTION; Schema: pgqueue; Owner: -
@@ -1020,7 +1072,11 @@ CREATE TABLE pgqueue.queues (
     name text NOT NULL,
     paused boolean DEFAULT false NOT NULL,
     changed_at timestamp with time zone DEFAULT now() NOT NULL,
-    changed_by text DEFAULT CURRENT_USER NOT NULL
+    changed_by text DEFAULT CURRENT_USER NOT NULL,
+    concurrency_limit integer,
+    rate_limit double precision,
+    CONSTRAINT queues_concurrency_limit_check CHECK ((concurrency_limit > 0)),
+    CONSTRAINT queues_rate_limit_check CHECK (((rate_limit > (0)::double precision) AND (rate_limit < 'Infinity'::double precision)))
 );
 
 --

@@ -9,11 +9,17 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 from pgqueue import PgQueue
+from pgqueue.cli import main as cli_main
 from pgqueue.exceptions import ConfigurationError
 from tests import taskapp
 from tests.conftest import cpu_seconds, dsn_of, wait_for
+
+
+def cli_run(dsn: str, *args: str) -> Any:
+    return CliRunner().invoke(cli_main, ["--dsn", dsn, *args])
 
 
 def max_overlap(intervals: list[tuple[Any, Any]]) -> int:
@@ -156,3 +162,50 @@ def test_bad_limits_are_refused_when_the_task_is_declared():
     assert other.task(rate_limit="1000/h")(lambda: None).controls.rate_limit == pytest.approx(
         1000 / 3600
     )
+
+
+def test_a_queue_concurrency_limit_holds_over_workers_that_were_running_already(app, db, worker):
+    for _ in range(3):
+        worker("-c", "3", "--pool", "threads", "-Q", "slow")
+    # set while the workers run: they learn it at their next claim
+    assert app.control.set_queue_limits("slow", concurrency_limit=2) is True
+    jobs = [taskapp.sleep.apply_async((0.3,), queue="slow") for _ in range(8)]
+    for r in jobs:
+        r.get(timeout=120)
+    spans = [(s, e) for s, e, _ in runs(db, "tests.taskapp.sleep")]
+    assert len(spans) == 8
+    assert max_overlap(spans) == 2
+
+
+def test_a_queue_rate_limit_spaces_its_starts_and_clearing_it_lifts_it(app, dsn, db, worker):
+    changed = cli_run(dsn, "queue", "limit", "metered", "--rate", "10/s")
+    assert changed.stdout.strip() == "metered: rate 10/s"
+    listed = cli_run(dsn, "queue", "list").stdout
+    row = next(line.split() for line in listed.splitlines() if line.startswith("metered"))
+    assert row[4:6] == ["-", "10"]
+    for _ in range(2):
+        worker("-c", "2", "--pool", "threads", "-Q", "metered")
+    jobs = app.enqueue_many([taskapp.add.s(i, i).set(queue="metered") for i in range(12)])
+    for r in jobs:
+        r.get(timeout=120)
+    (started,) = zip(
+        *db.execute(
+            "SELECT extract(epoch FROM date_started)::float8 FROM pgqueue.results"
+            " ORDER BY date_started"
+        ).fetchall(),
+        strict=True,
+    )
+    assert min(b - a for a, b in itertools.pairwise(started)) >= 0.1 - 1e-4
+    assert cli_run(dsn, "queue", "limit", "metered").stdout.strip() == "metered: no limits"
+    t0 = time.monotonic()
+    fast = app.enqueue_many([taskapp.add.s(i, i).set(queue="metered") for i in range(12)])
+    for r in fast:
+        r.get(timeout=60)
+    assert time.monotonic() - t0 < 1.1  # 12 at 10/s would take 1.1 s at least
+
+
+def test_bad_queue_limits_are_refused(app):
+    with pytest.raises(ValueError, match="is not a rate"):
+        app.control.set_queue_limits("q", rate_limit="lots")
+    with pytest.raises(ValueError, match="at least 1"):
+        app.control.set_queue_limits("q", concurrency_limit=0)

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from click.testing import CliRunner
 
-from pgqueue import pausing
+from pgqueue import queue_controls
 from pgqueue.cli import main as cli_main
 from pgqueue.metrics import QueueSampler
 from tests import taskapp
@@ -123,7 +123,7 @@ def test_pause_and_resume_in_sql_take_effect_when_the_transaction_commits(app, d
     with psycopg.connect(dsn_of(db)) as conn:
         assert conn.execute("SELECT pgqueue.pause_queue('mail')").fetchone() == (True,)
         conn.rollback()
-    assert pausing.paused_queues(db) == []
+    assert queue_controls.paused_queues(db) == []
     db.execute("LISTEN pgqueue_jobs")
     with psycopg.connect(dsn_of(db)) as conn:
         conn.execute("SELECT pgqueue.pause_queue('mail')")
@@ -133,7 +133,7 @@ def test_pause_and_resume_in_sql_take_effect_when_the_transaction_commits(app, d
         conn.commit()
     heard = [n.payload for n in db.notifies(timeout=5, stop_after=1)]
     assert heard == ["mail"]
-    assert pausing.paused_queues(db) == []
+    assert queue_controls.paused_queues(db) == []
 
 
 def test_an_empty_queue_name_is_refused(app):

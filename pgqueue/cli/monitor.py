@@ -13,7 +13,7 @@ from typing import Any
 import click
 import psycopg
 
-from .. import ops, pausing
+from .. import ops, queue_controls
 from ..exceptions import TimeoutError as WaitTimeout
 from ..result import AsyncResult
 from .common import (
@@ -63,7 +63,7 @@ def status(
         try:
             while True:
                 stats = run(ops.queue_stats, conn)
-                paused = run(pausing.paused_queues, conn)
+                paused = run(queue_controls.paused_queues, conn)
                 if as_json:
                     echo_json(
                         [{**dataclasses.asdict(s), "paused": s.queue in paused} for s in stats],

@@ -8,16 +8,21 @@
 -- 2. Unique jobs. A job may carry a unique_key: while a job with that key is queued (or,
 --    with unique_until = 'finished', until it finishes), enqueueing another with the same
 --    key inserts nothing and returns the existing job's id (pgqueue.enqueue_unique).
--- 3. Concurrency and rate limits of tasks, for the whole cluster. A worker claims the jobs
---    of its limited tasks with pgqueue.claim_limited (never with claim_jobs, and it offers
---    them no hand-off slot), which counts them under an advisory lock per task.
+-- 3. Concurrency and rate limits of tasks and of queues, for the whole cluster. A worker
+--    claims the jobs of its limited tasks, and of queues with limits, with
+--    pgqueue.claim_limited (never with claim_jobs, and none is handed off), which counts
+--    them under an advisory lock per task or queue.
 
 CREATE TABLE pgqueue.queues (
     name      text PRIMARY KEY,
     paused    boolean NOT NULL DEFAULT false,
-    -- when the queue was last paused or resumed, and by which database role
+    -- when the queue was last paused, resumed or limited, and by which database role
     changed_at timestamptz NOT NULL DEFAULT now(),
-    changed_by text NOT NULL DEFAULT current_user
+    changed_by text NOT NULL DEFAULT current_user,
+    -- limits for the whole queue (see 3. and claim_limited): at most this many of its jobs
+    -- claimed at once, at most this many starts per second
+    concurrency_limit integer CHECK (concurrency_limit > 0),
+    rate_limit double precision CHECK (rate_limit > 0 AND rate_limit < 'infinity')
 );
 
 -- Pause a queue: true if it was running. Claims that start after this commits take nothing
@@ -47,8 +52,29 @@ LANGUAGE sql AS $$
     SELECT count(pg_notify('pgqueue_jobs', r.name)) > 0 FROM resumed AS r
 $$;
 
--- As in version 1, bar paused queues: a claim and the idle sleep's next_run_delay see no
--- level of theirs. (One primary-key probe per queue a worker consumes, per claim.)
+-- Set or clear (NULL) a queue's limits; true if they changed. Workers are woken: they find
+-- the queue limited in their next claim's next_run_delay.
+CREATE FUNCTION pgqueue.set_queue_limits(name text, concurrency_limit integer,
+                                         rate_limit double precision) RETURNS boolean
+LANGUAGE sql AS $$
+    WITH upsert AS (
+        INSERT INTO pgqueue.queues AS q (name, concurrency_limit, rate_limit)
+        VALUES (set_queue_limits.name, set_queue_limits.concurrency_limit,
+                set_queue_limits.rate_limit)
+        ON CONFLICT (name) DO UPDATE
+           SET concurrency_limit = excluded.concurrency_limit,
+               rate_limit = excluded.rate_limit, changed_at = now(),
+               changed_by = current_user
+         WHERE (q.concurrency_limit, q.rate_limit)
+               IS DISTINCT FROM (excluded.concurrency_limit, excluded.rate_limit)
+        RETURNING q.name
+    )
+    SELECT count(pg_notify('pgqueue_jobs', u.name)) > 0 FROM upsert AS u
+$$;
+
+-- As in version 1, bar paused queues, and queues with limits (claim_limited takes their
+-- jobs): a claim and the idle sleep's next_run_delay see no level of theirs. (One
+-- primary-key probe per queue a worker consumes, per claim.)
 CREATE OR REPLACE FUNCTION pgqueue.queue_levels(queues text[])
 RETURNS TABLE (queue text, priority integer)
 LANGUAGE sql STABLE AS $$
@@ -58,7 +84,10 @@ LANGUAGE sql STABLE AS $$
                LATERAL (SELECT j.priority FROM pgqueue.jobs AS j
                          WHERE j.worker_id IS NULL AND j.queue = q.name
                          ORDER BY j.priority DESC LIMIT 1) AS l
-         WHERE NOT EXISTS (SELECT 1 FROM pgqueue.queues AS p WHERE p.name = q.name AND p.paused)
+         WHERE NOT EXISTS (SELECT 1 FROM pgqueue.queues AS p
+                            WHERE p.name = q.name
+                              AND (p.paused OR p.concurrency_limit IS NOT NULL
+                                   OR p.rate_limit IS NOT NULL))
         UNION ALL
         SELECT levels.name, l.priority
           FROM levels,
@@ -70,8 +99,9 @@ LANGUAGE sql STABLE AS $$
     SELECT name, priority FROM levels
 $$;
 
--- As in version 6, bar paused queues: none of their new jobs is handed to a worker, and no
--- worker is woken for them.
+-- As in version 6, bar paused queues and queues with limits: none of their new jobs is
+-- handed to a worker (a limited queue's are claimed by claim_limited), and no worker is
+-- woken for a paused queue's.
 CREATE OR REPLACE FUNCTION pgqueue.notify_jobs() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -91,7 +121,9 @@ BEGIN
                -- is the fast path for what producers enqueue, the claim takes any row
                AND isfinite(n.run_at) AND (n.expires_at IS NULL OR isfinite(n.expires_at))
                AND NOT EXISTS (SELECT 1 FROM pgqueue.queues AS q
-                                WHERE q.name = n.queue AND q.paused)
+                                WHERE q.name = n.queue
+                                  AND (q.paused OR q.concurrency_limit IS NOT NULL
+                                       OR q.rate_limit IS NOT NULL))
              ORDER BY n.priority DESC, n.run_at, n.seq
              LIMIT (SELECT count(*) FROM pgqueue.worker_slots WHERE offered)
         LOOP
@@ -286,62 +318,84 @@ BEGIN
 END
 $$;
 
--- The rate limits' state (GCRA with a burst of one): no job of `name` ('task:' || task name)
--- starts before next_at; each start moves it one interval (1 / rate) past the later of
--- itself and the start.
+-- The rate limits' state (GCRA with a burst of one): no job of `name` ('task:' || task name,
+-- or 'queue:' || queue name) starts before next_at; each start moves it one interval
+-- (1 / rate) past the later of itself and the start.
 CREATE TABLE pgqueue.rate_limits (
     name    text PRIMARY KEY,
     next_at timestamptz NOT NULL
 );
 
--- Claim and start, for worker `worker_id` consuming `queues`, up to `room` jobs of its
--- limited tasks. `limits`: a JSON array of {task, concurrency, key_name, key_pos, rate}:
--- at most `concurrency` jobs of the task claimed at once in the whole cluster (per value
--- of its argument key_name, found in kwargs or else at args[key_pos], when given), and at
--- most `rate` starts per second. Each task's claims are serialized by an advisory lock
--- (class 0x70677176, key hashtext(task)), taken in name order, and each statement after
--- it sees what the previous holder committed (a new snapshot per statement, in READ
--- COMMITTED): the count cannot be raced. Returns the claimed jobs' document (as
--- claim_jobs) and how many seconds until a job held back by a limit may start (NULL: none
--- is held back).
-CREATE FUNCTION pgqueue.claim_limited(worker_id uuid, queues text[], limits jsonb,
-                                      room integer, at_most_once text[],
+
+-- Claim and start, for worker `worker_id` consuming `queues` and running `tasks`, up to
+-- `room` jobs held back by limits: of its limited tasks, and of its queues with limits.
+-- `limits`: a JSON array of {task, concurrency, key_name, key_pos, rate}, the worker's
+-- limited tasks: at most `concurrency` jobs of the task claimed at once in the whole
+-- cluster (per value of its argument key_name, found in kwargs or else at args[key_pos],
+-- when given), at most `rate` starts per second. A queue's limits (pgqueue.queues) count
+-- all its jobs, and govern those of tasks without limits of their own; a limited task's
+-- jobs follow the task's limits, in any queue.
+-- Each limit's claims are serialized by an advisory lock (class 0x70677176, key
+-- hashtext('task:' || task) or hashtext('queue:' || queue)), all taken first, in name
+-- order; each statement after that sees what the previous holder committed (a new
+-- snapshot per statement, in READ COMMITTED): a count cannot be raced.
+-- Returns the claimed jobs' document (as claim_jobs) and how many seconds until a job held
+-- back by a limit may start (NULL: none is held back).
+CREATE FUNCTION pgqueue.claim_limited(worker_id uuid, queues text[], tasks text[],
+                                      limits jsonb, room integer, at_most_once text[],
                                       synchronous_commit text)
 RETURNS TABLE (document text, retry_in double precision)
 LANGUAGE plpgsql AS $$
 DECLARE
-    lim      record;
+    lim         record;
     open_queues text[];
-    want     integer;
-    got      integer;
-    taken    integer := 0;
-    wait     double precision;
-    due      timestamptz;
-    docs     json[] := '{}';
-    batch    json[];
-    durable  boolean := false;
+    want        integer;
+    got         integer;
+    taken       integer := 0;
+    wait        double precision;
+    due         timestamptz;
+    docs        json[] := '{}';
+    batch       json[];
+    durable     boolean := false;
+    cells       jsonb;
 BEGIN
-    PERFORM pg_advisory_xact_lock(1885827446, hashtext(l.task))
-       FROM (SELECT DISTINCT e ->> 'task' AS task
-               FROM jsonb_array_elements(claim_limited.limits) AS e ORDER BY 1) AS l;
     SELECT array_agg(q.name) INTO open_queues
       FROM unnest(claim_limited.queues) AS q(name)
      WHERE NOT EXISTS (SELECT 1 FROM pgqueue.queues AS p WHERE p.name = q.name AND p.paused);
+    IF open_queues IS NULL THEN
+        RETURN QUERY SELECT '[]'::text, NULL::double precision;
+        RETURN;
+    END IF;
+    SELECT coalesce(jsonb_agg(c ORDER BY c.cell), '[]') INTO cells
+      FROM (SELECT 'task:' || l.task AS cell, l.task, NULL AS queue, l.concurrency,
+                   l.key_name, l.key_pos, l.rate
+              FROM jsonb_to_recordset(claim_limited.limits)
+                   AS l(task text, concurrency integer, key_name text, key_pos integer,
+                        rate double precision)
+            UNION ALL
+            SELECT 'queue:' || p.name, NULL, p.name, p.concurrency_limit, NULL, NULL,
+                   p.rate_limit
+              FROM pgqueue.queues AS p
+             WHERE p.name = ANY(open_queues)
+               AND (p.concurrency_limit IS NOT NULL OR p.rate_limit IS NOT NULL)) AS c;
+    PERFORM pg_advisory_xact_lock(1885827446, hashtext(e ->> 'cell'))
+       FROM jsonb_array_elements(cells) AS e;
     FOR lim IN
-        SELECT * FROM jsonb_to_recordset(claim_limited.limits)
-                      AS l(task text, concurrency integer, key_name text, key_pos integer,
-                           rate double precision)
-         ORDER BY l.task
+        SELECT * FROM jsonb_to_recordset(cells)
+                      AS c(cell text, task text, queue text, concurrency integer,
+                           key_name text, key_pos integer, rate double precision)
     LOOP
-        EXIT WHEN taken >= claim_limited.room OR open_queues IS NULL;
+        EXIT WHEN taken >= claim_limited.room;
         want := claim_limited.room - taken;
         IF lim.rate IS NOT NULL THEN
-            SELECT r.next_at INTO due FROM pgqueue.rate_limits AS r
-             WHERE r.name = 'task:' || lim.task;
+            SELECT r.next_at INTO due FROM pgqueue.rate_limits AS r WHERE r.name = lim.cell;
             IF due > clock_timestamp() THEN
                 -- only if a job is waiting for it
                 IF EXISTS (SELECT 1 FROM pgqueue.jobs AS j
-                            WHERE j.worker_id IS NULL AND j.task_name = lim.task
+                            WHERE j.worker_id IS NULL
+                              AND CASE WHEN lim.task IS NOT NULL THEN j.task_name = lim.task
+                                       ELSE j.task_name = ANY(claim_limited.tasks)
+                                            AND j.queue = lim.queue END
                               AND j.queue = ANY(open_queues) AND j.run_at <= now()) THEN
                     wait := least(wait, extract(epoch FROM due - clock_timestamp()));
                 END IF;
@@ -354,14 +408,18 @@ BEGIN
                         THEN coalesce(j.kwargs -> lim.key_name, j.args -> lim.key_pos) END AS k,
                    count(*) AS n
               FROM pgqueue.jobs AS j
-             WHERE j.worker_id IS NOT NULL AND j.task_name = lim.task
+             WHERE j.worker_id IS NOT NULL
+               AND CASE WHEN lim.task IS NOT NULL THEN j.task_name = lim.task
+                        ELSE j.queue = lim.queue END
              GROUP BY 1
         ), ready AS (
             SELECT j.ctid, j.priority, j.run_at, j.seq,
                    CASE WHEN lim.key_name IS NOT NULL
                         THEN coalesce(j.kwargs -> lim.key_name, j.args -> lim.key_pos) END AS k
               FROM pgqueue.jobs AS j
-             WHERE j.worker_id IS NULL AND j.task_name = lim.task
+             WHERE j.worker_id IS NULL
+               AND CASE WHEN lim.task IS NOT NULL THEN j.task_name = lim.task
+                        ELSE j.task_name = ANY(claim_limited.tasks) AND j.queue = lim.queue END
                AND j.queue = ANY(open_queues) AND j.run_at <= now()
                AND (j.expires_at IS NULL OR j.expires_at > now())
              ORDER BY j.priority DESC, j.run_at, j.seq
@@ -378,8 +436,9 @@ BEGIN
              ORDER BY r.priority DESC, r.run_at, r.seq
              LIMIT want
         ), claimed AS (
-            -- No other claim takes these rows (claim_jobs leaves limited tasks alone, the
-            -- others wait for our lock); a revoke or purge may have: checked again.
+            -- No other claim takes these rows (claim_jobs and the hand-off leave them alone,
+            -- the other limited claims wait for our lock); a revoke or purge may have:
+            -- checked again.
             UPDATE pgqueue.jobs AS j
                SET worker_id = claim_limited.worker_id, claimed_at = now(),
                    attempt = j.attempt + 1, state = 'STARTED', started_at = clock_timestamp(),
@@ -401,14 +460,17 @@ BEGIN
         taken := taken + got;
         IF lim.rate IS NOT NULL AND got > 0 THEN
             INSERT INTO pgqueue.rate_limits AS r (name, next_at)
-            VALUES ('task:' || lim.task, clock_timestamp() + make_interval(secs => 1 / lim.rate))
+            VALUES (lim.cell, clock_timestamp() + make_interval(secs => 1 / lim.rate))
             ON CONFLICT (name) DO UPDATE
                SET next_at = greatest(r.next_at, clock_timestamp())
                              + make_interval(secs => 1 / lim.rate);
             wait := least(wait, 1 / lim.rate);
         ELSIF got < want AND lim.concurrency IS NOT NULL
               AND EXISTS (SELECT 1 FROM pgqueue.jobs AS j
-                           WHERE j.worker_id IS NULL AND j.task_name = lim.task
+                           WHERE j.worker_id IS NULL
+                             AND CASE WHEN lim.task IS NOT NULL THEN j.task_name = lim.task
+                                      ELSE j.task_name = ANY(claim_limited.tasks)
+                                           AND j.queue = lim.queue END
                              AND j.queue = ANY(open_queues) AND j.run_at <= now()
                              AND (j.expires_at IS NULL OR j.expires_at > now())) THEN
             -- held back at the limit: look again in a second (a worker finishing one of
