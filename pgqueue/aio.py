@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 import psycopg.errors
 
-from . import binding, jobrows, queries
+from . import binding, jobrows, queries, tracing
 from .db import translate_errors
 from .exceptions import DatabaseUnavailable
 from .result import AsyncResult
@@ -39,10 +39,15 @@ async def send(
 ) -> AsyncResult:
     """Write one job (``app.asend_task``)."""
     target = binding.target(connection, check_connection, asynchronous=True)
-    job_id, document, statement = jobrows.call_document(app, name, args, kwargs, options)
-    rows = await _execute(app, statement, {"jobs": document}, target)
-    if statement == jobrows.UNIQUE_STATEMENT:
-        job_id = rows[0][0]  # the id of the job holding the key, which may be another's
+    with tracing.publish(name) as span:
+        job_id, document, statement = jobrows.call_document(
+            app, name, args, kwargs, options, span.carrier if span else None
+        )
+        rows = await _execute(app, statement, {"jobs": document}, target)
+        if statement == jobrows.UNIQUE_STATEMENT:
+            job_id = rows[0][0]  # the id of the job holding the key, which may be another's
+        if span:
+            span.written(job_id)
     return AsyncResult(job_id, app=app, task_name=name)
 
 
@@ -51,13 +56,14 @@ async def enqueue_many(
 ) -> list[AsyncResult]:
     """Write many jobs in one statement, all or none (``app.aenqueue_many``)."""
     target = binding.target(connection, check_connection, asynchronous=True)
-    jobs, document = jobrows.batch_document(app, signatures)
-    ids = [j["id"] for j in jobs]
-    if document is not None:
-        statement = jobrows.statement(jobs)
-        rows = await _execute(app, statement, {"jobs": document}, target)
-        if statement == jobrows.UNIQUE_STATEMENT:
-            ids = [r[0] for r in rows]
+    with tracing.publish("enqueue_many") as span:
+        jobs, document = jobrows.batch_document(app, signatures, span.carrier if span else None)
+        ids = [j["id"] for j in jobs]
+        if document is not None:
+            statement = jobrows.statement(jobs)
+            rows = await _execute(app, statement, {"jobs": document}, target)
+            if statement == jobrows.UNIQUE_STATEMENT:
+                ids = [r[0] for r in rows]
     return [
         AsyncResult(i, app=app, task_name=j["task_name"]) for i, j in zip(ids, jobs, strict=True)
     ]

@@ -15,6 +15,7 @@ from .exceptions import ConfigurationError, EncodeError, NotRegistered
 from .ids import new_job_id
 from .options import PER_CALL_OPTIONS, SEND_OPTIONS
 from .serialization import as_json_types, check_size, compact_json, dumps_args, dumps_jobs
+from .tracing import TRACE_OPTION
 
 if TYPE_CHECKING:
     from .app import PgQueue
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def plan(
-    app: PgQueue, signatures: Iterable[Signature]
+    app: PgQueue, signatures: Iterable[Signature], trace: dict[str, str] | None = None
 ) -> Iterator[tuple[str, Signature, dict[str, Any], tuple[Any, ...] | None]]:
     """Each call's job id and columns, and, for a job COPY can insert as it is (no
     countdown or expiry to work out on the database's clock), its copy_jobs values after
@@ -48,7 +49,9 @@ def plan(
             except TypeError:  # an unhashable option value
                 key = None
         if known is None:
-            job_id, columns = job_columns(app, sig.task, sig.args, sig.kwargs, sig.options)
+            job_id, columns = job_columns(
+                app, sig.task, sig.args, sig.kwargs, sig.options, trace=trace
+            )
             known = columns, _copy_values(columns)
             if key is not None:
                 shared[key] = known
@@ -59,10 +62,17 @@ def plan(
 
 
 def job_columns(
-    app: PgQueue, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: dict[str, Any]
+    app: PgQueue,
+    name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    options: dict[str, Any],
+    *,
+    trace: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """A new job's id, and its row's columns other than id, args and kwargs: what its
-    task, the call's options and the routes give."""
+    task, the call's options and the routes give (and ``trace``, the enqueue's trace
+    context, in its options)."""
     check_call(name, args, kwargs)
     # None means "not given", except for max_retries, where None given means no limit.
     options = {k: v for k, v in options.items() if v is not None or k == "max_retries"}
@@ -99,6 +109,8 @@ def job_columns(
     if eta is not None or countdown is not None:
         # So that request.eta is None for a job sent to run at once, as in Celery.
         per_call["scheduled"] = True
+    if trace:
+        per_call[TRACE_OPTION] = trace
     task_id = options.get("task_id")
     job_id = str(uuid.UUID(str(task_id))) if task_id else new_job_id()
     columns = {
@@ -244,12 +256,17 @@ def job(
 
 
 def call_document(
-    app: PgQueue, name: str, args: Any, kwargs: Any, options: dict[str, Any]
+    app: PgQueue,
+    name: str,
+    args: Any,
+    kwargs: Any,
+    options: dict[str, Any],
+    trace: dict[str, str] | None = None,
 ) -> tuple[str, str, str]:
     """One call's job id, its enqueue document, and the name of the statement that
-    enqueues it (``send_task``)."""
+    enqueues it (``send_task``); ``trace``: the enqueue's trace context."""
     args, kwargs = args or (), kwargs or {}
-    job_id, columns = job_columns(app, name, args, kwargs, options)
+    job_id, columns = job_columns(app, name, args, kwargs, options, trace=trace)
     jobs = [job(job_id, args, kwargs, columns)]
     return job_id, document(jobs, app.conf.task_max_payload_size), statement(jobs)
 
@@ -265,10 +282,10 @@ UNIQUE_STATEMENT = "enqueue_unique_jobs"
 
 
 def batch_document(
-    app: PgQueue, signatures: Iterable[Signature]
+    app: PgQueue, signatures: Iterable[Signature], trace: dict[str, str] | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """The jobs of many calls and their one enqueue_jobs document (None for no calls)."""
-    jobs = [job(i, sig.args, sig.kwargs, c) for i, sig, c, _ in plan(app, signatures)]
+    """The jobs of many calls and their one enqueue document (None for no calls)."""
+    jobs = [job(i, sig.args, sig.kwargs, c) for i, sig, c, _ in plan(app, signatures, trace)]
     return jobs, document(jobs, app.conf.task_max_payload_size) if jobs else None
 
 

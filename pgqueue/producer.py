@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import psycopg
 import psycopg.errors
 
-from . import binding, jobrows, queries
+from . import binding, jobrows, queries, tracing
 from .contrib import sqlalchemy
 from .db import translate_errors
 from .exceptions import DatabaseUnavailable
@@ -64,10 +64,15 @@ def send(
 ) -> AsyncResult:
     """Write one job (``app.send_task``)."""
     target = caller_connection(app, connection)
-    job_id, document, statement = jobrows.call_document(app, name, args, kwargs, options)
-    rows = _execute(app, queries.get(statement), {"jobs": document}, target)
-    if statement == jobrows.UNIQUE_STATEMENT:
-        job_id = rows[0][0]  # the id of the job holding the key, which may be another's
+    with tracing.publish(name) as span:
+        job_id, document, statement = jobrows.call_document(
+            app, name, args, kwargs, options, span.carrier if span else None
+        )
+        rows = _execute(app, queries.get(statement), {"jobs": document}, target)
+        if statement == jobrows.UNIQUE_STATEMENT:
+            job_id = rows[0][0]  # the id of the job holding the key, which may be another's
+        if span:
+            span.written(job_id)
     return AsyncResult(job_id, app=app, task_name=name)
 
 
@@ -84,12 +89,22 @@ def enqueue_many(
     app: PgQueue, signatures: Iterable[Signature], connection: ProducerConnection | None
 ) -> list[AsyncResult]:
     """Write many jobs, all or none (``app.enqueue_many``)."""
+    with tracing.publish("enqueue_many") as span:
+        return _enqueue_many(app, signatures, connection, span.carrier if span else None)
+
+
+def _enqueue_many(
+    app: PgQueue,
+    signatures: Iterable[Signature],
+    connection: ProducerConnection | None,
+    trace: dict[str, str] | None,
+) -> list[AsyncResult]:
     results: list[AsyncResult] = []
     target = caller_connection(app, connection)
     if target is not None:
         # The caller's connection may be in autocommit (or not psycopg 3 at all): one
         # statement keeps the batch all or nothing there too.
-        jobs, document = jobrows.batch_document(app, signatures)
+        jobs, document = jobrows.batch_document(app, signatures, trace)
         ids = [j["id"] for j in jobs]
         if document is not None:
             # One statement for all, so a batch with unique keys is all or nothing too.
@@ -108,7 +123,7 @@ def enqueue_many(
     limit = app.conf.task_max_payload_size
 
     def rows() -> Iterator[tuple[Any, ...]]:
-        for job_id, sig, columns, fixed in jobrows.plan(app, signatures):
+        for job_id, sig, columns, fixed in jobrows.plan(app, signatures, trace):
             results.append(AsyncResult(job_id, app=app, task_name=sig.task))
             if fixed is None:
                 clocked.append(jobrows.job(job_id, sig.args, sig.kwargs, columns))
