@@ -9,9 +9,10 @@ across processes and retries. Spans go wherever the application's tracer provide
 them; with none configured, OpenTelemetry records nothing.
 
 Without opentelemetry-api installed nothing is imported and each hook is one check of a
-constant. The trace context read back from a job is input like any other column: only a
-``traceparent`` and ``tracestate`` string are given to the propagator, which checks their
-format.
+constant; with the API but no tracer provider set and no trace under way, an enqueue skips
+the span (a check of about a microsecond), and a worker its runs' spans. The trace context
+read back from a job is input like any other column: only a ``traceparent`` and
+``tracestate`` string are given to the propagator, which checks their format.
 """
 
 from __future__ import annotations
@@ -62,7 +63,18 @@ class Publish:
 def publish(name: str) -> AbstractContextManager[Publish | None]:
     """The span of an enqueue: of task ``name``, or of a batch (``enqueue_many``). None
     without OTel."""
-    return _publish(name) if ENABLED else _NOTHING
+    return _publish(name) if ENABLED and _tracing() else _NOTHING
+
+
+def _tracing() -> bool:
+    """Whether an enqueue here can be traced: a tracer provider is set, or a trace is under
+    way (the API alone, without one, would make a span that records nothing, at a cost of
+    some microseconds per enqueue)."""
+    return (
+        _provider is not None
+        or not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        or trace.get_current_span().get_span_context().is_valid
+    )
 
 
 @contextlib.contextmanager
@@ -79,7 +91,12 @@ def _publish(name: str) -> Iterator[Publish]:
 
 def process(job: Any) -> AbstractContextManager[Any]:
     """The span of a job's run, child of its enqueue's (None without OTel)."""
-    return _process(job) if ENABLED else _NOTHING
+    # Without a provider, a run's span would record nothing: not made.
+    recorded = ENABLED and (
+        _provider is not None
+        or not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    )
+    return _process(job) if recorded else _NOTHING
 
 
 @contextlib.contextmanager
