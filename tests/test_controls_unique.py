@@ -3,6 +3,7 @@ a unique index, across concurrent producers and inside the callers' transactions
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -182,3 +183,17 @@ def test_bad_unique_options_are_refused_before_anything_is_written(app, db):
     other = PgQueue("other")
     with pytest.raises(ConfigurationError, match="which the task does not take"):
         other.task(unique=("nope",))(lambda customer_id: None)
+
+
+def test_async_producers_return_the_existing_job_too(app, db):
+    async def scenario() -> list[Any]:
+        first = await taskapp.add.aapply_async((1, 1), unique_key="aio:1")
+        again = await taskapp.add.aapply_async((2, 2), unique_key="aio:1")
+        batch = await app.aenqueue_many(
+            [taskapp.add.s(3, 3).set(unique_key="aio:1"), taskapp.add.s(4, 4)]
+        )
+        return [first, again, *batch]
+
+    first, again, same, other = asyncio.run(scenario())
+    assert again.id == first.id == same.id != other.id
+    assert jobs_with_key(db, "aio:1") == [first.id]
