@@ -1,6 +1,7 @@
-"""pgqueue's SQL migration 0008 (queue controls: paused and limited queues, unique jobs,
-limited claims), for ``manage.py migrate``: as 0001, every pgqueue migration not yet
-applied. (0008 came after 0009 was shipped: a schema at 9 gets it here.)"""
+"""pgqueue's SQL migrations 0007 (workflows) and 0008 (queue controls: paused and limited
+queues, unique jobs, limited claims), for ``manage.py migrate``: as 0001, every pgqueue
+migration not yet applied. (Both came after 0009 was shipped: a schema at 9 gets them
+here.)"""
 
 from __future__ import annotations
 
