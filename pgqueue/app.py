@@ -122,9 +122,8 @@ class PgQueue(config.CeleryConfiguration):
         ``max_retries``, ``default_retry_delay``, ``autoretry_for``, ``retry_kwargs``,
         ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``, ``acks_late``,
         ``reject_on_worker_lost``, ``time_limit``, ``soft_time_limit``, ``expires``; and
-        the queue controls ``unique``, ``unique_until``, ``concurrency_limit``,
-        ``concurrency_key`` and ``rate_limit`` (see ``pgqueue.controls``).
-        """
+        ``unique``, ``unique_until``, ``concurrency_limit``, ``concurrency_key``,
+        ``rate_limit`` (pgqueue.controls)."""
 
         def register(f: Callable[..., Any]) -> Task:
             name = options.pop("name", None) or f"{f.__module__}.{f.__qualname__}"
