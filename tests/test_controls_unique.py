@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgqueue import PgQueue
+from pgqueue import PgQueue, chain
 from pgqueue.exceptions import ConfigurationError
 from tests import taskapp
 from tests.conftest import dsn_of, wait_for
@@ -197,3 +197,11 @@ def test_async_producers_return_the_existing_job_too(app, db):
     first, again, same, other = asyncio.run(scenario())
     assert again.id == first.id == same.id != other.id
     assert jobs_with_key(db, "aio:1") == [first.id]
+
+
+def test_a_workflow_step_refuses_a_unique_key_and_ignores_the_tasks(app, db):
+    with pytest.raises(TypeError, match="cannot take unique_key"):
+        chain(taskapp.add.s(1, 1).set(unique_key="wf"), taskapp.add.s(2)).apply_async()
+    chain(taskapp.sync_customer.s(9), taskapp.add.s(2)).apply_async()
+    chain(taskapp.sync_customer.s(9), taskapp.add.s(2)).apply_async()
+    assert db.execute("SELECT count(*), count(unique_key) FROM pgqueue.jobs").fetchone() == (2, 0)
