@@ -109,7 +109,8 @@ def test_the_task_declares_its_key_from_named_arguments(app, db):
 
 def test_unique_until_started_frees_the_key_when_a_worker_takes_the_job(app, db, worker):
     first = taskapp.sleep.apply_async((2.0,), unique_key="nightly")
-    worker("-c", "1", "--pool", "threads")
+    # no prefetch: a job claimed into the buffer would have been taken (and its key freed)
+    worker("-c", "1", "--pool", "threads", "--prefetch-multiplier", "1")
     wait_for(lambda: state_of(db, first.id) == "STARTED", what="the job to start")
     second = taskapp.sleep.apply_async((0.0,), unique_key="nightly")
     assert second.id != first.id
