@@ -3,7 +3,8 @@
 or ``AsyncCursor`` (the job exists only if its transaction commits) or on pgqueue's own
 autocommit AsyncConnection of the running event loop (replaced once if found broken).
 
-The rows (jobrows.py) and the statement (enqueue_jobs) are the blocking producer's."""
+The rows (jobrows.py) and the statements (enqueue_jobs, enqueue_unique_jobs) are the
+blocking producer's."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 import psycopg.errors
 
-from . import binding, jobrows, queries
+from . import binding, jobrows, queries, tracing
 from .db import translate_errors
 from .exceptions import DatabaseUnavailable
 from .result import AsyncResult
@@ -38,8 +39,15 @@ async def send(
 ) -> AsyncResult:
     """Write one job (``app.asend_task``)."""
     target = binding.target(connection, check_connection, asynchronous=True)
-    job_id, document = jobrows.call_document(app, name, args, kwargs, options)
-    await _execute(app, {"jobs": document}, target)
+    with tracing.publish(name) as span:
+        job_id, document, statement = jobrows.call_document(
+            app, name, args, kwargs, options, span.carrier if span else None
+        )
+        rows = await _execute(app, statement, {"jobs": document}, target)
+        if statement == jobrows.UNIQUE_STATEMENT:
+            job_id = rows[0][0]  # the id of the job holding the key, which may be another's
+        if span:
+            span.written(job_id)
     return AsyncResult(job_id, app=app, task_name=name)
 
 
@@ -48,10 +56,17 @@ async def enqueue_many(
 ) -> list[AsyncResult]:
     """Write many jobs in one statement, all or none (``app.aenqueue_many``)."""
     target = binding.target(connection, check_connection, asynchronous=True)
-    jobs, document = jobrows.batch_document(app, signatures)
-    if document is not None:
-        await _execute(app, {"jobs": document}, target)
-    return [AsyncResult(j["id"], app=app, task_name=j["task_name"]) for j in jobs]
+    with tracing.publish("enqueue_many") as span:
+        jobs, document = jobrows.batch_document(app, signatures, span.carrier if span else None)
+        ids = [j["id"] for j in jobs]
+        if document is not None:
+            statement = jobrows.statement(jobs)
+            rows = await _execute(app, statement, {"jobs": document}, target)
+            if statement == jobrows.UNIQUE_STATEMENT:
+                ids = [r[0] for r in rows]
+    return [
+        AsyncResult(i, app=app, task_name=j["task_name"]) for i, j in zip(ids, jobs, strict=True)
+    ]
 
 
 @contextlib.asynccontextmanager
@@ -70,13 +85,17 @@ async def bound(connection: AsyncConnectionT) -> AsyncIterator[AsyncConnectionT]
 
 
 async def _execute(
-    app: PgQueue, params: Mapping[str, Any], target: AsyncProducerConnection | None
-) -> None:
-    sql = queries.get("enqueue_jobs")
+    app: PgQueue, statement: str, params: Mapping[str, Any], target: AsyncProducerConnection | None
+) -> list[Any]:
+    """Run enqueue ``statement``; its rows (enqueue_unique_jobs returns the ids)."""
+    sql = queries.get(statement)
     if target is not None:
         with translate_errors():
-            await target.execute(sql, params)
-        return
+            if isinstance(target, psycopg.AsyncCursor):
+                await target.execute(sql, params)
+                return await target.fetchall() if target.description else []
+            cur = await target.execute(sql, params)
+            return await cur.fetchall() if cur.description else []
     # pgqueue's own connection of this loop. One gone stale since its last use (a server
     # restart) is replaced once; the job ids are the primary key, so a retried insert
     # cannot create a job twice: a UniqueViolation on the retry means the first attempt
@@ -85,16 +104,17 @@ async def _execute(
         try:
             conn = await app._aconnections.get()
             with translate_errors():
-                await conn.execute(sql, params)
-            return
+                cur = await conn.execute(sql, params)
+                return await cur.fetchall() if cur.description else []
         except psycopg.errors.UniqueViolation:
             if attempt == 2:
-                return
+                return []
             raise
         except DatabaseUnavailable:
             await app._aconnections.discard()
             if attempt == 2:
                 raise
+    return []
 
 
 _ACCEPTED = "a psycopg.AsyncConnection or psycopg.AsyncCursor"

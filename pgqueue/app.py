@@ -23,6 +23,7 @@ from .beat.entries import PeriodicEntry, periodic_task_spec
 from .canvas import Signature
 from .conf import Settings
 from .control import Control
+from .controls import TaskControls
 from .current import app_created, set_default_app
 from .db import ConnectionHolder, connect, load_times_clamped, resolve_dsn, translate_errors
 from .producer import ConnectionT, ProducerConnection
@@ -120,12 +121,14 @@ class PgQueue(config.CeleryConfiguration):
         Options: ``name``, ``bind``, ``queue``, ``priority``, ``ignore_result``,
         ``max_retries``, ``default_retry_delay``, ``autoretry_for``, ``retry_kwargs``,
         ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``, ``acks_late``,
-        ``reject_on_worker_lost``, ``time_limit``, ``soft_time_limit``, ``expires``.
-        """
+        ``reject_on_worker_lost``, ``time_limit``, ``soft_time_limit``, ``expires``; and
+        ``unique``, ``unique_until``, ``concurrency_limit``, ``concurrency_key``,
+        ``rate_limit`` (pgqueue.controls)."""
 
         def register(f: Callable[..., Any]) -> Task:
             name = options.pop("name", None) or f"{f.__module__}.{f.__qualname__}"
-            task = Task(self, f, name=name, **options)
+            controls = TaskControls.declared(name, f, options)
+            task = Task(self, f, name=name, controls=controls, **options)
             self.tasks[name] = task
             return task
 

@@ -24,10 +24,11 @@ from .execution import FIELDS, Job, Outcome, decode_failure
 from .handoff import HandoffSlots
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from .lease import Registration
     from .policy import JobPolicy
+    from .task import Task
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -40,6 +41,8 @@ class ClaimTrip:
     started: Any = None  # mark_started's: (id, still due) of the jobs that are still ours
     claimed: Any = None  # claim_jobs': the claimed jobs' JSON document
     due: Any = None  # next_run_delay's
+    limited: Any = None  # claim_limited_jobs': a document of STARTED jobs, when to look again
+    free: int = 0  # the free slots the claims may start jobs in
 
 
 class Claims:
@@ -56,7 +59,13 @@ class Claims:
     ) -> None:
         self.worker_id = worker.id
         self.queues = worker.queues
-        self.tasks = worker.tasks
+        self.unlimited = worker.unlimited_tasks
+        self.limited = frozenset(worker.limited)
+        self.limits = worker.limits
+        # a job of a limited task finished here: claim once more after its outcome is written
+        self.recheck = False
+        # whether one of our queues has limits (next_run_delay says, at every claim)
+        self.queue_limits = False
         self.at_most_once = worker.at_most_once
         # What an at-most-once job's claim or STARTED mark commits with (claim_settings).
         self.durable = {"synchronous_commit": worker.synchronous_commit}
@@ -112,9 +121,17 @@ class Claims:
         """After a claim for ``room`` jobs brought ``jobs``."""
         self.last_poll = time.monotonic()
         # A full batch means more may be waiting; a short one means the ready jobs are
-        # drained and a NOTIFY (or a due run_at) tells of more.
-        self.wanted = len(jobs) == room
+        # drained and a NOTIFY (or a due run_at) tells of more. After a limited task's job
+        # finished here, once more: this claim may have run before its outcome was written.
+        self.wanted = len(jobs) == room or self.recheck
+        self.recheck = False
         self.next_due = None if self.wanted else self.due_after_claim
+
+    def finished(self, task_name: str) -> None:
+        """A job of ``task_name`` finished in our pool: if its task is limited, a job held
+        back by that limit may start now."""
+        if task_name in self.limited:
+            self.wanted = self.recheck = True
 
     # -- the buffer ------------------------------------------------------------------------------
 
@@ -162,13 +179,18 @@ class Claims:
     ) -> ClaimTrip:
         """Send, on ``conn`` in one pipeline (one transaction): mark ``to_start`` STARTED,
         claim up to ``claim`` more, the first ``start`` of them STARTED at once."""
-        trip = ClaimTrip(to_start)
+        trip = ClaimTrip(to_start, free=start)
         with conn.pipeline():
             conn.execute(queries.get("claim_settings"), self.durable)
             handoff.withdraw(conn)
             if to_start:
                 trip.started = conn.execute(
                     queries.get("mark_started"), self._start_params(to_start)
+                )
+            if claim > 0 and start > 0 and (self.limited or self.queue_limits):
+                # Before claim_jobs, to which it leaves the slots it did not fill.
+                trip.limited = conn.execute(
+                    queries.get("claim_limited_jobs"), self._limited_params(start)
                 )
             if claim > 0:
                 trip.claimed = conn.execute(
@@ -177,8 +199,10 @@ class Claims:
                 # Needed only when the claim comes up short, to sleep until the next job is
                 # due; asked now, it costs no round trip of its own. (Same transaction: the
                 # jobs just claimed no longer count.)
+                # (Limited tasks left out: their ready jobs held back by a limit would make it
+                # "due now"; claim_limited says when to look again.)
                 trip.due = conn.execute(
-                    queries.get("next_run_delay"), {"queues": self.queues, "tasks": self.tasks}
+                    queries.get("next_run_delay"), {"queues": self.queues, "tasks": self.unlimited}
                 )
         return trip
 
@@ -194,12 +218,29 @@ class Claims:
     def received(self, conn: psycopg.Connection[Any], trip: ClaimTrip) -> list[Job]:
         """The jobs claimed; those not STARTED already go to the buffer."""
         assert trip.due is not None  # sent with every claim
-        (delay,) = trip.due.fetchone()
+        delay, queue_limits = trip.due.fetchone()
+        if queue_limits and not self.queue_limits:
+            self.recheck = True  # claim again, with claim_limited this time
+        self.queue_limits = queue_limits
+        limited: list[Job] = []
+        if trip.limited is not None:
+            document, retry_in = trip.limited.fetchone()
+            limited = self.decode(conn, document)
+            # the earlier of the next due job and a job held back by a limit
+            delay = retry_in if delay is None else min(delay, retry_in or delay)
         self.due_after_claim = None if delay is None else time.monotonic() + max(0.0, delay)
         document, _ = trip.claimed.fetchone()
         jobs = self.decode(conn, document)
+        # Both claims may start jobs in the free slots: those claim_jobs started past them
+        # wait in the buffer, to be marked STARTED again when a slot frees (as a job handed
+        # to a full pool is).
+        free = trip.free - len(limited)
+        for job in jobs:
+            if job.started:
+                job.started = free > 0
+                free -= 1
         self.buffer.extend(job for job in jobs if not job.started)
-        return jobs
+        return limited + jobs
 
     def decode(self, conn: psycopg.Connection[Any], document: str) -> list[Job]:
         """The jobs of a claim's JSON document. A job that cannot be decoded (a row written
@@ -276,13 +317,31 @@ class Claims:
             **self.durable,
         }
 
+    def _limited_params(self, room: int) -> dict[str, Any]:
+        return {
+            **self.durable,
+            "worker_id": self.worker_id,
+            "queues": self.queues,
+            "tasks": self.unlimited,
+            "limits": self.limits,
+            "room": room,
+            "at_most_once": self.at_most_once,
+        }
+
     def _claim_params(self, limit: int, start: int) -> dict[str, Any]:
         return {
             **self.durable,
             "queues": self.queues,
-            "tasks": self.tasks,
+            "tasks": self.unlimited,
             "limit": limit,
             "start": max(0, start),
             "at_most_once": self.at_most_once,
             "worker_id": self.worker_id,
         }
+
+
+def limited_tasks(tasks: Mapping[str, Task]) -> tuple[list[str], str]:
+    """The names of the tasks with a concurrency or rate limit, and their description for
+    pgqueue.claim_limited (JSON)."""
+    limited = sorted(name for name, task in tasks.items() if task.controls.limited)
+    return limited, json.dumps([tasks[name].controls.limit_spec(name) for name in limited])

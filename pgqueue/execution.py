@@ -8,17 +8,19 @@ never touches the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import datetime as dt
 import inspect
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
-from . import signals, states
+from . import signals, states, tracing
 from .exceptions import DecodeError, EncodeError, Ignore, Reject, Retry
 from .policy import autoretries, autoretry_options
 from .serialization import dumps_result
@@ -279,6 +281,8 @@ class Execution:
         self.store = not job.options.get("ignore_result", task.ignore_result)
         self.started = 0.0
         self._token: contextvars.Token[Request | None] | None = None
+        self._traced: AbstractContextManager[Any] = contextlib.nullcontext()
+        self._span: Any = None
 
     @classmethod
     def begin(cls, app: PgQueue, job: Job, hostname: str) -> Execution | Outcome:
@@ -294,6 +298,9 @@ class Execution:
         return cls(task, job, hostname)
 
     def __enter__(self) -> Execution:
+        # the run's span (pgqueue[otel]), current while the task runs
+        self._traced = tracing.process(self.job)
+        self._span = self._traced.__enter__()
         self._token = set_current_request(self.request)
         signals.task_prerun.send(
             sender=self.task,
@@ -305,9 +312,10 @@ class Execution:
         self.started = time.perf_counter()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         if self._token is not None:
             reset_current_request(self._token)
+        self._traced.__exit__(*exc_info)
 
     def call(self) -> Any:
         """Call the task with the job's arguments (for an ``async def`` task: its
@@ -363,6 +371,7 @@ class Execution:
         return Outcome.failure(job, exc, tb=tb, time_taken=elapsed)
 
     def _settled(self, outcome: Outcome, retval: Any) -> Outcome:
+        tracing.finished(self._span, outcome.state, outcome.exc_type, outcome.exc_message)
         _send_outcome(self.task, self.request, outcome, retval)
         return outcome
 

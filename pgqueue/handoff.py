@@ -149,7 +149,7 @@ class HandoffSlots:
                 "slots": self.slots,
                 "channel": self.channel,
                 "queues": worker.queues,
-                "tasks": worker.tasks,
+                "tasks": worker.unlimited_tasks,
                 "at_most_once": worker.at_most_once,
                 "key_inner": key_inner,
                 "key_outer": key_outer,

@@ -10,18 +10,21 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .controls import check_unique_key, check_unique_until
 from .exceptions import ConfigurationError, EncodeError, NotRegistered
 from .ids import new_job_id
 from .options import PER_CALL_OPTIONS, SEND_OPTIONS
 from .serialization import as_json_types, check_size, compact_json, dumps_args, dumps_jobs
+from .tracing import TRACE_OPTION
 
 if TYPE_CHECKING:
     from .app import PgQueue
     from .canvas import Signature
+    from .task import Task
 
 
 def plan(
-    app: PgQueue, signatures: Iterable[Signature]
+    app: PgQueue, signatures: Iterable[Signature], trace: dict[str, str] | None = None
 ) -> Iterator[tuple[str, Signature, dict[str, Any], tuple[Any, ...] | None]]:
     """Each call's job id and columns, and, for a job COPY can insert as it is (no
     countdown or expiry to work out on the database's clock), its copy_jobs values after
@@ -37,14 +40,18 @@ def plan(
     for sig in signatures:
         key: Any = None
         known = None
-        if reuse and "task_id" not in sig.options:
+        task = app.tasks.get(sig.task)
+        # a key computed from the arguments makes each job's columns its own
+        if reuse and "task_id" not in sig.options and not (task and task.controls.unique):
             try:
                 key = (sig.task, frozenset(sig.options.items()))
                 known = shared.get(key)
             except TypeError:  # an unhashable option value
                 key = None
         if known is None:
-            job_id, columns = job_columns(app, sig.task, sig.args, sig.kwargs, sig.options)
+            job_id, columns = job_columns(
+                app, sig.task, sig.args, sig.kwargs, sig.options, trace=trace
+            )
             known = columns, _copy_values(columns)
             if key is not None:
                 shared[key] = known
@@ -55,10 +62,17 @@ def plan(
 
 
 def job_columns(
-    app: PgQueue, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: dict[str, Any]
+    app: PgQueue,
+    name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    options: dict[str, Any],
+    *,
+    trace: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """A new job's id, and its row's columns other than id, args and kwargs: what its
-    task, the call's options and the routes give."""
+    task, the call's options and the routes give (and ``trace``, the enqueue's trace
+    context, in its options)."""
     check_call(name, args, kwargs)
     # None means "not given", except for max_retries, where None given means no limit.
     options = {k: v for k, v in options.items() if v is not None or k == "max_retries"}
@@ -95,6 +109,8 @@ def job_columns(
     if eta is not None or countdown is not None:
         # So that request.eta is None for a job sent to run at once, as in Celery.
         per_call["scheduled"] = True
+    if trace:
+        per_call[TRACE_OPTION] = trace
     task_id = options.get("task_id")
     job_id = str(uuid.UUID(str(task_id))) if task_id else new_job_id()
     columns = {
@@ -119,6 +135,7 @@ def job_columns(
         "options": per_call,
     }
     _check_columns(columns)
+    _unique(name, args, kwargs, options, task, columns)
     for what in ("task_name", "queue"):
         # COPY would pass these on to the database (or the driver), which refuse them
         # with a bare error.
@@ -129,6 +146,29 @@ def job_columns(
                 "lone surrogate, which Postgres cannot store"
             )
     return job_id, columns
+
+
+def _unique(
+    name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    options: dict[str, Any],
+    task: Task | None,
+    columns: dict[str, Any],
+) -> None:
+    """Add the job's unique key and unique_until to ``columns``, if it has one: the call's
+    ``unique_key``, else the one the task's ``unique=`` makes of the arguments."""
+    key = options.get("unique_key")
+    if key is None and task is not None:
+        key = task.controls.unique_key(name, args, kwargs)
+    if key is None:
+        if "unique_until" in options:
+            raise TypeError(f"{name}: unique_until= needs a unique key (unique_key=)")
+        return
+    columns["unique_key"] = check_unique_key(name, key)
+    columns["unique_until"] = check_unique_until(
+        name, options.get("unique_until", task.controls.unique_until if task else "started")
+    )
 
 
 def _first(*values: Any) -> Any:
@@ -216,19 +256,36 @@ def job(
 
 
 def call_document(
-    app: PgQueue, name: str, args: Any, kwargs: Any, options: dict[str, Any]
-) -> tuple[str, str]:
-    """One call's job id and its enqueue_jobs document (``send_task``)."""
+    app: PgQueue,
+    name: str,
+    args: Any,
+    kwargs: Any,
+    options: dict[str, Any],
+    trace: dict[str, str] | None = None,
+) -> tuple[str, str, str]:
+    """One call's job id, its enqueue document, and the name of the statement that
+    enqueues it (``send_task``); ``trace``: the enqueue's trace context."""
     args, kwargs = args or (), kwargs or {}
-    job_id, columns = job_columns(app, name, args, kwargs, options)
-    return job_id, document([job(job_id, args, kwargs, columns)], app.conf.task_max_payload_size)
+    job_id, columns = job_columns(app, name, args, kwargs, options, trace=trace)
+    jobs = [job(job_id, args, kwargs, columns)]
+    return job_id, document(jobs, app.conf.task_max_payload_size), statement(jobs)
+
+
+def statement(jobs: list[dict[str, Any]]) -> str:
+    """The statement enqueueing ``jobs`` in one go: enqueue_unique_jobs (which returns the
+    ids, some perhaps of jobs holding the keys already) if one has a unique key, else
+    enqueue_jobs."""
+    return UNIQUE_STATEMENT if any("unique_key" in j for j in jobs) else "enqueue_jobs"
+
+
+UNIQUE_STATEMENT = "enqueue_unique_jobs"
 
 
 def batch_document(
-    app: PgQueue, signatures: Iterable[Signature]
+    app: PgQueue, signatures: Iterable[Signature], trace: dict[str, str] | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """The jobs of many calls and their one enqueue_jobs document (None for no calls)."""
-    jobs = [job(i, sig.args, sig.kwargs, c) for i, sig, c, _ in plan(app, signatures)]
+    """The jobs of many calls and their one enqueue document (None for no calls)."""
+    jobs = [job(i, sig.args, sig.kwargs, c) for i, sig, c, _ in plan(app, signatures, trace)]
     return jobs, document(jobs, app.conf.task_max_payload_size) if jobs else None
 
 
@@ -263,6 +320,8 @@ def _copy_values(columns: dict[str, Any]) -> tuple[Any, ...] | None:
     expires_at must be worked out on the database's clock (or are given: COPY leaves run_at
     to its default, the transaction's start, as enqueue_jobs does)."""
     if any(columns[k] is not None for k in ("run_at", "countdown", "expires_at", "expires_in")):
+        return None
+    if "unique_key" in columns:  # COPY cannot skip a job whose key is taken
         return None
     try:
         options = compact_json(columns["options"])

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -51,6 +51,15 @@ class Registration:
     concurrency: int
     reconnect_grace: float
     synchronous_commit: str
+    # tasks with a concurrency or rate limit: claimed by pgqueue.claim_limited only, never
+    # handed off; ``limits`` is claim_limited's JSON description of them
+    limited: list[str] = field(default_factory=list)
+    limits: str = "[]"
+
+    @property
+    def unlimited_tasks(self) -> list[str]:
+        """The tasks claim_jobs and the hand-off may take."""
+        return [t for t in self.tasks if t not in self.limited]
 
 
 class Lease:

@@ -13,3 +13,7 @@ WORKER_LOCK_CLASS = 0x70677175
 # own offset (pgqueue/maintenance/), so one process at a time does each service.
 # (0x70677175_0002 was the single key of every service before they ran apart.)
 MAINTENANCE_LOCK_BASE = 0x70677175_0010
+
+# First key of the advisory lock serializing the claims of one limited task (the second is
+# hashtext(task name)), taken by pgqueue.claim_limited (migration 0008).
+LIMIT_LOCK_CLASS = 0x70677176

@@ -10,7 +10,9 @@ Needs ``prometheus-client`` (``pip install 'pgqueue-tasks[metrics]'``). Each wor
   unregistered), ``pgqueue_queue_lag_seconds{queue}`` (age of the oldest ready job, 0 when
   none), ``pgqueue_queue_finished_last_hour{queue, state}`` and ``pgqueue_queue_workers{queue}``:
   the whole queue as the ``pgqueue.queue_stats`` view sees it, the same from every worker
-  (aggregate them with ``max by (queue, state)``).
+  (aggregate them with ``max by (queue, state)``);
+- ``pgqueue_queue_paused{queue}``: 1 while the queue is paused (``pgqueue queue pause``), else
+  0, for each queue of the sample and each queue ever paused.
 
 The queue figures are sampled, not read at every scrape: at most once per
 ``sample_interval`` seconds (15 by default), only when scraped, on one connection of the
@@ -32,7 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_wsgi_server
 from prometheus_client.registry import Collector
 
-from . import ops, queries
+from . import ops, queries, queue_controls
 from .db import connect, translate_errors
 
 if TYPE_CHECKING:
@@ -100,6 +102,7 @@ class QueueSampler(Collector):
         self._conn: Any = None
         self._sampled_at: float | None = None
         self._stats: list[ops.QueueStats] | None = None
+        self._paused: dict[str, bool] = {}
 
     def describe(self) -> Iterable[Metric]:
         # Keeps registration from sampling (the registry collects to learn the names).
@@ -127,6 +130,9 @@ class QueueSampler(Collector):
         workers = GaugeMetricFamily(
             "pgqueue_queue_workers", "Live workers consuming each queue.", labels=["queue"]
         )
+        paused = GaugeMetricFamily(
+            "pgqueue_queue_paused", "1 while the queue is paused, else 0.", labels=["queue"]
+        )
         for s in stats:
             for state in ("ready", "scheduled", "retrying", "reserved", "running", "unregistered"):
                 jobs.add_metric([s.queue, state], getattr(s, state))
@@ -134,7 +140,10 @@ class QueueSampler(Collector):
             finished.add_metric([s.queue, "FAILURE"], s.failed_last_hour)
             finished.add_metric([s.queue, "SUCCESS"], s.succeeded_last_hour)
             workers.add_metric([s.queue], s.workers)
-        yield from (jobs, lag, finished, workers)
+        pause_states = {s.queue: False for s in stats} | self._paused
+        for queue, is_paused in sorted(pause_states.items()):
+            paused.add_metric([queue], 1.0 if is_paused else 0.0)
+        yield from (jobs, lag, finished, workers, paused)
 
     def sample(self) -> list[ops.QueueStats] | None:
         """The latest sample, re-read if older than the interval; None if it cannot be read."""
@@ -153,6 +162,7 @@ class QueueSampler(Collector):
                 # Shared through the database: however many workers are scraped, the
                 # view is computed about once per interval, not once per worker.
                 self._stats = ops.sampled_queue_stats(self._conn, self.interval)
+                self._paused = queue_controls.pause_states(self._conn)
             except Exception as exc:
                 log.warning("metrics: cannot read pgqueue.queue_stats: %s", exc)
                 self._stats = None

@@ -30,6 +30,8 @@ SEND_OPTIONS = frozenset(
         "max_retries",
         "time_limit",
         "soft_time_limit",
+        "unique_key",
+        "unique_until",
         *PER_CALL_OPTIONS,
     }
 )
@@ -49,6 +51,9 @@ class SendOptions(TypedDict, total=False):
     max_retries: int | None
     time_limit: float | None
     soft_time_limit: float | None
+    # a unique job (README, "Unique jobs"): "started" or "finished"
+    unique_key: str | None
+    unique_until: str
     ignore_result: bool
     acks_late: bool
     retry_backoff: bool | float

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import psycopg
 import psycopg.errors
 
-from . import binding, jobrows, queries
+from . import binding, jobrows, queries, tracing
 from .contrib import sqlalchemy
 from .db import translate_errors
 from .exceptions import DatabaseUnavailable
@@ -64,8 +64,15 @@ def send(
 ) -> AsyncResult:
     """Write one job (``app.send_task``)."""
     target = caller_connection(app, connection)
-    job_id, document = jobrows.call_document(app, name, args, kwargs, options)
-    _execute(app, queries.get("enqueue_jobs"), {"jobs": document}, target)
+    with tracing.publish(name) as span:
+        job_id, document, statement = jobrows.call_document(
+            app, name, args, kwargs, options, span.carrier if span else None
+        )
+        rows = _execute(app, queries.get(statement), {"jobs": document}, target)
+        if statement == jobrows.UNIQUE_STATEMENT:
+            job_id = rows[0][0]  # the id of the job holding the key, which may be another's
+        if span:
+            span.written(job_id)
     return AsyncResult(job_id, app=app, task_name=name)
 
 
@@ -82,26 +89,45 @@ def enqueue_many(
     app: PgQueue, signatures: Iterable[Signature], connection: ProducerConnection | None
 ) -> list[AsyncResult]:
     """Write many jobs, all or none (``app.enqueue_many``)."""
+    with tracing.publish("enqueue_many") as span:
+        return _enqueue_many(app, signatures, connection, span.carrier if span else None)
+
+
+def _enqueue_many(
+    app: PgQueue,
+    signatures: Iterable[Signature],
+    connection: ProducerConnection | None,
+    trace: dict[str, str] | None,
+) -> list[AsyncResult]:
     results: list[AsyncResult] = []
-    sql = queries.get("enqueue_jobs")
     target = caller_connection(app, connection)
     if target is not None:
         # The caller's connection may be in autocommit (or not psycopg 3 at all): one
         # statement keeps the batch all or nothing there too.
-        jobs, document = jobrows.batch_document(app, signatures)
+        jobs, document = jobrows.batch_document(app, signatures, trace)
+        ids = [j["id"] for j in jobs]
         if document is not None:
+            # One statement for all, so a batch with unique keys is all or nothing too.
+            statement = jobrows.statement(jobs)
             with translate_errors():
-                _execute_on(target, sql, {"jobs": document})
-        return [AsyncResult(j["id"], app=app, task_name=j["task_name"]) for j in jobs]
+                written = _execute_on(target, queries.get(statement), {"jobs": document})
+            if statement == jobrows.UNIQUE_STATEMENT:
+                ids = [r[0] for r in written]
+        return [
+            AsyncResult(i, app=app, task_name=j["task_name"])
+            for i, j in zip(ids, jobs, strict=True)
+        ]
 
-    clocked: list[dict[str, Any]] = []  # jobs whose times the database works out
+    clocked: list[dict[str, Any]] = []  # jobs whose times (or keys) the database works out
+    names: dict[str, str] = {}  # their task names
     limit = app.conf.task_max_payload_size
 
     def rows() -> Iterator[tuple[Any, ...]]:
-        for job_id, sig, columns, fixed in jobrows.plan(app, signatures):
+        for job_id, sig, columns, fixed in jobrows.plan(app, signatures, trace):
             results.append(AsyncResult(job_id, app=app, task_name=sig.task))
             if fixed is None:
                 clocked.append(jobrows.job(job_id, sig.args, sig.kwargs, columns))
+                names[job_id] = sig.task
             else:
                 args_json, kwargs_json = dumps_args(sig.task, sig.args, sig.kwargs)
                 check_size(sig.task, "its arguments", len(args_json) + len(kwargs_json), limit)
@@ -120,11 +146,10 @@ def enqueue_many(
                     for row in pending:
                         copied.append(row)  # kept, to be sent again on a new connection
                         copy.write_row(row)
-                if clocked:
-                    with conn.pipeline():
-                        for at in range(0, len(clocked), ENQUEUE_CHUNK):
-                            chunk = jobrows.document(clocked[at : at + ENQUEUE_CHUNK], limit)
-                            conn.execute(sql, {"jobs": chunk})
+                taken = _send_clocked(conn, clocked, limit) if clocked else {}
+            for at, r in enumerate(results):
+                if r.id in taken:
+                    results[at] = AsyncResult(taken[r.id], app=app, task_name=names[r.id])
             return results
         except psycopg.errors.UniqueViolation:
             # The first attempt committed before its connection was found broken.
@@ -136,6 +161,28 @@ def enqueue_many(
             if attempt == 2:
                 raise
     return results
+
+
+def _send_clocked(
+    conn: psycopg.Connection[Any], clocked: list[dict[str, Any]], limit: int | None
+) -> dict[str, str]:
+    """Insert the jobs COPY cannot take, in statements of ENQUEUE_CHUNK jobs; returns, for
+    each job whose unique key another job held, that job's id."""
+    sent = []
+    with conn.pipeline():
+        for at in range(0, len(clocked), ENQUEUE_CHUNK):
+            jobs = clocked[at : at + ENQUEUE_CHUNK]
+            chunk = jobrows.document(jobs, limit)
+            statement = jobrows.statement(jobs)
+            cur = conn.execute(queries.get(statement), {"jobs": chunk})
+            if statement == jobrows.UNIQUE_STATEMENT:
+                sent.append((jobs, cur))
+    taken = {}
+    for jobs, cur in sent:
+        for job, (job_id,) in zip(jobs, cur.fetchall(), strict=True):
+            if job_id != job["id"]:
+                taken[job["id"]] = job_id
+    return taken
 
 
 def caller_connection(
@@ -174,28 +221,29 @@ def bound(connection: ConnectionT) -> Iterator[ConnectionT]:
 
 def _execute(
     app: PgQueue, sql: str, params: Mapping[str, Any], target: ProducerConnection | None
-) -> None:
+) -> list[Any]:
+    """Run an enqueue statement; its rows (enqueue_unique_jobs returns the ids)."""
     if target is not None:
         with translate_errors():
-            _execute_on(target, sql, params)
-        return
+            return _execute_on(target, sql, params)
     # Our own autocommit connection. A connection gone stale since its last use (server
     # restart) is replaced once; the job id is the primary key, so a retried insert
-    # cannot create the job twice.
+    # cannot create the job twice (and a retried unique insert finds its own job's key).
     for attempt in (1, 2):
         conn = app._connections.get()
         try:
             with translate_errors():
-                conn.execute(sql, params)
-            return
+                cur = conn.execute(sql, params)
+                return cur.fetchall() if cur.description else []
         except psycopg.errors.UniqueViolation:
             if attempt == 2:
-                return
+                return []
             raise
         except DatabaseUnavailable:
             app._connections.discard()
             if attempt == 2:
                 raise
+    return []
 
 
 _ACCEPTED_CONNECTIONS = (
@@ -235,18 +283,19 @@ def check_connection(target: object) -> None:
         raise TypeError(f"connection= got {kind}: pass {_ACCEPTED_CONNECTIONS}")
 
 
-def _execute_on(target: ProducerConnection, sql: str, params: Mapping[str, Any]) -> None:
+def _execute_on(target: ProducerConnection, sql: str, params: Mapping[str, Any]) -> list[Any]:
+    """Run ``sql`` through the caller's connection or cursor; its rows, if it returns any."""
     # Any: what is called below is DB-API 2, common to the four kinds; mypy cannot tell a
     # cursor from a connection by the hasattr check.
     driver: Any = target
     if sqlalchemy.is_sqlalchemy(driver):
-        sqlalchemy.execute(driver, sql, params)
-        return
+        return sqlalchemy.execute(driver, sql, params)
     if hasattr(driver, "fetchone"):  # a cursor
         _sync_result(driver, driver.execute(sql, params))
-        return
+        return list(driver.fetchall()) if driver.description else []
     with contextlib.closing(driver.cursor()) as cur:
         _sync_result(driver, cur.execute(sql, params))
+        return list(cur.fetchall()) if cur.description else []
 
 
 def _sync_result(target: object, value: object) -> None:

@@ -10,6 +10,7 @@ from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 from .canvas import Signature as Signature  # also importable from here, as before
+from .controls import TaskControls
 from .exceptions import MaxRetriesExceededError, Retry
 from .result import AsyncResult
 from .serialization import check_size, dumps_args
@@ -73,8 +74,10 @@ class Task:
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
         expires: float | dt.timedelta | dt.datetime | None = None,
+        controls: TaskControls | None = None,
     ) -> None:
         self.app = app
+        self.controls = controls or TaskControls()
         self.run = fun
         self.name = name
         self.bind = bind

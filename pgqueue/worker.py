@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from . import logs, maintenance, signals
-from .claims import Claims
+from .claims import Claims, limited_tasks
 from .exceptions import ConfigurationError, DatabaseUnavailable
 from .execution import Job
 from .handoff import HANDOFF_SLOTS, HandoffSlots
@@ -168,6 +168,7 @@ class Worker:
         self.app.import_task_modules()
         self._me.tasks[:] = sorted(self.app.tasks)
         self._me.at_most_once[:] = sorted(n for n, t in self.app.tasks.items() if not t.acks_late)
+        self._me.limited[:], self._me.limits = limited_tasks(self.app.tasks)
         if not self._me.tasks:
             raise ConfigurationError(
                 "the app has no tasks registered: point -A at the module defining them, or "
@@ -325,8 +326,9 @@ class Worker:
     def _collect(self) -> None:
         """Take finished outcomes from the pool. Failures the pool decided on (hard time
         limit, lost child) get the task's retry policy like the task's own errors."""
-        assert self._pool is not None
+        assert self._pool is not None and self._claims is not None
         for outcome in self._pool.collect():
+            self._claims.finished(outcome.task_name)
             self._outcomes.add(self._policy.settle_pool_failure(outcome))
 
     def _ride_out_outage(self, exc: Exception) -> bool:

@@ -62,6 +62,14 @@ class Plan:
         order, each enqueued by the end of the one before) and its ``chord``."""
         defaults = {k: v for k, v in self.defaults.items() if starts_now or k not in START_OPTIONS}
         job_id, columns = jobrows.job_columns(self.app, task, args, kwargs, {**defaults, **options})
+        if "unique_key" in options:
+            raise TypeError(
+                f"{task}: a step of a chain, group or chord cannot take unique_key= (its "
+                "steps are enqueued together, not deduplicated): enqueue it on its own"
+            )
+        # not deduplicated (see above): a key the task's unique= made is not kept
+        columns.pop("unique_key", None)
+        columns.pop("unique_until", None)
         own = columns["options"]
         # A workflow's step always stores its result: what follows it reads it there.
         own["ignore_result"] = False

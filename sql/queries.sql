@@ -61,6 +61,12 @@ SELECT j.id, j.task_name, coalesce(j.args, '[]'), coalesce(j.kwargs, '{}'),
                             options, ord)
  ORDER BY j.ord
 
+-- name: enqueue_unique_jobs
+-- enqueue_jobs for a batch holding jobs with a unique key (each job's document may add
+-- unique_key and unique_until): the id of each job in order, its own or, when its key was
+-- taken, that of the job holding it (see pgqueue.enqueue_unique, migration 0008).
+SELECT u.id::text FROM pgqueue.enqueue_unique(%(jobs)s::jsonb) AS u ORDER BY u.ord
+
 -- name: copy_jobs
 -- enqueue_many on pgqueue's own connection: the jobs COPY can take as they are (run_at
 -- defaults to the transaction's start, as in enqueue_jobs; jobs with an ETA, countdown or
@@ -128,6 +134,15 @@ SELECT coalesce(json_agg(c.document ORDER BY c.priority DESC, c.run_at, c.seq), 
        CASE WHEN bool_or(c.started AND NOT c.acks_late)
             THEN set_config('synchronous_commit', %(synchronous_commit)s, true) END
   FROM claimed AS c
+
+-- name: claim_limited_jobs
+-- Up to %(room)s jobs of this worker's limited tasks and limited queues (%(tasks)s: its
+-- tasks without limits of their own), STARTED at once (see
+-- pgqueue.claim_limited, migration 0008), and when to look again for those held back.
+SELECT document, retry_in
+  FROM pgqueue.claim_limited(%(worker_id)s, %(queues)s::text[], %(tasks)s::text[],
+                             %(limits)s::jsonb, %(room)s, %(at_most_once)s::text[],
+                             %(synchronous_commit)s)
 
 -- name: split_jobs_document
 -- A claim's (or hand-off's) document the worker could not decode, one entry per row, with
@@ -882,6 +897,37 @@ SELECT g.task_id, g.task_name, g.queue, coalesce(g.args, '[]'), coalesce(g.kwarg
   FROM gone AS g
 RETURNING id
 
+-- ---- queue controls ----
+-- pgqueue/queue_controls.py: pause, resume and limit queues (the functions are in migration
+-- 0008).
+
+-- name: queue_pause
+SELECT pgqueue.pause_queue(%(name)s)
+
+-- name: queue_resume
+SELECT pgqueue.resume_queue(%(name)s)
+
+-- name: queue_limit
+SELECT pgqueue.set_queue_limits(%(name)s, %(concurrency_limit)s, %(rate_limit)s)
+
+-- name: queue_list
+-- Every queue that is paused, was paused or limited once, or holds live jobs, results of
+-- the last hour or a live worker (pgqueue.queue_stats), by name.
+SELECT coalesce(q.name, s.queue) AS name, coalesce(q.paused, false) AS paused,
+       q.changed_at, q.changed_by, q.concurrency_limit, q.rate_limit,
+       coalesce(s.ready, 0) AS ready,
+       coalesce(s.running, 0) AS running, coalesce(s.workers, 0) AS workers
+  FROM pgqueue.queues AS q
+  FULL JOIN pgqueue.queue_stats AS s ON s.queue = q.name
+ ORDER BY 1
+
+-- name: queue_paused
+SELECT name FROM pgqueue.queues WHERE paused ORDER BY name
+
+-- name: queue_pause_states
+-- Each queue ever paused, and whether it is now (for the metrics).
+SELECT name, paused FROM pgqueue.queues
+
 -- name: ops_statement_timeout
 SELECT set_config('statement_timeout', %(ms)s::text, false)
 
@@ -968,9 +1014,13 @@ SELECT pg_terminate_backend(%(pid)s)
 -- each claim, in its transaction, so the jobs just claimed do not count. The earliest job
 -- of each (queue, priority) level is the first index entry of that level. Infinities
 -- (written by hand) cannot be subtracted: '-infinity' is due, 'infinity' never is.
+-- Also whether any of these queues has limits: their jobs are claimed by claim_limited.
 SELECT CASE WHEN isfinite(min(f.run_at))
             THEN extract(epoch FROM min(f.run_at) - now())::double precision
-            WHEN min(f.run_at) < now() THEN 0.0 END
+            WHEN min(f.run_at) < now() THEN 0.0 END,
+       EXISTS (SELECT 1 FROM pgqueue.queues AS q
+                WHERE q.name = ANY(%(queues)s::text[])
+                  AND (q.concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL))
   FROM pgqueue.queue_levels(%(queues)s::text[]) AS l,
        LATERAL (SELECT j.run_at FROM pgqueue.jobs AS j
                  WHERE j.worker_id IS NULL AND j.queue = l.queue

@@ -168,6 +168,7 @@ BEGIN
                 ('producer', 'SELECT, INSERT', 'TABLE pgqueue.workflow_members'),
                 ('producer', 'SELECT, INSERT', 'TABLE pgqueue.chords'),
                 ('producer', 'SELECT', 'TABLE pgqueue.workflow_status'),
+                ('producer', 'EXECUTE', 'FUNCTION pgqueue.enqueue_unique'),
 
                 -- worker: the claim loop, outcomes, hand-off slots, registration and
                 -- heartbeat, maintenance (rescue, expiry, result clean-up), metrics' shared
@@ -181,6 +182,9 @@ BEGIN
                 ('worker', 'SELECT, INSERT, DELETE', 'TABLE pgqueue.queue_stats_samples'),
                 ('worker', 'SELECT, INSERT, UPDATE', 'TABLE pgqueue.queue_stats_sampled'),
                 ('worker', 'SELECT', 'TABLE pgqueue.schema_migrations'),
+                ('worker', 'SELECT', 'TABLE pgqueue.queues'),
+                ('worker', 'SELECT, INSERT, UPDATE', 'TABLE pgqueue.rate_limits'),
+                ('worker', 'EXECUTE', 'FUNCTION pgqueue.claim_limited'),
                 ('worker', 'SELECT', 'TABLE pgqueue.queue_stats'),
                 ('worker', 'SELECT', 'TABLE pgqueue.worker_status'),
                 ('worker', 'SELECT', 'TABLE pgqueue.running'),
@@ -189,6 +193,7 @@ BEGIN
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.job_document'),
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.end_jobs'),
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.enqueue'),
+                ('worker', 'EXECUTE', 'FUNCTION pgqueue.enqueue_unique'),
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.sampled_queue_stats'),
                 -- a task may send a workflow too; the follow-ups of a step's end are the
                 -- results trigger's (it runs with the owner's rights); the result cleanup
@@ -200,7 +205,7 @@ BEGIN
 
                 -- operator: read everything but the hand-off slots; purge and revoke (delete
                 -- jobs, write their results; revoke locks the rows it ends), retry (results
-                -- back into jobs), edit periodic tasks
+                -- back into jobs), edit periodic tasks, pause and resume queues
                 ('operator', 'SELECT, INSERT, UPDATE, DELETE', 'TABLE pgqueue.jobs'),
                 ('operator', 'SELECT, INSERT, UPDATE, DELETE', 'TABLE pgqueue.results'),
                 ('operator', 'SELECT', 'TABLE pgqueue.workers'),
@@ -208,6 +213,11 @@ BEGIN
                 ('operator', 'SELECT', 'TABLE pgqueue.queue_stats_samples'),
                 ('operator', 'SELECT', 'TABLE pgqueue.queue_stats_sampled'),
                 ('operator', 'SELECT', 'TABLE pgqueue.schema_migrations'),
+                ('operator', 'SELECT, INSERT, UPDATE', 'TABLE pgqueue.queues'),
+                ('operator', 'SELECT', 'TABLE pgqueue.rate_limits'),
+                ('operator', 'EXECUTE', 'FUNCTION pgqueue.pause_queue'),
+                ('operator', 'EXECUTE', 'FUNCTION pgqueue.resume_queue'),
+                ('operator', 'EXECUTE', 'FUNCTION pgqueue.set_queue_limits'),
                 ('operator', 'SELECT', 'TABLE pgqueue.queue_stats'),
                 ('operator', 'SELECT', 'TABLE pgqueue.worker_status'),
                 ('operator', 'SELECT', 'TABLE pgqueue.running'),
@@ -218,7 +228,8 @@ BEGIN
                 ('operator', 'SELECT', 'TABLE pgqueue.workflows'),
                 ('operator', 'SELECT', 'TABLE pgqueue.workflow_members'),
                 ('operator', 'SELECT', 'TABLE pgqueue.chords'),
-                ('operator', 'SELECT', 'TABLE pgqueue.workflow_status')
+                ('operator', 'SELECT', 'TABLE pgqueue.workflow_status'),
+                ('operator', 'EXECUTE', 'FUNCTION pgqueue.enqueue_unique')
               ) AS g(kind, privileges, object)
              WHERE g.kind = member.kind
                AND CASE split_part(g.object, ' ', 1)

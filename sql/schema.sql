@@ -12,6 +12,153 @@ SET check_function_bodies = false;
 CREATE SCHEMA pgqueue;
 
 --
+-- Name: claim_limited(uuid, text[], text[], jsonb, integer, text[], text); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.claim_limited(worker_id uuid, queues text[], tasks text[], limits jsonb, room integer, at_most_once text[], synchronous_commit text) RETURNS TABLE(document text, retry_in double precision)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    lim         record;
+    open_queues text[];
+    want        integer;
+    got         integer;
+    taken       integer := 0;
+    wait        double precision;
+    due         timestamptz;
+    docs        json[] := '{}';
+    batch       json[];
+    durable     boolean := false;
+    cells       jsonb;
+BEGIN
+    SELECT array_agg(q.name) INTO open_queues
+      FROM unnest(claim_limited.queues) AS q(name)
+     WHERE NOT EXISTS (SELECT 1 FROM pgqueue.queues AS p WHERE p.name = q.name AND p.paused);
+    IF open_queues IS NULL THEN
+        RETURN QUERY SELECT '[]'::text, NULL::double precision;
+        RETURN;
+    END IF;
+    SELECT coalesce(jsonb_agg(c ORDER BY c.cell), '[]') INTO cells
+      FROM (SELECT 'task:' || l.task AS cell, l.task, NULL AS queue, l.concurrency,
+                   l.key_name, l.key_pos, l.rate
+              FROM jsonb_to_recordset(claim_limited.limits)
+                   AS l(task text, concurrency integer, key_name text, key_pos integer,
+                        rate double precision)
+            UNION ALL
+            SELECT 'queue:' || p.name, NULL, p.name, p.concurrency_limit, NULL, NULL,
+                   p.rate_limit
+              FROM pgqueue.queues AS p
+             WHERE p.name = ANY(open_queues)
+               AND (p.concurrency_limit IS NOT NULL OR p.rate_limit IS NOT NULL)) AS c;
+    PERFORM pg_advisory_xact_lock(1885827446, hashtext(e ->> 'cell'))
+       FROM jsonb_array_elements(cells) AS e;
+    FOR lim IN
+        SELECT * FROM jsonb_to_recordset(cells)
+                      AS c(cell text, task text, queue text, concurrency integer,
+                           key_name text, key_pos integer, rate double precision)
+    LOOP
+        EXIT WHEN taken >= claim_limited.room;
+        want := claim_limited.room - taken;
+        IF lim.rate IS NOT NULL THEN
+            SELECT r.next_at INTO due FROM pgqueue.rate_limits AS r WHERE r.name = lim.cell;
+            IF due > clock_timestamp() THEN
+                -- only if a job is waiting for it
+                IF EXISTS (SELECT 1 FROM pgqueue.jobs AS j
+                            WHERE j.worker_id IS NULL
+                              AND CASE WHEN lim.task IS NOT NULL THEN j.task_name = lim.task
+                                       ELSE j.task_name = ANY(claim_limited.tasks)
+                                            AND j.queue = lim.queue END
+                              AND j.queue = ANY(open_queues) AND j.run_at <= now()) THEN
+                    wait := least(wait, extract(epoch FROM due - clock_timestamp()));
+                END IF;
+                CONTINUE;
+            END IF;
+            want := 1;
+        END IF;
+        WITH running AS (
+            SELECT CASE WHEN lim.key_name IS NOT NULL
+                        THEN coalesce(j.kwargs -> lim.key_name, j.args -> lim.key_pos) END AS k,
+                   count(*) AS n
+              FROM pgqueue.jobs AS j
+             WHERE j.worker_id IS NOT NULL
+               AND CASE WHEN lim.task IS NOT NULL THEN j.task_name = lim.task
+                        ELSE j.queue = lim.queue END
+             GROUP BY 1
+        ), ready AS (
+            SELECT j.ctid, j.priority, j.run_at, j.seq,
+                   CASE WHEN lim.key_name IS NOT NULL
+                        THEN coalesce(j.kwargs -> lim.key_name, j.args -> lim.key_pos) END AS k
+              FROM pgqueue.jobs AS j
+             WHERE j.worker_id IS NULL
+               AND CASE WHEN lim.task IS NOT NULL THEN j.task_name = lim.task
+                        ELSE j.task_name = ANY(claim_limited.tasks) AND j.queue = lim.queue END
+               AND j.queue = ANY(open_queues) AND j.run_at <= now()
+               AND (j.expires_at IS NULL OR j.expires_at > now())
+             ORDER BY j.priority DESC, j.run_at, j.seq
+             -- enough to find `want` jobs past keys at their limit, in the usual case
+             LIMIT CASE WHEN lim.key_name IS NULL THEN want ELSE 100 * want END
+        ), chosen AS (
+            SELECT r.ctid, r.priority, r.run_at, r.seq
+              FROM (SELECT r.*, row_number() OVER (PARTITION BY r.k
+                                                   ORDER BY r.priority DESC, r.run_at, r.seq)
+                           AS nth
+                      FROM ready AS r) AS r
+              LEFT JOIN running AS u ON u.k IS NOT DISTINCT FROM r.k
+             WHERE lim.concurrency IS NULL OR r.nth + coalesce(u.n, 0) <= lim.concurrency
+             ORDER BY r.priority DESC, r.run_at, r.seq
+             LIMIT want
+        ), claimed AS (
+            -- No other claim takes these rows (claim_jobs and the hand-off leave them alone,
+            -- the other limited claims wait for our lock); a revoke or purge may have:
+            -- checked again.
+            UPDATE pgqueue.jobs AS j
+               SET worker_id = claim_limited.worker_id, claimed_at = now(),
+                   attempt = j.attempt + 1, state = 'STARTED', started_at = clock_timestamp(),
+                   acks_late = coalesce(CASE jsonb_typeof(j.options -> 'acks_late')
+                                        WHEN 'boolean'
+                                        THEN (j.options ->> 'acks_late')::boolean END,
+                                        NOT (j.task_name = ANY(claim_limited.at_most_once)))
+              FROM chosen AS c
+             WHERE j.ctid = c.ctid AND j.worker_id IS NULL
+            RETURNING pgqueue.job_document(j, true) AS document, j.acks_late, j.priority,
+                      j.run_at, j.seq
+        )
+        SELECT coalesce(array_agg(c.document ORDER BY c.priority DESC, c.run_at, c.seq),
+                        '{}'),
+               count(*), coalesce(bool_or(NOT c.acks_late), false) OR durable
+          INTO batch, got, durable
+          FROM claimed AS c;
+        docs := docs || batch;
+        taken := taken + got;
+        IF lim.rate IS NOT NULL AND got > 0 THEN
+            INSERT INTO pgqueue.rate_limits AS r (name, next_at)
+            VALUES (lim.cell, clock_timestamp() + make_interval(secs => 1 / lim.rate))
+            ON CONFLICT (name) DO UPDATE
+               SET next_at = greatest(r.next_at, clock_timestamp())
+                             + make_interval(secs => 1 / lim.rate);
+            wait := least(wait, 1 / lim.rate);
+        ELSIF got < want AND lim.concurrency IS NOT NULL
+              AND EXISTS (SELECT 1 FROM pgqueue.jobs AS j
+                           WHERE j.worker_id IS NULL
+                             AND CASE WHEN lim.task IS NOT NULL THEN j.task_name = lim.task
+                                      ELSE j.task_name = ANY(claim_limited.tasks)
+                                           AND j.queue = lim.queue END
+                             AND j.queue = ANY(open_queues) AND j.run_at <= now()
+                             AND (j.expires_at IS NULL OR j.expires_at > now())) THEN
+            -- held back at the limit: look again in a second (a worker finishing one of
+            -- these jobs claims again at once; this covers the jobs others run)
+            wait := least(wait, 1.0);
+        END IF;
+    END LOOP;
+    IF durable THEN
+        -- as claim_jobs: an at-most-once job starts only once its claim is durable
+        PERFORM set_config('synchronous_commit', claim_limited.synchronous_commit, true);
+    END IF;
+    RETURN QUERY SELECT coalesce(array_to_json(docs), '[]')::text, wait;
+END
+$$;
+
+--
 -- Name: end_jobs(uuid[], text, text, text, double precision); Type: FUNCTION; Schema: pgqueue; Owner: -
 --
 
@@ -43,16 +190,34 @@ CREATE FUNCTION pgqueue.end_jobs(job_ids uuid[], end_state text, error_type text
 $$;
 
 --
--- Name: enqueue(text, jsonb, jsonb, text, integer, timestamp with time zone, double precision, timestamp with time zone, double precision, integer, double precision, double precision, jsonb, uuid); Type: FUNCTION; Schema: pgqueue; Owner: -
+-- Name: enqueue(text, jsonb, jsonb, text, integer, timestamp with time zone, double precision, timestamp with time zone, double precision, integer, double precision, double precision, jsonb, uuid, text, text); Type: FUNCTION; Schema: pgqueue; Owner: -
 --
 
-CREATE FUNCTION pgqueue.enqueue(task_name text, args jsonb DEFAULT '[]'::jsonb, kwargs jsonb DEFAULT '{}'::jsonb, queue text DEFAULT 'default'::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, countdown double precision DEFAULT NULL::double precision, expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, expires_in double precision DEFAULT NULL::double precision, max_retries integer DEFAULT NULL::integer, time_limit double precision DEFAULT NULL::double precision, soft_time_limit double precision DEFAULT NULL::double precision, options jsonb DEFAULT '{}'::jsonb, id uuid DEFAULT NULL::uuid) RETURNS uuid
-    LANGUAGE sql
+CREATE FUNCTION pgqueue.enqueue(task_name text, args jsonb DEFAULT '[]'::jsonb, kwargs jsonb DEFAULT '{}'::jsonb, queue text DEFAULT 'default'::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, countdown double precision DEFAULT NULL::double precision, expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, expires_in double precision DEFAULT NULL::double precision, max_retries integer DEFAULT NULL::integer, time_limit double precision DEFAULT NULL::double precision, soft_time_limit double precision DEFAULT NULL::double precision, options jsonb DEFAULT '{}'::jsonb, id uuid DEFAULT NULL::uuid, unique_key text DEFAULT NULL::text, unique_until text DEFAULT 'started'::text) RETURNS uuid
+    LANGUAGE plpgsql
     AS $$
-    INSERT INTO pgqueue.jobs (id, task_name, args, kwargs, queue, priority, run_at,
-                              expires_at, max_retries, time_limit, soft_time_limit, options)
+DECLARE
+    new_id uuid := coalesce(enqueue.id, gen_random_uuid());
+BEGIN
+    IF enqueue.unique_key IS NOT NULL THEN
+        SELECT u.id INTO new_id
+          FROM pgqueue.enqueue_unique(jsonb_build_array(jsonb_build_object(
+                   'id', new_id, 'task_name', enqueue.task_name, 'args', enqueue.args,
+                   'kwargs', enqueue.kwargs, 'queue', enqueue.queue,
+                   'priority', enqueue.priority, 'run_at', enqueue.run_at,
+                   'countdown', enqueue.countdown, 'expires_at', enqueue.expires_at,
+                   'expires_in', enqueue.expires_in, 'max_retries', enqueue.max_retries,
+                   'time_limit', enqueue.time_limit,
+                   'soft_time_limit', enqueue.soft_time_limit, 'options', enqueue.options,
+                   'unique_key', enqueue.unique_key,
+                   'unique_until', enqueue.unique_until))) AS u;
+        RETURN new_id;
+    END IF;
+    INSERT INTO pgqueue.jobs AS j (id, task_name, args, kwargs, queue, priority, run_at,
+                                   expires_at, max_retries, time_limit, soft_time_limit,
+                                   options)
     VALUES (
-        coalesce(enqueue.id, gen_random_uuid()),
+        new_id,
         enqueue.task_name,
         coalesce(enqueue.args, '[]'),
         coalesce(enqueue.kwargs, '{}'),
@@ -67,8 +232,9 @@ CREATE FUNCTION pgqueue.enqueue(task_name text, args jsonb DEFAULT '[]'::jsonb, 
         enqueue.time_limit,
         enqueue.soft_time_limit,
         coalesce(enqueue.options, '{}')
-    )
-    RETURNING jobs.id
+    );
+    RETURN new_id;
+END
 $$;
 
 --
@@ -94,6 +260,55 @@ CREATE FUNCTION pgqueue.enqueue_documents(jobs jsonb) RETURNS void
            soft_time_limit double precision, options jsonb)
      WHERE NOT EXISTS (SELECT 1 FROM pgqueue.results AS r WHERE r.task_id = j.id)
     ON CONFLICT (id) DO NOTHING
+$$;
+
+--
+-- Name: enqueue_unique(jsonb); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.enqueue_unique(jobs jsonb) RETURNS TABLE(ord bigint, id uuid)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    WITH input AS (
+        SELECT j.*,
+               j.unique_key IS NULL
+               OR row_number() OVER (PARTITION BY j.unique_key ORDER BY j.ord) = 1 AS first
+          FROM ROWS FROM (jsonb_to_recordset(enqueue_unique.jobs) AS (
+               id uuid, task_name text, args jsonb, kwargs jsonb, queue text, priority integer,
+               run_at timestamptz, countdown double precision, expires_at timestamptz,
+               expires_in double precision, max_retries integer, time_limit double precision,
+               soft_time_limit double precision, options jsonb, unique_key text,
+               unique_until text))
+               WITH ORDINALITY AS j(id, task_name, args, kwargs, queue, priority, run_at,
+                                    countdown, expires_at, expires_in, max_retries,
+                                    time_limit, soft_time_limit, options, unique_key,
+                                    unique_until, ord)
+    ), written AS (
+        INSERT INTO pgqueue.jobs AS t (id, task_name, args, kwargs, queue, priority, run_at,
+                                       expires_at, max_retries, time_limit, soft_time_limit,
+                                       options, unique_key, unique_until)
+        SELECT i.id, i.task_name, coalesce(i.args, '[]'), coalesce(i.kwargs, '{}'),
+               coalesce(i.queue, 'default'), coalesce(i.priority, 0),
+               coalesce(i.run_at, statement_timestamp() + make_interval(secs => i.countdown),
+                        now()),
+               coalesce(i.expires_at,
+                        statement_timestamp() + make_interval(secs => i.expires_in)),
+               i.max_retries, i.time_limit, i.soft_time_limit, coalesce(i.options, '{}'),
+               i.unique_key,
+               CASE WHEN i.unique_key IS NOT NULL THEN coalesce(i.unique_until, 'started') END
+          FROM input AS i
+         WHERE i.first
+         ORDER BY i.ord
+        ON CONFLICT (unique_key)
+           WHERE unique_key IS NOT NULL AND (attempt = 0 OR unique_until = 'finished')
+        DO UPDATE SET unique_key = excluded.unique_key
+        RETURNING t.id, t.unique_key
+    )
+    SELECT i.ord, coalesce(w.id, i.id)
+      FROM input AS i
+      LEFT JOIN written AS w ON w.unique_key = i.unique_key
+     ORDER BY i.ord
 $$;
 
 --
@@ -125,9 +340,12 @@ CREATE TABLE pgqueue.jobs (
     exc_message text,
     traceback text,
     enqueued_at timestamp with time zone DEFAULT now() NOT NULL,
+    unique_key text,
+    unique_until text,
     CONSTRAINT jobs_args_check CHECK ((jsonb_typeof(args) = 'array'::text)),
     CONSTRAINT jobs_kwargs_check CHECK ((jsonb_typeof(kwargs) = 'object'::text)),
-    CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['PENDING'::text, 'RETRY'::text, 'STARTED'::text])))
+    CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['PENDING'::text, 'RETRY'::text, 'STARTED'::text]))),
+    CONSTRAINT jobs_unique_until_check CHECK ((((unique_key IS NULL) = (unique_until IS NULL)) AND (unique_until = ANY (ARRAY['started'::text, 'finished'::text]))))
 )
 WITH (autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_threshold='1000', autovacuum_analyze_scale_factor='0.02', autovacuum_analyze_threshold='1000');
 
@@ -211,6 +429,10 @@ BEGIN
                -- a row written by hand with an infinite time is left to a claim: the hand-off
                -- is the fast path for what producers enqueue, the claim takes any row
                AND isfinite(n.run_at) AND (n.expires_at IS NULL OR isfinite(n.expires_at))
+               AND NOT EXISTS (SELECT 1 FROM pgqueue.queues AS q
+                                WHERE q.name = n.queue
+                                  AND (q.paused OR q.concurrency_limit IS NOT NULL
+                                       OR q.rate_limit IS NOT NULL))
              ORDER BY n.priority DESC, n.run_at, n.seq
              LIMIT (SELECT count(*) FROM pgqueue.worker_slots WHERE offered)
         LOOP
@@ -262,7 +484,9 @@ BEGIN
     END IF;
     PERFORM pg_notify('pgqueue_jobs', q.queue)
        FROM (SELECT DISTINCT n.queue FROM new_jobs AS n
-              WHERE n.worker_id IS NULL AND NOT (n.id = ANY(handed))) AS q;
+              WHERE n.worker_id IS NULL AND NOT (n.id = ANY(handed))
+                AND NOT EXISTS (SELECT 1 FROM pgqueue.queues AS p
+                                 WHERE p.name = n.queue AND p.paused)) AS q;
     RETURN NULL;
 END
 $$;
@@ -280,6 +504,23 @@ BEGIN
       GROUP BY c.chunk;
     RETURN NULL;
 END
+$$;
+
+--
+-- Name: pause_queue(text); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.pause_queue(name text) RETURNS boolean
+    LANGUAGE sql
+    AS $$
+    WITH upsert AS (
+        INSERT INTO pgqueue.queues AS q (name, paused) VALUES (pause_queue.name, true)
+        ON CONFLICT (name) DO UPDATE
+           SET paused = true, changed_at = now(), changed_by = current_user
+         WHERE NOT q.paused
+        RETURNING q.name
+    )
+    SELECT EXISTS (SELECT 1 FROM upsert)
 $$;
 
 --
@@ -315,6 +556,10 @@ CREATE FUNCTION pgqueue.queue_levels(queues text[]) RETURNS TABLE(queue text, pr
                LATERAL (SELECT j.priority FROM pgqueue.jobs AS j
                          WHERE j.worker_id IS NULL AND j.queue = q.name
                          ORDER BY j.priority DESC LIMIT 1) AS l
+         WHERE NOT EXISTS (SELECT 1 FROM pgqueue.queues AS p
+                            WHERE p.name = q.name
+                              AND (p.paused OR p.concurrency_limit IS NOT NULL
+                                   OR p.rate_limit IS NOT NULL))
         UNION ALL
         SELECT levels.name, l.priority
           FROM levels,
@@ -324,6 +569,22 @@ CREATE FUNCTION pgqueue.queue_levels(queues text[]) RETURNS TABLE(queue text, pr
                          ORDER BY j.priority DESC LIMIT 1) AS l
     )
     SELECT name, priority FROM levels
+$$;
+
+--
+-- Name: resume_queue(text); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.resume_queue(name text) RETURNS boolean
+    LANGUAGE sql
+    AS $$
+    WITH resumed AS (
+        UPDATE pgqueue.queues AS q
+           SET paused = false, changed_at = now(), changed_by = current_user
+         WHERE q.name = resume_queue.name AND q.paused
+        RETURNING q.name
+    )
+    SELECT count(pg_notify('pgqueue_jobs', r.name)) > 0 FROM resumed AS r
 $$;
 
 --
@@ -363,6 +624,28 @@ BEGIN
      ORDER BY q.queue;
 END;
 $_$;
+
+--
+-- Name: set_queue_limits(text, integer, double precision); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.set_queue_limits(name text, concurrency_limit integer, rate_limit double precision) RETURNS boolean
+    LANGUAGE sql
+    AS $$
+    WITH upsert AS (
+        INSERT INTO pgqueue.queues AS q (name, concurrency_limit, rate_limit)
+        VALUES (set_queue_limits.name, set_queue_limits.concurrency_limit,
+                set_queue_limits.rate_limit)
+        ON CONFLICT (name) DO UPDATE
+           SET concurrency_limit = excluded.concurrency_limit,
+               rate_limit = excluded.rate_limit, changed_at = now(),
+               changed_by = current_user
+         WHERE (q.concurrency_limit, q.rate_limit)
+               IS DISTINCT FROM (excluded.concurrency_limit, excluded.rate_limit)
+        RETURNING q.name
+    )
+    SELECT count(pg_notify('pgqueue_jobs', u.name)) > 0 FROM upsert AS u
+$$;
 
 --
 -- Name: workflow_not_run(jsonb, text, timestamp with time zone); Type: FUNCTION; Schema: pgqueue; Owner: -
@@ -782,6 +1065,30 @@ CREATE TABLE pgqueue.queue_stats_samples (
 );
 
 --
+-- Name: queues; Type: TABLE; Schema: pgqueue; Owner: -
+--
+
+CREATE TABLE pgqueue.queues (
+    name text NOT NULL,
+    paused boolean DEFAULT false NOT NULL,
+    changed_at timestamp with time zone DEFAULT now() NOT NULL,
+    changed_by text DEFAULT CURRENT_USER NOT NULL,
+    concurrency_limit integer,
+    rate_limit double precision,
+    CONSTRAINT queues_concurrency_limit_check CHECK ((concurrency_limit > 0)),
+    CONSTRAINT queues_rate_limit_check CHECK (((rate_limit > (0)::double precision) AND (rate_limit < 'Infinity'::double precision)))
+);
+
+--
+-- Name: rate_limits; Type: TABLE; Schema: pgqueue; Owner: -
+--
+
+CREATE TABLE pgqueue.rate_limits (
+    name text NOT NULL,
+    next_at timestamp with time zone NOT NULL
+);
+
+--
 -- Name: running; Type: VIEW; Schema: pgqueue; Owner: -
 --
 
@@ -942,6 +1249,20 @@ ALTER TABLE ONLY pgqueue.queue_stats_samples
     ADD CONSTRAINT queue_stats_samples_pkey PRIMARY KEY (queue);
 
 --
+-- Name: queues queues_pkey; Type: CONSTRAINT; Schema: pgqueue; Owner: -
+--
+
+ALTER TABLE ONLY pgqueue.queues
+    ADD CONSTRAINT queues_pkey PRIMARY KEY (name);
+
+--
+-- Name: rate_limits rate_limits_pkey; Type: CONSTRAINT; Schema: pgqueue; Owner: -
+--
+
+ALTER TABLE ONLY pgqueue.rate_limits
+    ADD CONSTRAINT rate_limits_pkey PRIMARY KEY (name);
+
+--
 -- Name: results results_pkey; Type: CONSTRAINT; Schema: pgqueue; Owner: -
 --
 
@@ -1014,6 +1335,12 @@ CREATE INDEX jobs_claim_idx ON pgqueue.jobs USING btree (queue, priority DESC, r
 --
 
 CREATE INDEX jobs_expires_idx ON pgqueue.jobs USING btree (expires_at) WHERE ((expires_at IS NOT NULL) AND (worker_id IS NULL));
+
+--
+-- Name: jobs_unique_key_idx; Type: INDEX; Schema: pgqueue; Owner: -
+--
+
+CREATE UNIQUE INDEX jobs_unique_key_idx ON pgqueue.jobs USING btree (unique_key) WHERE ((unique_key IS NOT NULL) AND ((attempt = 0) OR (unique_until = 'finished'::text)));
 
 --
 -- Name: jobs_worker_idx; Type: INDEX; Schema: pgqueue; Owner: -

@@ -83,6 +83,40 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+# -- queue controls (tests/test_controls_*.py) ------------------------------------------
+
+
+@app.task(unique=("customer_id",))
+def sync_customer(customer_id: int, full: bool = False) -> int:
+    """At most one queued sync per customer."""
+    return customer_id
+
+
+@app.task(concurrency_limit=2)
+def two_at_a_time(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(concurrency_limit=1, concurrency_key="customer_id")
+def sync_account(customer_id: int, seconds: float = 0.0) -> int:
+    """At most one sync per customer at a time."""
+    time.sleep(seconds)
+    return customer_id
+
+
+@app.task(rate_limit="20/s")
+def rated(i: int) -> int:
+    return i
+
+
+@app.task(unique=lambda order, seconds=0.0: f"ship:{order}", unique_until="finished")
+def ship(order: int, seconds: float = 0.0) -> int:
+    """One shipment per order while one is queued or running."""
+    time.sleep(seconds)
+    return order
+
+
 # -- lifecycle ------------------------------------------------------------------------
 
 # Tests adjust the worker's settings through this variable (JSON of app.conf names).

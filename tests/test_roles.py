@@ -148,7 +148,13 @@ def test_producer_enqueues_every_way_and_reads_the_state_with_no_worker(producer
         ).fetchone()
         with producer.transaction(conn):
             in_transaction = taskapp.add.delay(7, 8)
-    results = [one, later, *batch, producer.AsyncResult(from_sql), in_transaction]
+        (unique_sql,) = conn.execute(
+            "SELECT pgqueue.enqueue('tests.taskapp.add', '[1, 1]', unique_key => 'u')::text"
+        ).fetchone()
+    # a unique key goes through pgqueue.enqueue_unique (the producer may not update jobs)
+    unique = taskapp.add.apply_async((1, 1), unique_key="u")
+    assert unique.id == unique_sql
+    results = [one, later, *batch, producer.AsyncResult(from_sql), in_transaction, unique]
     assert [r.state for r in results] == [states.PENDING] * len(results)
     assert db.execute(
         "SELECT count(*) FROM pgqueue.jobs WHERE id = ANY(%s::uuid[])", ([r.id for r in results],)

@@ -2,9 +2,9 @@
 
 One module per family of commands: :mod:`.worker`, :mod:`.beat` (and its table-editing
 subcommands), :mod:`.dev` (the embedded server, the demo), :mod:`.admin` (commands that
-change the database), :mod:`.monitor` (commands that only read); :mod:`.common` holds what
-they share (the app of -A on the database of --dsn, errors as one line) and
-:mod:`.formatting` how they print.
+change the database), :mod:`.monitor` (commands that only read), :mod:`.queue` (pause,
+resume, list); :mod:`.common` holds what they share (the app of -A on the database of
+--dsn, errors as one line) and :mod:`.formatting` how they print.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import click
 
 from ..version import __version__
-from . import admin, beat, celery, dev, monitor, worker
+from . import admin, beat, celery, dev, monitor, queue, worker
 from .common import load_app
 
 
@@ -41,6 +41,7 @@ for command in (
     admin.purge,
     admin.retry,
     admin.revoke,
+    queue.queue,
     monitor.status,
     monitor.workers,
     monitor.jobs,

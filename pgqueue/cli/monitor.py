@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import sys
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import click
 import psycopg
 
-from .. import ops
+from .. import ops, queue_controls
 from ..exceptions import TimeoutError as WaitTimeout
 from ..result import AsyncResult
 from .common import (
@@ -56,13 +57,18 @@ def status(
 ) -> None:
     """Per queue: ready, scheduled, retrying, reserved and running jobs, failures and
     successes in the last hour, lag (age of the oldest ready job), and jobs no live worker
-    can run: the pgqueue.queue_stats view. --watch --json prints one JSON line per refresh."""
+    can run: the pgqueue.queue_stats view; and which queues are paused. --watch --json
+    prints one JSON line per refresh."""
     with connected(app_for(ctx, app_spec)) as conn:
         try:
             while True:
                 stats = run(ops.queue_stats, conn)
+                paused = run(queue_controls.paused_queues, conn)
                 if as_json:
-                    echo_json(stats, compact=watch)
+                    echo_json(
+                        [{**dataclasses.asdict(s), "paused": s.queue in paused} for s in stats],
+                        compact=watch,
+                    )
                 else:
                     unserved = run(ops.unserved_tasks, conn)
                     if watch:
@@ -70,6 +76,11 @@ def status(
                         now = dt.datetime.now().astimezone().isoformat(timespec="seconds")
                         click.echo(f"Every {interval:g}s: pgqueue status    {now}\n")
                     click.echo(_status_table(stats))
+                    if paused:
+                        click.echo(
+                            f"\nPaused (nothing is claimed from them until `pgqueue queue "
+                            f"resume NAME`): {', '.join(paused)}"
+                        )
                     if unserved:
                         click.echo(_unserved_table(unserved))
                 if not watch:

@@ -61,11 +61,12 @@ def check(target: object) -> None:
         )
 
 
-def execute(target: Any, sql: str, params: Mapping[str, Any]) -> None:
+def execute(target: Any, sql: str, params: Mapping[str, Any]) -> list[Any]:
     """Run ``sql`` in ``target``'s transaction (begun if it has none, as SQLAlchemy does for
-    any statement): committed or rolled back with it."""
+    any statement): committed or rolled back with it. Its rows, if it returns any."""
     conn = target.connection() if callable(getattr(target, "get_bind", None)) else target
-    conn.exec_driver_sql(sql, dict(params))
+    result = conn.exec_driver_sql(sql, dict(params))
+    return list(result.fetchall()) if result.returns_rows else []
 
 
 @contextlib.contextmanager
