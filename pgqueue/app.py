@@ -24,7 +24,14 @@ from .canvas import Signature
 from .conf import Settings
 from .control import Control
 from .current import app_created, set_default_app
-from .db import ConnectionHolder, connect, load_times_clamped, resolve_dsn, translate_errors
+from .db import (
+    ConnectionHolder,
+    connect,
+    load_times_clamped,
+    resolve_dsn,
+    resolve_listen_dsn,
+    translate_errors,
+)
 from .producer import ConnectionT, ProducerConnection
 from .result import AsyncResult
 from .task import Task
@@ -92,6 +99,12 @@ class PgQueue(config.CeleryConfiguration):
     def dsn(self) -> str:
         """The DSN in use: the one given, else ``PGQUEUE_DSN``."""
         return resolve_dsn(self._dsn)
+
+    @property
+    def session_dsn(self) -> str:
+        """The DSN of the connections that need a session of their own (LISTEN, session
+        advisory locks): ``conf.listen_dsn``, else ``PGQUEUE_LISTEN_DSN``, else ``dsn``."""
+        return resolve_listen_dsn(self.conf.listen_dsn) or self.dsn
 
     def use_dsn(self, dsn: str) -> None:
         """Use ``dsn`` from now on instead of the DSN given to the constructor (or
@@ -305,11 +318,12 @@ class PgQueue(config.CeleryConfiguration):
         """This thread's autocommit connection used by the producer API."""
         return self._connections.get()
 
-    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
-        """A new connection to the app's database (the caller closes it). Raises
-        SchemaTooNewError if a newer pgqueue migrated that database. Times Python cannot
-        hold ('infinity' in a row written by hand) read as datetime.max or datetime.min."""
-        conn = connect(self.dsn, **kwargs)
+    def connect(self, *, session: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A new connection to the app's database (the caller closes it), through
+        ``session_dsn`` with ``session=True``. Raises SchemaTooNewError if a newer pgqueue
+        migrated that database. Times Python cannot hold ('infinity' in a row written by
+        hand) read as datetime.max or datetime.min."""
+        conn = connect(self.session_dsn if session else self.dsn, **kwargs)
         load_times_clamped(conn)
         try:
             with translate_errors():

@@ -145,7 +145,7 @@ class QueueSampler(Collector):
             self._sampled_at = now
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = connect(self.app.dsn, application_name="pgqueue metrics")
+                    self._conn = connect(self.app.session_dsn, application_name="pgqueue metrics")
                     with translate_errors():
                         self._conn.execute(
                             queries.get("ops_statement_timeout"), {"ms": str(SAMPLE_TIMEOUT_MS)}

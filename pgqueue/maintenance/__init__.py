@@ -52,7 +52,7 @@ def for_worker(app: PgQueue) -> MaintenanceRunner:
     """The runner a worker starts once registered (its own rescue must find it registered
     and locked) and stops on shutdown."""
     return MaintenanceRunner(
-        app.dsn,
+        app.session_dsn,  # the vacuum's election is a session lock
         worker_services(app),
         synchronous_commit=str(app.conf.worker_synchronous_commit),
     )
