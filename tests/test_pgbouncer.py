@@ -30,7 +30,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pgqueue import pooler
 from pgqueue.exceptions import ConfigurationError
 from tests import taskapp
-from tests.conftest import WorkerProcess, wait_for
+from tests.conftest import CliProcess, WorkerProcess, wait_for
 
 # .ci/run sets this: there, a missing pgbouncer is a failure, not a skip.
 REQUIRED_ENV = "PGQUEUE_TEST_PGBOUNCER"
@@ -424,3 +424,34 @@ def test_a_worker_refuses_to_listen_or_lock_through_pgbouncer(pooled_app, bounce
 def test_require_direct_names_the_fix(pooled_app):
     with pooled_app.connect() as conn, pytest.raises(ConfigurationError, match="--listen-dsn"):
         pooler.require_direct(conn, "this test")
+
+
+def test_beat_refuses_to_listen_through_pgbouncer_and_connects_to_listen_dsn(
+    pooled_app, bouncer, dsn, db, monkeypatch
+):
+    refused = CliProcess(bouncer.dsn, db, ["beat", "-A", "tests.taskapp:app"])
+    try:
+        assert refused.proc.wait(60) == 1
+        output = refused.output()
+        assert "beat" in output and "--listen-dsn" in output, output
+        assert "Traceback" not in output, output
+    finally:
+        refused.close()
+    # With PGQUEUE_LISTEN_DSN direct, beat runs, on a session of its own (PgBouncer passes
+    # application_name on, so its servers may carry the refused beat's name: not counted).
+    monkeypatch.setenv(pooler.LISTEN_DSN_ENV, dsn)
+    beat = CliProcess(bouncer.dsn, db, ["beat", "-A", "tests.taskapp:app"])
+
+    def direct_beat_sessions() -> set[int]:
+        rows = db.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgqueue beat%%'"
+            " AND datname = current_database()"
+        ).fetchall()
+        return {r[0] for r in rows} - bouncer.server_pids()
+
+    try:
+        wait_for(lambda: " ready" in beat.output(), 30, "beat to be ready")
+        assert direct_beat_sessions()
+        assert beat.stop() == 0, beat.output()
+    finally:
+        beat.close()
