@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import psycopg
 
-from . import aio, config, producer
+from . import aio, config, pooler, producer
 from . import migrate as migrations
 from .aio import AsyncConnectionT, AsyncProducerConnection
 from .asyncdb import AsyncConnectionHolder
@@ -29,7 +29,6 @@ from .db import (
     connect,
     load_times_clamped,
     resolve_dsn,
-    resolve_listen_dsn,
     translate_errors,
 )
 from .producer import ConnectionT, ProducerConnection
@@ -99,12 +98,6 @@ class PgQueue(config.CeleryConfiguration):
     def dsn(self) -> str:
         """The DSN in use: the one given, else ``PGQUEUE_DSN``."""
         return resolve_dsn(self._dsn)
-
-    @property
-    def session_dsn(self) -> str:
-        """The DSN of the connections that need a session of their own (LISTEN, session
-        advisory locks): ``conf.listen_dsn``, else ``PGQUEUE_LISTEN_DSN``, else ``dsn``."""
-        return resolve_listen_dsn(self.conf.listen_dsn) or self.dsn
 
     def use_dsn(self, dsn: str) -> None:
         """Use ``dsn`` from now on instead of the DSN given to the constructor (or
@@ -320,10 +313,10 @@ class PgQueue(config.CeleryConfiguration):
 
     def connect(self, *, session: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
         """A new connection to the app's database (the caller closes it), through
-        ``session_dsn`` with ``session=True``. Raises SchemaTooNewError if a newer pgqueue
+        ``pooler.session_dsn`` with ``session=True``. Raises SchemaTooNewError if a newer pgqueue
         migrated that database. Times Python cannot hold ('infinity' in a row written by
         hand) read as datetime.max or datetime.min."""
-        conn = connect(self.session_dsn if session else self.dsn, **kwargs)
+        conn = connect(pooler.session_dsn(self) if session else self.dsn, **kwargs)
         load_times_clamped(conn)
         try:
             with translate_errors():

@@ -43,13 +43,6 @@ _MISSING_SCHEMA = (
 )
 
 
-def resolve_listen_dsn(dsn: str | None) -> str | None:
-    """The direct DSN for the connections that need a session of their own (LISTEN,
-    session advisory locks): the one given, else ``PGQUEUE_LISTEN_DSN``; None when neither
-    is set (the app's DSN serves, and must then be direct)."""
-    return dsn or os.environ.get(pooler.LISTEN_DSN_ENV) or None
-
-
 def resolve_dsn(dsn: str | None) -> str:
     """The DSN to use: the one given, else ``PGQUEUE_DSN``."""
     dsn = dsn or os.environ.get("PGQUEUE_DSN")

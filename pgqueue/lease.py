@@ -8,7 +8,7 @@ side by side; ``listener`` only LISTENs, so a notification can wake the loop whi
 A small heartbeat thread keeps ``workers.heartbeat_at`` fresh even while a solo task runs.
 
 ``conn`` and ``listener`` need sessions of their own and connect to the app's
-``session_dsn``, refusing one through a pooler; ``writer`` and the heartbeat run one
+``pooler.session_dsn``, refusing one through a pooler; ``writer`` and the heartbeat run one
 transaction at a time and may go through PgBouncer in transaction mode (the app's ``dsn``).
 """
 

@@ -19,18 +19,28 @@ which must reach Postgres directly (``require_direct``).
 
 from __future__ import annotations
 
+import os
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from . import queries
 from .exceptions import ConfigurationError
 
+if TYPE_CHECKING:
+    from .app import PgQueue
+
 LISTEN_DSN_ENV = "PGQUEUE_LISTEN_DSN"
 
 # Connections found to go through a pooler, as detect() saw them when they were opened.
 _pooled: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def session_dsn(app: PgQueue) -> str:
+    """The DSN of ``app``'s connections that need a session of their own (LISTEN, session
+    advisory locks): its ``listen_dsn`` setting, else ``PGQUEUE_LISTEN_DSN``, else its DSN."""
+    return str(app.conf.listen_dsn or os.environ.get(LISTEN_DSN_ENV) or app.dsn)
 
 
 def detect(conn: psycopg.Connection[Any]) -> bool:

@@ -16,7 +16,7 @@ from .asyncdb import aconnect
 from .current import default_app
 from .db import translate_errors
 from .exceptions import TaskRevokedError, TimeoutError, rebuild_exception
-from .pooler import through_pooler
+from .pooler import session_dsn, through_pooler
 
 if TYPE_CHECKING:
     from .app import PgQueue
@@ -170,7 +170,7 @@ class AsyncResult:
         Waits on LISTEN/NOTIFY, re-reading the row at most every ``interval`` seconds in case
         a notification is missed; through a pooler (PgBouncer), where LISTEN does not work,
         by re-reading it every ``interval`` seconds, unless the app has a direct
-        ``listen_dsn`` (see ``app.session_dsn``). Raises ``pgqueue.exceptions.TimeoutError``
+        ``listen_dsn`` (see ``pooler.session_dsn``). Raises ``pgqueue.exceptions.TimeoutError``
         after ``timeout`` seconds. With ``propagate`` a failure is raised as an exception
         named like the original (and an instance of it when that class is importable here),
         carrying the remote traceback; a revoked task raises ``TaskRevokedError``.
@@ -258,7 +258,7 @@ class AsyncResult:
 
     async def _await(self, timeout: float | None, interval: float) -> Row:
         deadline = None if timeout is None else time.monotonic() + timeout
-        conn = await aconnect(self.app.session_dsn)
+        conn = await aconnect(session_dsn(self.app))
         try:
             listening = not through_pooler(conn)  # as in _wait
             if listening:

@@ -129,7 +129,7 @@ class Beat:
         )
 
     def _connect(self) -> psycopg.Connection[Any]:
-        conn = connect(self.app.session_dsn, application_name=f"pgqueue beat {self.name}")
+        conn = connect(pooler.session_dsn(self.app), application_name=f"pgqueue beat {self.name}")
         try:
             pooler.require_direct(conn, "beat (it LISTENs for edits of periodic_tasks)")
             with translate_errors():
