@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import psycopg
 
-from . import aio, config, producer
+from . import aio, config, pooler, producer
 from . import migrate as migrations
 from .aio import AsyncConnectionT, AsyncProducerConnection
 from .asyncdb import AsyncConnectionHolder
@@ -308,11 +308,11 @@ class PgQueue(config.CeleryConfiguration):
         """This thread's autocommit connection used by the producer API."""
         return self._connections.get()
 
-    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
-        """A new connection to the app's database (the caller closes it). Raises
-        SchemaTooNewError if a newer pgqueue migrated that database. Times Python cannot
-        hold ('infinity' in a row written by hand) read as datetime.max or datetime.min."""
-        conn = connect(self.dsn, **kwargs)
+    def connect(self, *, session: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A new connection to the app's database (the caller closes it; ``session=True``:
+        a direct one, see pooler.session_dsn). Raises SchemaTooNewError if a newer pgqueue
+        migrated it. Times Python cannot hold ('infinity') read as datetime.max/min."""
+        conn = connect(pooler.session_dsn(self) if session else self.dsn, **kwargs)
         load_times_clamped(conn)
         try:
             with translate_errors():

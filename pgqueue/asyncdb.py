@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from . import queries
+from . import pooler, queries
 from .db import cannot_connect, connection_string, load_times_clamped, resolve_dsn, translate_errors
 from .migrate import refuse_newer
 
@@ -34,6 +34,7 @@ async def aconnect(
     load_times_clamped(conn)
     try:
         with translate_errors():
+            await pooler.adetect(conn)
             await _check_not_newer(conn)
             if not conn.autocommit:
                 await conn.rollback()  # hand the connection over outside any transaction

@@ -55,6 +55,11 @@ DEFAULTS: dict[str, Any] = {
     # skips the WAL flush wait: a database crash may then forget the last fraction of a
     # second of them, and those jobs run again (still at-least-once; enqueues stay durable).
     "worker_synchronous_commit": "on",
+    # A DSN straight to Postgres for the connections that need a session of their own when
+    # the app's DSN goes through a pooler such as PgBouncer in transaction mode: the
+    # worker's claims, liveness lock, LISTEN and housekeeping, beat, AsyncResult.get()'s
+    # LISTEN. None: PGQUEUE_LISTEN_DSN if set, else the app's DSN (see pgqueue.pooler).
+    "listen_dsn": None,
     # Seconds a finished result is kept; None keeps results for ever.
     "result_expires": dt.timedelta(days=1),
     "timezone": "UTC",

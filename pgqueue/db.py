@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.datetime import TimestamptzLoader
 
-from . import embedded, queries
+from . import embedded, pooler, queries
 from .exceptions import ConfigurationError, DatabaseUnavailable, SchemaMissingError
 from .migrate import check_not_newer
 from .server import Server
@@ -208,12 +208,20 @@ def _parse_error(dsn: str, exc: Exception) -> str:
 def connect(
     dsn: str, *, autocommit: bool = True, application_name: str = "pgqueue"
 ) -> psycopg.Connection[Any]:
-    """Open a connection with timeouts and keepalives, or raise a clear error."""
+    """Open a connection with timeouts and keepalives, or raise a clear error. One that goes
+    through a pooler (PgBouncer) prepares no statements (see pgqueue.pooler)."""
     conninfo = connection_string(dsn, application_name)
     try:
-        return psycopg.connect(conninfo, autocommit=autocommit)
+        conn = psycopg.connect(conninfo, autocommit=autocommit)
     except psycopg.OperationalError as exc:
         raise cannot_connect(dsn, exc) from None
+    try:
+        with translate_errors():
+            pooler.detect(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def connection_string(dsn: str, application_name: str) -> str:

@@ -6,6 +6,10 @@ Three connections: ``conn`` claims jobs, marks them STARTED and holds the livene
 same round trip as the claim but on a second server process, so that the two statements run
 side by side; ``listener`` only LISTENs, so a notification can wake the loop while it sleeps.
 A small heartbeat thread keeps ``workers.heartbeat_at`` fresh even while a solo task runs.
+
+``conn`` and ``listener`` need sessions of their own and connect to the app's
+``pooler.session_dsn``, refusing one through a pooler; ``writer`` and the heartbeat run one
+transaction at a time and may go through PgBouncer in transaction mode (the app's ``dsn``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from . import migrate, queries
+from . import migrate, pooler, queries
 from .db import connect, describe_error, translate_errors
 from .exceptions import DatabaseUnavailable
 from .locks import WORKER_LOCK_CLASS
@@ -71,13 +75,17 @@ class Lease:
     connection opened is closed again.
     """
 
-    def __init__(self, dsn: Callable[[], str], registration: Registration) -> None:
+    def __init__(
+        self, dsn: Callable[[], str], session_dsn: Callable[[], str], registration: Registration
+    ) -> None:
         self._dsn = dsn
+        self._session_dsn = session_dsn
         self.registration = registration
         self.conn: Any = None
         self.writer: Any = None
         self.listener: Any = None
         self._backend_pids: tuple[int, ...] = ()
+        self.registered = False  # once connect() succeeded: later ones are reconnections
         self._heartbeat: Heartbeat | None = None
         # Set by the heartbeat when our row was removed: re-register through a reconnection.
         self.lost = False
@@ -88,9 +96,15 @@ class Lease:
         name = self.registration.name
         opened: list[Any] = []
         try:
-            for role in ("worker", "outcomes", "listener"):
-                opened.append(connect(self._dsn(), application_name=f"pgqueue {role} {name}"))
+            for role, dsn in (
+                ("worker", self._session_dsn),
+                ("outcomes", self._dsn),
+                ("listener", self._session_dsn),
+            ):
+                opened.append(connect(dsn(), application_name=f"pgqueue {role} {name}"))
             conn, writer, listener = opened
+            pooler.require_direct(conn, "the worker's claiming connection (its liveness lock)")
+            pooler.require_direct(listener, "the worker's listening connection")
             self._set_up(conn, writer, listener, on_connected)
         except BaseException:
             for conn in opened:
@@ -98,7 +112,17 @@ class Lease:
                     conn.close()
             raise
         self.conn, self.writer, self.listener = opened
-        self._backend_pids = (self.conn.info.backend_pid, self.writer.info.backend_pid)
+        self.registered = True
+        # A pooled writer's backend pid is the pooler's, not a server process to end.
+        self._backend_pids = tuple(
+            c.info.backend_pid for c in (self.conn, self.writer) if not pooler.through_pooler(c)
+        )
+
+    @property
+    def writer_pooled(self) -> bool:
+        """Whether the outcome writer goes through a pooler: it then sets the worker's
+        synchronous_commit in each transaction (outcome_settings), not once per session."""
+        return self.writer is not None and pooler.through_pooler(self.writer)
 
     def _set_up(
         self,
@@ -108,11 +132,14 @@ class Lease:
         on_connected: Callable[[Any, Any, bool], None],
     ) -> None:
         r = self.registration
-        reconnecting = bool(self._backend_pids)
+        reconnecting = self.registered
         with translate_errors():
             migrate.check(conn)
             for c in (conn, writer):
-                c.execute(queries.get("set_synchronous_commit"), {"value": r.synchronous_commit})
+                if not pooler.through_pooler(c):  # it would stay on a server others share
+                    c.execute(
+                        queries.get("set_synchronous_commit"), {"value": r.synchronous_commit}
+                    )
             for pid in self._backend_pids:
                 # Our previous sessions may still look alive to the server (a cut network):
                 # end them, or one would keep our lock and later release it under our feet,

@@ -34,7 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_wsgi_server
 from prometheus_client.registry import Collector
 
-from . import ops, queries, queue_controls
+from . import ops, pooler, queries, queue_controls
 from .db import connect, translate_errors
 
 if TYPE_CHECKING:
@@ -154,7 +154,9 @@ class QueueSampler(Collector):
             self._sampled_at = now
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = connect(self.app.dsn, application_name="pgqueue metrics")
+                    self._conn = connect(
+                        pooler.session_dsn(self.app), application_name="pgqueue metrics"
+                    )
                     with translate_errors():
                         self._conn.execute(
                             queries.get("ops_statement_timeout"), {"ms": str(SAMPLE_TIMEOUT_MS)}

@@ -3,6 +3,7 @@ blocking code (``get``, ``state``) or asyncio code (``aget``, ``astate``)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import time
@@ -15,6 +16,7 @@ from .asyncdb import aconnect
 from .current import default_app
 from .db import translate_errors
 from .exceptions import TaskRevokedError, TimeoutError, rebuild_exception
+from .pooler import session_dsn, through_pooler
 
 if TYPE_CHECKING:
     from .app import PgQueue
@@ -166,10 +168,12 @@ class AsyncResult:
         """Wait for the task to finish and return its value.
 
         Waits on LISTEN/NOTIFY, re-reading the row at most every ``interval`` seconds in case
-        a notification is missed. Raises ``pgqueue.exceptions.TimeoutError`` after
-        ``timeout`` seconds. With ``propagate`` a failure is raised as an exception named like
-        the original (and an instance of it when that class is importable here), carrying
-        the remote traceback; a revoked task raises ``TaskRevokedError``.
+        a notification is missed; through a pooler (PgBouncer), where LISTEN does not work,
+        by re-reading it every ``interval`` seconds, unless the app has a direct
+        ``listen_dsn`` (see ``pooler.session_dsn``). Raises ``pgqueue.exceptions.TimeoutError``
+        after ``timeout`` seconds. With ``propagate`` a failure is raised as an exception
+        named like the original (and an instance of it when that class is importable here),
+        carrying the remote traceback; a revoked task raises ``TaskRevokedError``.
         """
         row = self._fetch()
         if row is None or row.state not in states.READY_STATES:
@@ -190,14 +194,20 @@ class AsyncResult:
 
     def _wait(self, timeout: float | None, interval: float) -> Row:
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.app.connect() as conn:
-            with translate_errors():
-                conn.execute(queries.get("results_listen"))
+        with self.app.connect(session=True) as conn:
+            # Through a pooler a LISTEN would not outlive its transaction: poll instead.
+            listening = not through_pooler(conn)
+            if listening:
+                with translate_errors():
+                    conn.execute(queries.get("results_listen"))
             while True:
                 row = self._fetch(conn)
                 if row is not None and row.state in states.READY_STATES:
                     return row
                 wait = self._next_wait(row, interval, timeout, deadline)
+                if not listening:
+                    time.sleep(wait)
+                    continue
                 with translate_errors():
                     for note in conn.notifies(timeout=wait):
                         if self._named_in(note):
@@ -239,7 +249,8 @@ class AsyncResult:
     ) -> Any:
         """``get`` for asyncio code, with the same arguments and errors. Waits on LISTEN
         on an AsyncConnection of its own, in the event loop (no thread), re-reading the row
-        at most every ``interval`` seconds in case a notification is missed."""
+        at most every ``interval`` seconds in case a notification is missed (polls at that
+        interval through a pooler, as ``get`` does)."""
         row = await self._afetch()
         if row is None or row.state not in states.READY_STATES:
             row = await self._await(timeout, interval)
@@ -247,15 +258,20 @@ class AsyncResult:
 
     async def _await(self, timeout: float | None, interval: float) -> Row:
         deadline = None if timeout is None else time.monotonic() + timeout
-        conn = await aconnect(self.app.dsn)
+        conn = await aconnect(session_dsn(self.app))
         try:
-            with translate_errors():
-                await conn.execute(queries.get("results_listen"))
+            listening = not through_pooler(conn)  # as in _wait
+            if listening:
+                with translate_errors():
+                    await conn.execute(queries.get("results_listen"))
             while True:
                 row = await self._afetch(conn)
                 if row is not None and row.state in states.READY_STATES:
                     return row
                 wait = self._next_wait(row, interval, timeout, deadline)
+                if not listening:
+                    await asyncio.sleep(wait)
+                    continue
                 with translate_errors():
                     # Closed at once on break: the generator holds the connection's lock.
                     async with contextlib.aclosing(conn.notifies(timeout=wait)) as notes:

@@ -9,6 +9,7 @@ import logging
 
 import psycopg
 
+from . import queries
 from .claims import Claims, ClaimTrip
 from .db import connection_lost, translate_errors
 from .execution import Job
@@ -59,6 +60,11 @@ class RoundTrip:
                     if self.outcomes.held:
                         # Sent now; its reply is awaited when the block ends, after conn's.
                         writer_sent.enter_context(writer.pipeline())
+                        if self.lease.writer_pooled:
+                            writer.execute(
+                                queries.get("outcome_settings"),
+                                {"synchronous_commit": self.lease.registration.synchronous_commit},
+                            )
                         sent = self.outcomes.send(writer)
                     if to_start or claim > 0:
                         try:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import logs, maintenance, signals
+from . import logs, maintenance, pooler, signals
 from .claims import Claims, limited_tasks
 from .exceptions import ConfigurationError, DatabaseUnavailable
 from .execution import Job
@@ -114,7 +114,7 @@ class Worker:
         self._policy = JobPolicy(app)
         self._outcomes = OutcomeWriter(app, self.id, self.name)
         self._handoff = HandoffSlots(self.id, self.concurrency, durable)
-        self._lease = Lease(lambda: self.app.dsn, self._me)
+        self._lease = Lease(lambda: self.app.dsn, lambda: pooler.session_dsn(self.app), self._me)
         self._errors = StatementErrors()
         self._claims: Claims | None = None  # once run() knows the tasks
         self._inbox: Inbox | None = None

@@ -1001,6 +1001,16 @@ LISTEN {channel}
 -- name: results_listen
 LISTEN pgqueue_results
 
+-- name: server_pid
+-- The server process running this statement: not the backend pid the connection was given
+-- when a pooler (PgBouncer) sits in between (pgqueue/pooler.py).
+SELECT pg_backend_pid()
+
+-- name: outcome_settings
+-- First in each outcome write on a connection through a pooler, which cannot keep the
+-- session-level set_synchronous_commit: the worker's setting for this transaction only.
+SELECT set_config('synchronous_commit', %(synchronous_commit)s, true)
+
 -- name: terminate_backend
 -- A worker reconnecting ends its previous session, which may still hold its liveness lock.
 SELECT pg_terminate_backend(%(pid)s)

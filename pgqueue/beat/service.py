@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from .. import migrate, queries
+from .. import migrate, pooler, queries
 from ..db import connect, translate_errors
 from ..exceptions import PgQueueError
 from .entries import declared_entries
@@ -129,8 +129,9 @@ class Beat:
         )
 
     def _connect(self) -> psycopg.Connection[Any]:
-        conn = connect(self.app.dsn, application_name=f"pgqueue beat {self.name}")
+        conn = connect(pooler.session_dsn(self.app), application_name=f"pgqueue beat {self.name}")
         try:
+            pooler.require_direct(conn, "beat (it LISTENs for edits of periodic_tasks)")
             with translate_errors():
                 migrate.check(conn)
                 conn.execute(queries.get("beat_listen"))

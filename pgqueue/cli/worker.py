@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 @click.option("--soft-time-limit", type=float, help="Soft time limit per task, seconds.")
 @click.option("--max-tasks-per-child", type=click.IntRange(min=1))
 @click.option("--max-memory-per-child", type=click.IntRange(min=1), help="KiB (prefork).")
+@click.option(
+    "--listen-dsn",
+    help="A DSN straight to Postgres for the connections that need a session of their own "
+    "(claims and liveness lock, LISTEN, housekeeping, beat), when --dsn goes through "
+    "PgBouncer in transaction mode (default: $PGQUEUE_LISTEN_DSN, else --dsn).",
+)
 @click.option("-B", "--beat", "embed_beat", is_flag=True, help="Also run beat in this process.")
 @click.option("-l", "--loglevel", default="INFO", show_default=True, type=LOGLEVEL)
 @click.option(
@@ -64,6 +70,7 @@ def worker(
     soft_time_limit: float | None,
     max_tasks_per_child: int | None,
     max_memory_per_child: int | None,
+    listen_dsn: str | None,
     embed_beat: bool,
     loglevel: str,
     log_format: str,
@@ -77,6 +84,8 @@ def worker(
     """
     logs.setup(loglevel, log_format)
     app = app_for(ctx, app_spec)
+    if listen_dsn:
+        app.conf.listen_dsn = listen_dsn
     if time_limit is not None:
         app.conf.task_time_limit = time_limit
     if soft_time_limit is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import pooler
 from .expire import Expirer
 from .rescue import Rescuer
 from .results import ResultCleaner
@@ -52,7 +53,7 @@ def for_worker(app: PgQueue) -> MaintenanceRunner:
     """The runner a worker starts once registered (its own rescue must find it registered
     and locked) and stops on shutdown."""
     return MaintenanceRunner(
-        app.dsn,
+        pooler.session_dsn(app),  # the vacuum's election is a session lock
         worker_services(app),
         synchronous_commit=str(app.conf.worker_synchronous_commit),
     )
