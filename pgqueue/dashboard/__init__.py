@@ -1,0 +1,85 @@
+"""The web dashboard: ``pgqueue dashboard``, or ``create_app`` mounted in an ASGI service.
+
+Needs the ``pgqueue[dashboard]`` extra (Starlette, Jinja2, uvicorn). Pages (:mod:`.pages`)
+read through :mod:`.data`; actions (:mod:`.actions`) are guarded by :mod:`.security`;
+features a database may not have yet (queue pause, workflows) go through :mod:`.features`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+
+from ..app import PgQueue
+from ..exceptions import ConfigurationError, PgQueueError
+from ..ops import OpsError
+from . import actions, pages
+from .data import Sensitive
+from .server import is_loopback, serve
+from .site import HERE, Site
+
+__all__ = ["create_app", "is_loopback", "serve"]
+
+
+def create_app(
+    app: PgQueue | str,
+    *,
+    allow_actions: bool = False,
+    token: str | None = None,
+    prefix: str = "",
+    sensitive: Sequence[str] = (),
+    refresh: float = 2.0,
+) -> Starlette:
+    """The dashboard as an ASGI application, on the database of ``app`` (a PgQueue, or a
+    DSN).
+
+    ``allow_actions`` turns on retry, revoke, purge, pause/resume and the periodic-task
+    switches; with ``token`` set each needs it (a form field or the ``X-PgQueue-Token``
+    header), without one the mounting application's authentication is all that guards
+    them. ``prefix`` serves every page under a path (``"/queue"``); mounted with
+    Starlette's ``Mount`` (or any ASGI router setting ``root_path``) it needs none.
+    ``sensitive`` names tasks (glob patterns) whose arguments are never shown nor searched,
+    as are those of tasks declared ``@app.task(sensitive=True)``. Pages refresh their live
+    parts every ``refresh`` seconds.
+    """
+    if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+        raise ConfigurationError(
+            f"dashboard prefix {prefix!r}: give a path starting with / and not ending with "
+            "one, e.g. '/queue'"
+        )
+    if refresh < 0.2:
+        raise ConfigurationError(f"dashboard refresh {refresh!r}: at least 0.2 seconds")
+    if token is not None and len(token) < 8:
+        raise ConfigurationError("a dashboard token needs at least 8 characters")
+    pgqueue_app = app if isinstance(app, PgQueue) else PgQueue(dsn=app)
+    site = Site(pgqueue_app, allow_actions, token, Sensitive(tuple(sensitive)), refresh)
+    routes: list[BaseRoute] = [
+        *pages.routes(site),
+        *actions.routes(site),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    if prefix:
+        routes = [Mount(prefix, routes=routes)]
+
+    def bad_request(request: Request, exc: Exception) -> Response:
+        return site.render(request, "error.html", status_code=400, message=str(exc))
+
+    def unavailable(request: Request, exc: Exception) -> Response:
+        return site.render(request, "error.html", status_code=503, message=str(exc))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        site.connections.close()
+
+    handlers: Any = {OpsError: bad_request, PgQueueError: unavailable}
+    dashboard = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    dashboard.state.site = site
+    return dashboard
