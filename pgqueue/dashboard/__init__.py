@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
@@ -24,6 +25,7 @@ from . import actions, pages
 from .data import Sensitive
 from .server import is_loopback, serve
 from .site import HERE, Site
+from .timing import ServerTiming
 
 __all__ = ["create_app", "is_loopback", "serve"]
 
@@ -80,6 +82,11 @@ def create_app(
         site.connections.close()
 
     handlers: Any = {OpsError: bad_request, PgQueueError: unavailable}
-    dashboard = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    dashboard = Starlette(
+        routes=routes,
+        exception_handlers=handlers,
+        lifespan=lifespan,
+        middleware=[Middleware(ServerTiming)],
+    )
     dashboard.state.site = site
     return dashboard

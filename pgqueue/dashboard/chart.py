@@ -49,8 +49,12 @@ def throughput_svg(minutes: Sequence[Minute]) -> Markup:
             f'<rect class="hit" x="{x:.1f}" y="0" width="{slot:.1f}" height="{plot_h}"/></g>'
         )
         if i % 15 == 0 or i == len(minutes) - 1:
+            # the last label ends at the right edge instead of running past it
+            last = i == len(minutes) - 1
+            anchor = "end" if last else "start"
             parts.append(
-                f'<text x="{x:.1f}" y="{HEIGHT - 4}" class="label">{m.minute:%H:%M}</text>'
+                f'<text x="{x + slot if last else x:.1f}" y="{HEIGHT - 4}" class="label" '
+                f'text-anchor="{anchor}">{m.minute:%H:%M}</text>'
             )
     parts.append("</svg>")
     return Markup("".join(parts))
