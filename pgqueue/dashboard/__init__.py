@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import psycopg
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -19,6 +20,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from ..app import PgQueue
+from ..db import describe_error
 from ..exceptions import ConfigurationError, PgQueueError
 from ..ops import OpsError
 from . import actions, pages
@@ -76,12 +78,28 @@ def create_app(
     def unavailable(request: Request, exc: Exception) -> Response:
         return site.render(request, "error.html", status_code=503, message=str(exc))
 
+    def refused(request: Request, exc: Exception) -> Response:
+        if getattr(exc, "sqlstate", None) == "42501":  # insufficient_privilege
+            return site.render(
+                request,
+                "error.html",
+                status_code=403,
+                message=f"{describe_error(exc)}: the dashboard's database role may not read "
+                "this; connect it as a member of the operator role (`pgqueue roles`)",
+            )
+        return site.render(
+            request,
+            "error.html",
+            status_code=503,
+            message=f"the database refused a statement: {describe_error(exc)}",
+        )
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
         site.connections.close()
 
-    handlers: Any = {OpsError: bad_request, PgQueueError: unavailable}
+    handlers: Any = {OpsError: bad_request, PgQueueError: unavailable, psycopg.Error: refused}
     dashboard = Starlette(
         routes=routes,
         exception_handlers=handlers,
