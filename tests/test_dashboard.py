@@ -285,7 +285,12 @@ def _confirm_at(c: TestClient, base: str, job_id: str) -> dict[str, str]:
 def test_after_an_action_it_goes_back_to_a_dashboard_page_only(app, db):
     made = seed(db)
     c = client(app, allow_actions=True)
-    for given in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
+    for given in (
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\\evil.example",
+        "/\t/evil.example",
+    ):
         form = _confirm(c, "retry", made.one("FAILURE"))
         form["next"] = given
         done = c.post("/actions/retry", data=form, follow_redirects=False)
@@ -467,3 +472,74 @@ def test_the_command_names_the_extra_when_it_is_missing(dsn, monkeypatch):
     result = CliRunner().invoke(main, ["--dsn", dsn, "dashboard"])
     assert result.exit_code == 1
     assert "pip install 'pgqueue[dashboard]'" in result.output
+
+
+# -- features still to come (issue 15's workflows, issue 16's queue pause) ------------------
+# Neither is in this pgqueue yet: stand-ins for their table and library function show that
+# the dashboard's pages light up through pgqueue/dashboard/features.py once they land.
+
+
+def test_pause_and_resume_show_once_the_library_and_its_table_exist(app, db, monkeypatch):
+    from pgqueue import ops
+
+    db.execute(
+        "CREATE TABLE pgqueue.queues (name text PRIMARY KEY, paused boolean NOT NULL DEFAULT false)"
+    )
+
+    def pause_queue(conn: psycopg.Connection[Any], name: str) -> None:
+        conn.execute(
+            "INSERT INTO pgqueue.queues VALUES (%s, true)"
+            " ON CONFLICT (name) DO UPDATE SET paused = true",
+            (name,),
+        )
+
+    def resume_queue(conn: psycopg.Connection[Any], name: str) -> None:
+        conn.execute("UPDATE pgqueue.queues SET paused = false WHERE name = %s", (name,))
+
+    monkeypatch.setattr(ops, "pause_queue", pause_queue, raising=False)
+    monkeypatch.setattr(ops, "resume_queue", resume_queue, raising=False)
+    seed(db)
+    c = client(app, allow_actions=True)
+    assert cells(c.get("/").text, "data-queue", "default")["paused"] == "no"
+    paused = c.post("/actions/pause", data=_confirm(c, "pause", "default")).text
+    assert "queue default paused" in paused
+    assert cells(paused, "data-queue", "default")["paused"] == "paused"
+    assert "/confirm/resume?target=default" in paused
+    resumed = c.post("/actions/resume", data=_confirm(c, "resume", "default")).text
+    assert cells(resumed, "data-queue", "default")["paused"] == "no"
+    pause_queue(db, "idle")  # a paused queue with nothing in it is still listed
+    assert cells(c.get("/").text, "data-queue", "idle")["paused"] == "paused"
+
+
+def test_the_workflow_panel_shows_what_ops_workflow_reads(app, db, monkeypatch):
+    from dataclasses import dataclass
+
+    from pgqueue import ops
+
+    @dataclass
+    class Member:
+        position: int
+        task_id: str
+        task_name: str
+        state: str
+
+    made = seed(db)
+    db.execute("CREATE TABLE pgqueue.workflows (id uuid PRIMARY KEY)")
+    chain = {
+        "kind": "chain",
+        "id": "3f1c0000-0000-0000-0000-000000000000",
+        "members": [
+            Member(0, made.one("SUCCESS"), "tests.taskapp.add", "SUCCESS"),
+            Member(1, made.one("FAILURE"), "<b>step</b>", "FAILURE"),
+        ],
+    }
+    monkeypatch.setattr(
+        ops, "workflow", lambda conn, job_id: chain if job_id == made.one("FAILURE") else None,
+        raising=False,
+    )  # fmt: skip
+    c = client(app)
+    page = c.get(f"/jobs/{made.one('FAILURE')}").text
+    assert 'id="workflow"' in page and ">chain<" in page
+    assert f'<a href="/jobs/{made.one("SUCCESS")}">' in page
+    assert "&lt;b&gt;step&lt;/b&gt;" in page
+    assert 'id="workflow"' not in c.get(f"/jobs/{made.one('SUCCESS')}").text

@@ -145,6 +145,11 @@ def test_a_retry_from_the_job_page_changes_the_state_the_page_shows(browser, app
     job_id = app.tasks["tests.taskapp.fails_once"].delay(tag).id
     wait_for(lambda: ops.job_states(db, [job_id]).get(job_id) == "FAILURE", 60, "the failure")
     with Server(create_app(app, allow_actions=True, token=TOKEN, refresh=0.5)) as server:
+        browser.get(f"{server.url}/workers")
+        assert _text(browser, "#workers tr[data-worker] td.alive") == "alive"
+        row = _text(browser, "#workers tr[data-worker]") or ""
+        assert f"{w.pid}" in row and "threads" in row
+
         browser.get(f"{server.url}/jobs/{job_id}")
         assert _text(browser, "#job-state") == "FAILURE"
         assert "first attempt of" in (_text(browser, "#traceback") or "")

@@ -158,7 +158,11 @@ def _check_target(action: Action, target: str) -> None:
 def _next(request: Request, given: str | None) -> str:
     """Where to go after the action: a page of this dashboard, never another site."""
     base = request.scope.get("root_path") or ""
-    if given and given.startswith(base + "/") and not given.startswith("//") and "\\" not in given:
+    # Browsers drop tabs and newlines from a URL and read a backslash as a slash: a path
+    # holding any of them could become //other.site.
+    given = given or ""
+    plain = given.isprintable() and " " not in given and "\\" not in given
+    if plain and given.startswith(base + "/") and not given.startswith("//"):
         return given
     return base + "/"
 

@@ -74,21 +74,22 @@ def check_action(
             "allow_actions=True)) to retry, revoke, purge and edit from here"
         )
     header = request.headers.get(TOKEN_HEADER)
-    if header is None:
-        _check_origin(request)
-        expected = request.cookies.get(CSRF_COOKIE, "")
-        given = form.get("csrf", "")
-        if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
-            raise Refused(
-                "this form is stale or was not sent from the dashboard (CSRF check failed): "
-                "reload the page and try again"
-            )
-    if token is None:
-        return False
-    if header is not None:
+    if header is not None and token is not None:
+        # A script's request: a cross-site form cannot set a header, so the token alone
+        # is the proof.
         if hmac.compare_digest(header.encode(), token.encode()):
             return False
         raise Refused("wrong token in the X-PgQueue-Token header")
+    _check_origin(request)
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    given = form.get("csrf", "")
+    if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
+        raise Refused(
+            "this form is stale or was not sent from the dashboard (CSRF check failed): "
+            "reload the page and try again"
+        )
+    if token is None:
+        return False
     cookie = request.cookies.get(SESSION_COOKIE, "")
     if cookie and hmac.compare_digest(cookie.encode(), session_value(token).encode()):
         return False

@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, Response
 
 from ..app import PgQueue
 from ..db import describe
+from ..exceptions import ConfigurationError
 from . import security
 from .connections import Connections
 from .data import Sensitive
@@ -67,7 +68,10 @@ class Site:
     @property
     def database(self) -> str:
         """Where the dashboard reads from, without a password."""
-        return describe(self.app.dsn)
+        try:
+            return describe(self.app.dsn)
+        except ConfigurationError:
+            return "no database given"
 
     def render(
         self, request: Request, template: str, status_code: int = 200, **context: Any
