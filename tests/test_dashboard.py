@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-pytest.importorskip("starlette", reason="the dashboard needs pgqueue[dashboard]")
+pytest.importorskip("starlette", reason="the dashboard needs pgqueue-tasks[dashboard]")
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -471,7 +471,7 @@ def test_the_command_names_the_extra_when_it_is_missing(dsn, monkeypatch):
     monkeypatch.delattr(pgqueue, "dashboard", raising=False)
     result = CliRunner().invoke(main, ["--dsn", dsn, "dashboard"])
     assert result.exit_code == 1
-    assert "pip install 'pgqueue[dashboard]'" in result.output
+    assert "pip install 'pgqueue-tasks[dashboard]'" in result.output
 
 
 # -- features still to come (issue 15's workflows, issue 16's queue pause) ------------------

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-pytest.importorskip("starlette", reason="the dashboard needs pgqueue[dashboard]")
+pytest.importorskip("starlette", reason="the dashboard needs pgqueue-tasks[dashboard]")
 pytest.importorskip("selenium", reason="browser tests need selenium")
 
 from selenium import webdriver

@@ -1,4 +1,4 @@
-"""``pgqueue dashboard``: the web dashboard (needs pgqueue[dashboard])."""
+"""``pgqueue dashboard``: the web dashboard (needs pgqueue-tasks[dashboard])."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def dashboard(
     of the operator role (`pgqueue roles`).
     """
     try:
-        # Optional: Starlette, Jinja2 and uvicorn come with pgqueue[dashboard].
+        # Optional: Starlette, Jinja2 and uvicorn come with pgqueue-tasks[dashboard].
         from .. import dashboard as web
     except ImportError as exc:
         raise CliError(

@@ -1,8 +1,9 @@
 """The web dashboard: ``pgqueue dashboard``, or ``create_app`` mounted in an ASGI service.
 
-Needs the ``pgqueue[dashboard]`` extra (Starlette, Jinja2, uvicorn). Pages (:mod:`.pages`)
-read through :mod:`.data`; actions (:mod:`.actions`) are guarded by :mod:`.security`;
-features a database may not have yet (queue pause, workflows) go through :mod:`.features`.
+Needs the ``pgqueue-tasks[dashboard]`` extra (Starlette, Jinja2, uvicorn). Pages
+(:mod:`.pages`) read through :mod:`.data`; actions (:mod:`.actions`) are guarded by
+:mod:`.security`; features a database may not have yet (queue pause, workflows) go through
+:mod:`.features`.
 """
 
 from __future__ import annotations
