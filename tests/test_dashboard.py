@@ -79,6 +79,10 @@ def test_jobs_list_filters_by_state_queue_task_and_text(app, db):
         made.ids["HTML"]
     )
     assert listed("since=1h") == everything
+    scheduled = re.search(
+        rf'<tr data-id="{made.ids["PENDING"][3]}">.*?</tr>', c.get("/jobs").text, re.S
+    )
+    assert scheduled and "due in 59m" in scheduled.group(0)
     assert listed("until=2000-01-01T00:00") == set()
     db.execute(
         "UPDATE pgqueue.jobs SET args = '[\"needle-42\"]' WHERE id = %s", (made.one("RETRY"),)
@@ -543,3 +547,18 @@ def test_the_workflow_panel_shows_what_ops_workflow_reads(app, db, monkeypatch):
     assert f'<a href="/jobs/{made.one("SUCCESS")}">' in page
     assert "&lt;b&gt;step&lt;/b&gt;" in page
     assert 'id="workflow"' not in c.get(f"/jobs/{made.one('SUCCESS')}").text
+
+
+def test_served_on_localhost_it_answers_local_names_only(app, db):
+    from pgqueue.dashboard import LocalHostsOnly
+
+    seed(db)
+    for base, status in (
+        ("http://127.0.0.1:8080", 200),
+        ("http://localhost:8080", 200),
+        ("http://[::1]:8080", 200),
+        ("http://rebound.example:8080", 421),  # DNS rebinding: another site's name
+        ("http://127.0.0.1.rebound.example", 421),
+    ):
+        c = TestClient(LocalHostsOnly(create_app(app)), base_url=base)
+        assert c.get("/").status_code == status, base

@@ -26,11 +26,11 @@ from ..exceptions import ConfigurationError, PgQueueError
 from ..ops import OpsError
 from . import actions, pages
 from .data import Sensitive
-from .server import is_loopback, serve
+from .server import LocalHostsOnly, is_loopback, serve
 from .site import HERE, Site
 from .timing import ServerTiming
 
-__all__ = ["create_app", "is_loopback", "serve"]
+__all__ = ["LocalHostsOnly", "create_app", "is_loopback", "serve"]
 
 
 def create_app(

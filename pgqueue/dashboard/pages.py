@@ -7,6 +7,7 @@ few seconds, so a job changing state shows without a reload.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
@@ -67,6 +68,7 @@ def routes(site: Site) -> list[Route]:
             selection=selection,
             all_states=data.ALL_STATES,
             after=query.get("after"),
+            now=dt.datetime.now(dt.timezone.utc),
         )
 
     def job(request: Request) -> Response:
