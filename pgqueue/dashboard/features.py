@@ -85,33 +85,42 @@ def set_paused(app: PgQueue, conn: psycopg.Connection[Any], queue: str, paused: 
 
 @dataclass(frozen=True)
 class WorkflowView:
-    """A workflow as the job page shows it: its own fields (kind, id, chord counter...),
-    and each list it holds (its members) as rows of fields."""
+    """One workflow as the job page shows it: its own fields (kind, id, a chord's counter
+    flattened to ``chord size``, ``chord remaining``...), and each list it holds (its
+    members) as rows of fields."""
 
     fields: dict[str, Any]
     lists: dict[str, list[dict[str, Any]]]
 
 
-def workflow(conn: psycopg.Connection[Any], job_id: str) -> WorkflowView | None:
-    """The workflow (chain, group or chord) the job is part of, as ``ops.workflow`` reads
-    it, or None: not in one, or this database has no workflows."""
+def workflows(conn: psycopg.Connection[Any], job_id: str) -> list[WorkflowView] | None:
+    """The workflows (chain, group, chord; an enclosing chain too) the job is part of, as
+    ``ops.workflow`` reads them, outermost first; None: in none, or this database has no
+    workflows."""
     read = getattr(ops, "workflow", None)
     if not callable(read) or not _has_relation(conn, "pgqueue.workflows"):
         return None
     found = read(conn, job_id)
-    if found is None:
+    if not found:
         return None
-    fields, lists = {}, {}
-    for key, value in _as_dict(found).items():
+    return [_view(flow) for flow in (found if isinstance(found, list | tuple) else [found])]
+
+
+def _view(flow: Any) -> WorkflowView:
+    fields: dict[str, Any] = {}
+    lists: dict[str, list[dict[str, Any]]] = {}
+    for key, value in _as_dict(flow).items():
         if isinstance(value, list | tuple):
             lists[key] = [_as_dict(member) for member in value]
+        elif isinstance(value, Mapping):
+            fields.update({f"{key} {k}": v for k, v in value.items()})
         else:
             fields[key] = value
     return WorkflowView(fields, lists)
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
-    # ops.workflow's shape is its own: a dataclass, a mapping, or an object with fields.
+    # ops.workflow gives dicts; a dataclass or an object with fields is read the same way.
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):

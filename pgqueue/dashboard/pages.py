@@ -75,7 +75,7 @@ def routes(site: Site) -> list[Route]:
         job_id = request.path_params["job_id"]
         with site.connections.connection() as conn:
             found = data.job_detail(conn, job_id, site.sensitive_for())
-            flow = features.workflow(conn, job_id) if found else None
+            flows = features.workflows(conn, job_id) if found else None
         if found is None:
             return site.render(
                 request,
@@ -84,7 +84,7 @@ def routes(site: Site) -> list[Route]:
                 message=f"no job {job_id}: never enqueued, purged, or its result expired "
                 "(result_expires)",
             )
-        return _page(site, request, "job", job=found, workflow=flow)
+        return _page(site, request, "job", job=found, workflows=flows)
 
     def workers(request: Request) -> Response:
         with site.connections.connection() as conn:
