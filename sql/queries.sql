@@ -1129,12 +1129,3 @@ SELECT m.minute, coalesce(d.succeeded, 0) AS succeeded, coalesce(d.failed, 0) AS
                        date_trunc('minute', now()), interval '1 minute') AS m(minute)
   LEFT JOIN done AS d USING (minute)
  ORDER BY m.minute
-
--- name: dashboard_relation_exists
--- Whether a table or view of a later migration is here yet (to_regclass: NULL if not).
-SELECT to_regclass(%(name)s) IS NOT NULL
-
--- name: dashboard_queue_controls
--- The rows of pgqueue.queues (queue pause and resume) as JSON objects, read by name in
--- Python, so that the page does not depend on the table's column order.
-SELECT to_jsonb(q) FROM pgqueue.queues AS q

@@ -24,8 +24,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from pgqueue import queries
-from pgqueue.dashboard import create_app, data, features
+from pgqueue import queries, queue_controls
+from pgqueue.dashboard import create_app, data
 from tests.dashboard_seed import HTML_TASK, seed
 from tests.test_roles import logins as logins  # the fixture
 
@@ -56,8 +56,7 @@ def test_overview_counts_each_state_of_each_queue(app, db):
     assert default["running"] == "1"
     assert default["failed"] == "1"
     assert default["succeeded"] == "2"
-    with app.connect() as conn:  # n/a: this database has no queue pause (yet)
-        assert default["paused"] == ("no" if features.can_pause(app, conn) else "n/a")
+    assert default["paused"] == "no"
     assert cells(page, "data-queue", "emails")["ready"] == "1"
     # the chart: 60 minutes, this one holding the two successes and the failure
     assert page.count("<g><title>") == 60
@@ -256,17 +255,6 @@ def test_purge_and_periodic_switches_use_the_library(app, db):
     assert "periodic task tick sent now as job" in ran.text
 
 
-def test_pausing_says_it_is_not_available_until_the_schema_has_it(app, db):
-    with app.connect() as conn:
-        if features.can_pause(app, conn):
-            pytest.skip("this pgqueue has queue pause")
-    seed(db)
-    c = client(app, allow_actions=True)
-    assert "/confirm/pause" not in c.get("/").text
-    done = c.post("/actions/pause", data=_confirm(c, "pause", "default"))
-    assert "pause queue failed: pausing queues needs" in done.text
-
-
 def test_mounted_under_a_prefix_every_link_keeps_it(app, db):
     made = seed(db)
     outer = Starlette(routes=[Mount("/ops/queue", app=create_app(app, allow_actions=True))])
@@ -420,6 +408,8 @@ def test_the_operator_role_is_enough_for_every_page_and_action(logins, app, db):
         ("disable", "tick"),
         ("run", "tick"),
         ("purge", "emails"),
+        ("pause", "default"),
+        ("resume", "default"),
     ):
         done = c.post(f"/actions/{action}", data=_confirm(c, action, target))
         notice = re.search(r'id="notice">(.*?)</p>', html.unescape(done.text))
@@ -487,40 +477,16 @@ def test_the_command_names_the_extra_when_it_is_missing(dsn, monkeypatch):
     assert "pip install 'pgqueue-tasks[dashboard]'" in result.output
 
 
-# -- features found at run time (pgqueue/dashboard/features.py) ----------------------------
-# Queue pause (issue 16) is not on main yet: until it is, stand-ins for its table and
-# library functions show that the overview lights up with it. Workflows are on main.
+# -- queue pause and workflows -------------------------------------------------------------
 
 
-def test_pause_and_resume_show_once_the_library_and_its_table_exist(app, db, monkeypatch):
-    from pgqueue import ops
-
-    with app.connect() as conn:
-        real = features.can_pause(app, conn)
-    if not real:
-        # issue 16's table and functions, as far as the dashboard uses them
-        db.execute(
-            "CREATE TABLE pgqueue.queues"
-            " (name text PRIMARY KEY, paused boolean NOT NULL DEFAULT false)"
-        )
-
-        def pause_queue(conn: psycopg.Connection[Any], name: str) -> None:
-            conn.execute(
-                "INSERT INTO pgqueue.queues VALUES (%s, true)"
-                " ON CONFLICT (name) DO UPDATE SET paused = true",
-                (name,),
-            )
-
-        def resume_queue(conn: psycopg.Connection[Any], name: str) -> None:
-            conn.execute("UPDATE pgqueue.queues SET paused = false WHERE name = %s", (name,))
-
-        monkeypatch.setattr(ops, "pause_queue", pause_queue, raising=False)
-        monkeypatch.setattr(ops, "resume_queue", resume_queue, raising=False)
+def test_pause_and_resume_from_the_overview(app, db):
     seed(db)
     c = client(app, allow_actions=True)
     assert cells(c.get("/").text, "data-queue", "default")["paused"] == "no"
     paused = c.post("/actions/pause", data=_confirm(c, "pause", "default")).text
     assert "queue default paused" in paused
+    assert queue_controls.paused_queues(db) == ["default"]  # by the library, as the CLI
     assert cells(paused, "data-queue", "default")["paused"] == "paused"
     assert "/confirm/resume?target=default" in paused
     resumed = c.post("/actions/resume", data=_confirm(c, "resume", "default")).text

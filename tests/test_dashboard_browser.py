@@ -26,7 +26,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from pgqueue import ops
-from pgqueue.dashboard import create_app, features
+from pgqueue.dashboard import create_app
 from pgqueue.exceptions import TimeoutError as WaitTimeout
 from tests.conftest import ROOT, wait_for
 from tests.dashboard_seed import HTML_TASK, Server, seed
@@ -223,12 +223,6 @@ def test_paging_100000_jobs_takes_under_100ms_a_page_on_the_server(browser, app,
 
 
 def test_pausing_a_queue_stops_a_live_workers_claims(browser, app, db, worker):
-    with app.connect() as conn:
-        if not features.can_pause(app, conn):
-            pytest.skip(
-                "queue pause/resume is not in this pgqueue yet (issue 16): the overview "
-                "shows 'paused: n/a' and no pause button until it is"
-            )
     w = worker("-c", "1", "-P", "threads")
     with Server(create_app(app, allow_actions=True, token=TOKEN)) as server:
         browser.get(server.url + "/")

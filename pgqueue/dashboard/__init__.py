@@ -2,8 +2,7 @@
 
 Needs the ``pgqueue-tasks[dashboard]`` extra (Starlette, Jinja2, uvicorn). Pages
 (:mod:`.pages`) read through :mod:`.data`; actions (:mod:`.actions`) are guarded by
-:mod:`.security`; features a database may not have yet (queue pause, workflows) go through
-:mod:`.features`.
+:mod:`.security`.
 """
 
 from __future__ import annotations

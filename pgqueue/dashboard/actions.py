@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from .. import beat, ops, states
+from .. import beat, ops, queue_controls, states
 from ..exceptions import PgQueueError
-from . import features, security
+from . import security
 from .site import NOTICE_COOKIE, Site
 
 Params = Mapping[str, str]
@@ -69,8 +69,11 @@ def _purge_question(site: Site, conn: psycopg.Connection[Any], p: Params) -> str
 
 def _pause(paused: bool) -> Callable[[Site, psycopg.Connection[Any], Params], str]:
     def perform(site: Site, conn: psycopg.Connection[Any], p: Params) -> str:
-        features.set_paused(site.app, conn, p["target"], paused)
-        return f"queue {p['target']} {'paused' if paused else 'resumed'}"
+        change = queue_controls.pause_queue if paused else queue_controls.resume_queue
+        done = "paused" if paused else "resumed"
+        if change(conn, p["target"]):
+            return f"queue {p['target']} {done}"
+        return f"queue {p['target']} was {'paused already' if paused else 'not paused'}"
 
     return perform
 
@@ -116,7 +119,8 @@ ACTIONS: dict[str, Action] = {
     "purge": Action("Purge queue", "queue", _purge_question, _purge),
     "pause": Action(
         "Pause queue", "queue",
-        _asks("Pause queue {target}? Workers stop taking its jobs; enqueueing goes on."),
+        _asks("Pause queue {target}? Workers stop claiming its jobs (running ones finish, "
+              "and jobs already claimed into a worker's buffer still run); enqueueing goes on."),
         _pause(True),
     ),
     "resume": Action(

@@ -59,11 +59,10 @@ class Sensitive:
 
 @dataclass(frozen=True)
 class QueueRow:
-    """One queue on the overview: ``ops.QueueStats`` and whether it is paused (None: this
-    database has no queue pause)."""
+    """One queue on the overview: ``ops.QueueStats`` and whether it is paused."""
 
     stats: ops.QueueStats
-    paused: bool | None
+    paused: bool
 
     @property
     def name(self) -> str:
@@ -88,16 +87,13 @@ def throughput(conn: psycopg.Connection[Any], queue: str | None = None) -> list[
     return [Minute(row[0], int(row[1]), int(row[2])) for row in rows]
 
 
-def queue_rows(stats: Sequence[ops.QueueStats], paused: Iterable[str] | None) -> list[QueueRow]:
+def queue_rows(stats: Sequence[ops.QueueStats], paused: Iterable[str]) -> list[QueueRow]:
     """The overview's queue table: every queue of ``stats``, and paused queues with nothing
     in them (they are still worth seeing), by name."""
-    paused_set = None if paused is None else set(paused)
-    rows = {
-        s.queue: QueueRow(s, None if paused_set is None else s.queue in paused_set) for s in stats
-    }
-    for name in paused_set or ():
-        if name not in rows:
-            rows[name] = QueueRow(ops.QueueStats(name, 0, 0, 0, 0, 0, 0, 0, None, 0, 0), True)
+    held = set(paused)
+    rows = {s.queue: QueueRow(s, s.queue in held) for s in stats}
+    for name in held - set(rows):
+        rows[name] = QueueRow(ops.QueueStats(name, 0, 0, 0, 0, 0, 0, 0, None, 0, 0), True)
     return [rows[name] for name in sorted(rows)]
 
 
@@ -354,6 +350,31 @@ def job_detail(
         pid=found.get("pid"),
         options=dict(found.get("options") or {}),
     )
+
+
+@dataclass(frozen=True)
+class WorkflowView:
+    """One workflow of ``ops.workflow`` as the job page shows it: its own fields (kind, id,
+    a chord's counter flattened to ``chord size``, ``chord remaining``...) and its members,
+    in order, each as fields."""
+
+    fields: dict[str, Any]
+    members: list[dict[str, Any]]
+
+
+def workflows(conn: psycopg.Connection[Any], job_id: str) -> list[WorkflowView]:
+    """The workflows (chain, group, chord, and an enclosing chain) the job is part of,
+    outermost first; none for a job in no workflow."""
+    views = []
+    for flow in ops.workflow(conn, job_id):
+        fields: dict[str, Any] = {}
+        for key, value in flow.items():
+            if isinstance(value, Mapping):
+                fields.update({f"{key} {k}": v for k, v in value.items()})
+            elif key != "members":
+                fields[key] = value
+        views.append(WorkflowView(fields, [dict(m) for m in flow.get("members", ())]))
+    return views
 
 
 # -- periodic tasks ------------------------------------------------------------------------

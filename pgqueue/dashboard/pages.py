@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import ops
-from . import data, features
+from .. import ops, queue_controls
+from . import data
 from .chart import throughput_svg
 from .site import Site
 
@@ -35,17 +35,14 @@ def routes(site: Site) -> list[Route]:
             started = time.perf_counter()
             stats = ops.queue_stats(conn)  # exact counts: one read of every live job
             counting = time.perf_counter() - started
-            paused = features.paused_queues(conn)
+            paused = queue_controls.paused_queues(conn)
             minutes = data.throughput(conn)
             unserved = ops.unserved_tasks(conn)
-            can_pause = features.can_pause(site.app, conn)
         return _page(
             site,
             request,
             "overview",
             queues=data.queue_rows(stats, paused),
-            pause_known=paused is not None,
-            can_pause=can_pause,
             chart=throughput_svg(minutes),
             finished_last_hour=(sum(m.succeeded for m in minutes), sum(m.failed for m in minutes)),
             unserved=unserved,
@@ -75,7 +72,7 @@ def routes(site: Site) -> list[Route]:
         job_id = request.path_params["job_id"]
         with site.connections.connection() as conn:
             found = data.job_detail(conn, job_id, site.sensitive_for())
-            flows = features.workflows(conn, job_id) if found else None
+            flows = data.workflows(conn, job_id) if found else []
         if found is None:
             return site.render(
                 request,
