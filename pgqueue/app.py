@@ -123,7 +123,7 @@ class PgQueue(config.CeleryConfiguration):
         ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``, ``acks_late``,
         ``reject_on_worker_lost``, ``time_limit``, ``soft_time_limit``, ``expires``; and
         ``unique``, ``unique_until``, ``concurrency_limit``, ``concurrency_key``,
-        ``rate_limit`` (pgqueue.controls)."""
+        ``rate_limit`` (pgqueue.controls); ``sensitive`` (args hidden by the dashboard)."""
 
         def register(f: Callable[..., Any]) -> Task:
             name = options.pop("name", None) or f"{f.__module__}.{f.__qualname__}"

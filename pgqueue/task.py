@@ -75,6 +75,7 @@ class Task:
         soft_time_limit: float | None = None,
         expires: float | dt.timedelta | dt.datetime | None = None,
         controls: TaskControls | None = None,
+        sensitive: bool = False,
     ) -> None:
         self.app = app
         self.controls = controls or TaskControls()
@@ -96,6 +97,8 @@ class Task:
         self._time_limit = time_limit
         self._soft_time_limit = soft_time_limit
         self.expires = expires
+        # The dashboard neither shows nor searches this task's arguments.
+        self.sensitive = sensitive
         self.__doc__ = fun.__doc__
         self.__name__ = getattr(fun, "__name__", name)
         self.__module__ = getattr(fun, "__module__", "")

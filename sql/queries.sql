@@ -1055,3 +1055,87 @@ SELECT 1 FROM pgqueue.jobs WHERE id = %(id)s
 SELECT count(*)
   FROM pgqueue.results
  WHERE task_name = 'demo.tick' AND state = 'SUCCESS' AND date_done >= %(since)s
+
+-- ---- the dashboard ----
+-- pgqueue/dashboard/data.py: what `pgqueue dashboard` reads beyond pgqueue/ops.py. Reads
+-- only, bar what ops.py and beat do for its actions; each statement runs with its
+-- parameters bound (prepare=False), so that a filter left out (NULL) is planned away.
+
+-- name: dashboard_list_jobs
+-- One page of jobs, newest first by (at, id), after the keyset cursor (%(after_at)s,
+-- %(after_id)s): at is when a live job was enqueued, or when a finished one finished. Live
+-- jobs are the working set (one scan of pgqueue.jobs); finished ones, however many, come
+-- from each state's newest entries of results_state_done_idx, so a page costs the same on
+-- the first page as on the thousandth and no OFFSET is ever skipped over. Text is looked
+-- for in the arguments as JSON, never in those of the tasks %(hidden)s names (LIKE
+-- patterns): their arguments are not shown, so they must not be found either.
+WITH live AS (
+    SELECT j.id, j.task_name, j.queue, j.state, j.enqueued_at AS at, j.run_at, j.retries,
+           w.name AS worker, j.exc_type, j.exc_message
+      FROM pgqueue.jobs AS j
+      LEFT JOIN pgqueue.workers AS w ON w.id = j.worker_id
+     WHERE j.state = ANY(%(live_states)s::text[])
+       AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
+       AND (%(task)s::text IS NULL OR j.task_name = %(task)s::text)
+       AND (%(since)s::timestamptz IS NULL OR j.enqueued_at >= %(since)s::timestamptz)
+       AND (%(until)s::timestamptz IS NULL OR j.enqueued_at < %(until)s::timestamptz)
+       AND (%(text)s::text IS NULL
+            OR (strpos(lower(j.args::text || ' ' || j.kwargs::text), lower(%(text)s::text)) > 0
+                AND NOT j.task_name LIKE ANY(%(hidden)s::text[])))
+       AND (%(after_at)s::timestamptz IS NULL
+            OR (j.enqueued_at, j.id) < (%(after_at)s::timestamptz, %(after_id)s::uuid))
+     ORDER BY j.enqueued_at DESC, j.id DESC
+     LIMIT %(limit)s
+), done AS (
+    SELECT f.*
+      FROM unnest(%(done_states)s::text[]) AS s(state),
+           LATERAL (
+               SELECT r.task_id AS id, r.task_name, r.queue, r.state, r.date_done AS at,
+                      NULL::timestamptz AS run_at, r.retries, r.worker, r.exc_type,
+                      r.exc_message
+                 FROM pgqueue.results AS r
+                WHERE r.state = s.state
+                  AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+                  AND (%(task)s::text IS NULL OR r.task_name = %(task)s::text)
+                  AND (%(since)s::timestamptz IS NULL OR r.date_done >= %(since)s::timestamptz)
+                  AND (%(until)s::timestamptz IS NULL OR r.date_done < %(until)s::timestamptz)
+                  AND (%(text)s::text IS NULL
+                       OR (strpos(lower(coalesce(r.args::text, '') || ' '
+                                        || coalesce(r.kwargs::text, '')),
+                                  lower(%(text)s::text)) > 0
+                           AND NOT r.task_name LIKE ANY(%(hidden)s::text[])))
+                  -- the first condition bounds the index range, the second breaks ties
+                  AND (%(after_at)s::timestamptz IS NULL
+                       OR r.date_done <= %(after_at)s::timestamptz)
+                  AND (%(after_at)s::timestamptz IS NULL
+                       OR (r.date_done, r.task_id) < (%(after_at)s::timestamptz,
+                                                      %(after_id)s::uuid))
+                ORDER BY r.date_done DESC, r.task_id DESC
+                LIMIT %(limit)s
+           ) AS f
+)
+SELECT u.id, u.task_name, u.queue, u.state, u.at, u.run_at, u.retries, u.worker, u.exc_type,
+       u.exc_message
+  FROM (SELECT * FROM live UNION ALL SELECT * FROM done) AS u
+ ORDER BY u.at DESC, u.id DESC
+ LIMIT %(limit)s
+
+-- name: dashboard_throughput
+-- Successes and failures per minute over the last hour (60 minutes, the current one
+-- last): one range of the (state, date_done) index, counted, then spread over the minutes;
+-- %(queue)s NULL: every queue.
+WITH done AS (
+    SELECT date_trunc('minute', r.date_done) AS minute,
+           count(*) FILTER (WHERE r.state = 'SUCCESS') AS succeeded,
+           count(*) FILTER (WHERE r.state = 'FAILURE') AS failed
+      FROM pgqueue.results AS r
+     WHERE r.state IN ('SUCCESS', 'FAILURE')
+       AND r.date_done >= date_trunc('minute', now()) - interval '59 minutes'
+       AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
+     GROUP BY 1
+)
+SELECT m.minute, coalesce(d.succeeded, 0) AS succeeded, coalesce(d.failed, 0) AS failed
+  FROM generate_series(date_trunc('minute', now()) - interval '59 minutes',
+                       date_trunc('minute', now()), interval '1 minute') AS m(minute)
+  LEFT JOIN done AS d USING (minute)
+ ORDER BY m.minute

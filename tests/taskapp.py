@@ -474,3 +474,22 @@ def errback(*args: Any) -> list[Any]:
 def slow_add(x: int, y: int, seconds: float) -> int:
     time.sleep(seconds)
     return x + y
+
+
+# -- the dashboard ---------------------------------------------------------------------
+
+
+@app.task
+def fails_once(tag: str) -> str:
+    """Fails on its first run for ``tag``, succeeds on any later one (a retry from the
+    dashboard then shows SUCCESS)."""
+    record(tag)
+    if attempts(tag) == 1:
+        raise ValueError(f"first attempt of {tag}")
+    return f"{tag} done"
+
+
+@app.task(sensitive=True)
+def charge_card(card_number: str, amount: int) -> str:
+    """A task whose arguments the dashboard must not show."""
+    return f"charged {amount}"

@@ -33,6 +33,7 @@ OPTIONAL_DEPENDENCIES = {
 LATE_IMPORTS_ALLOWED = {
     "from .. import metrics",  # needs prometheus-client (pgqueue[metrics])
     "from ..demo import run as run_demo",  # importing the demo creates its app
+    "from .. import dashboard as web",  # Starlette, Jinja2, uvicorn (pgqueue-tasks[dashboard])
 }
 
 

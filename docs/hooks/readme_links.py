@@ -76,6 +76,12 @@ class _RewriteLinks(Preprocessor):
 
 def _rewrite(match: re.Match[str], page: Page) -> str:
     text, target, anchor = match.group(1), match.group(2), match.group(3) or ""
+    in_docs = (_State.root / target).resolve()
+    if in_docs.is_relative_to(_State.docs) and in_docs.is_file():
+        # README's link to a file of the site itself (docs/screenshots/overview.png): the
+        # same file, from the page's place in the site
+        own = in_docs.relative_to(_State.docs).as_posix()
+        return f"[{text}]({posixpath.relpath(own, posixpath.dirname(page.file.src_uri))}{anchor})"
     found = _repo_target(page.file.src_uri, target)
     if found is None:
         return match.group(0)

@@ -4,7 +4,8 @@ One module per family of commands: :mod:`.worker`, :mod:`.beat` (and its table-e
 subcommands), :mod:`.dev` (the embedded server, the demo), :mod:`.admin` (commands that
 change the database), :mod:`.monitor` (commands that only read), :mod:`.queue` (pause,
 resume, list); :mod:`.common` holds what they share (the app of -A on the database of
---dsn, errors as one line) and :mod:`.formatting` how they print.
+--dsn, errors as one line) and :mod:`.formatting` how they print; :mod:`.dashboard` serves
+the web dashboard.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import click
 
 from ..version import __version__
-from . import admin, beat, celery, dev, monitor, queue, worker
+from . import admin, beat, celery, dashboard, dev, monitor, queue, worker
 from .common import load_app
 
 
@@ -48,6 +49,7 @@ for command in (
     monitor.inspect,
     monitor.result,
     celery.check_celery_config,
+    dashboard.dashboard,
 ):
     main.add_command(command)
 
