@@ -276,10 +276,9 @@ class PgQueue(config.CeleryConfiguration):
         connection: AsyncProducerConnection | None = None,
         **options: Unpack[SendOptions],
     ) -> AsyncResult:
-        """``send_task`` for asyncio code, with the same options. With ``connection`` (a
-        psycopg AsyncConnection or AsyncCursor, a SQLAlchemy AsyncSession or AsyncConnection)
-        or inside ``async with app.atransaction(conn):`` the job joins that transaction, else
-        it is committed at once on pgqueue's own connection of the running event loop."""
+        """``send_task`` for asyncio code, with the same options. With ``connection`` (see
+        ``atransaction``), or inside ``async with app.atransaction(conn):``, the job joins that
+        transaction; else it is committed at once on pgqueue's own connection of this loop."""
         call: dict[str, Any] = dict(options)
         if linked := _linked(self, name, args, kwargs, call):
             return await linked.aapply_async(connection=connection)
@@ -295,9 +294,8 @@ class PgQueue(config.CeleryConfiguration):
         self, connection: AsyncConnectionT
     ) -> AbstractAsyncContextManager[AsyncConnectionT]:
         """``transaction`` for asyncio code: ``async with app.atransaction(aconn):`` sends
-        the async producer calls of the block through ``aconn``: a psycopg AsyncConnection,
-        or a SQLAlchemy AsyncSession or AsyncConnection (the block is then its transaction:
-        a savepoint if one is open), or a psycopg AsyncCursor (used as it is)."""
+        the block's async calls through ``aconn`` (a psycopg AsyncConnection or AsyncCursor,
+        a SQLAlchemy AsyncSession or AsyncConnection): but for a cursor, also a transaction."""
         return aio.bound(connection)
 
     # -- results and schema ------------------------------------------------------------

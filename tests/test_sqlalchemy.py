@@ -171,8 +171,13 @@ def test_async_session_rollback_leaves_nothing_and_commit_writes_it(app, dsn, db
                 assert jobs(db) == [] and orders(db) == 0 and workflow_rows(db) == 0
 
                 # The job is the session's first statement: it begins the transaction.
-                await app.asend_task("tests.taskapp.add", (3, 4), connection=session)
+                first = await app.asend_task(
+                    "tests.taskapp.add", (3, 4), connection=session, unique_key="k"
+                )
                 await app.aenqueue_many([taskapp.add.s(5, 5)], connection=session)
+                # a unique job's id is read back through the session too
+                again = await taskapp.add.aapply_async((6, 6), connection=session, unique_key="k")
+                assert again.id == first.id
                 await session.execute(text("INSERT INTO orders VALUES (2)"))
                 await session.commit()
         finally:
