@@ -1,21 +1,23 @@
 """Writing jobs from asyncio code: the producer path behind ``app.asend_task``,
-``app.aenqueue_many`` and ``app.atransaction``, on the caller's psycopg ``AsyncConnection``
-or ``AsyncCursor`` (the job exists only if its transaction commits) or on pgqueue's own
+``app.aenqueue_many``, ``app.atransaction`` and a workflow's ``aapply_async``, on the
+caller's psycopg ``AsyncConnection`` or ``AsyncCursor`` or SQLAlchemy ``AsyncSession`` or
+``AsyncConnection`` (the job exists only if its transaction commits) or on pgqueue's own
 autocommit AsyncConnection of the running event loop (replaced once if found broken).
 
-The rows (jobrows.py) and the statements (enqueue_jobs, enqueue_unique_jobs) are the
-blocking producer's."""
+The rows (jobrows.py, workflow.py) and the statements (enqueue_jobs,
+enqueue_unique_jobs, enqueue_workflow) are the blocking producer's."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import psycopg
 import psycopg.errors
 
 from . import binding, jobrows, queries, tracing
+from .contrib import sqlalchemy
 from .db import translate_errors
 from .exceptions import DatabaseUnavailable
 from .result import AsyncResult
@@ -24,8 +26,19 @@ if TYPE_CHECKING:
     from .app import PgQueue
     from .canvas import Signature
 
+
+class AsyncSQLAlchemyConnection(Protocol):
+    """A SQLAlchemy ``AsyncSession`` (``async_scoped_session`` too) or ``AsyncConnection``:
+    pgqueue runs its statement through it (check_connection refuses, at run time, another
+    object with this method)."""
+
+    def begin_nested(self) -> Any: ...
+
+
 # What ``connection=`` accepts on the async path.
-AsyncProducerConnection = psycopg.AsyncConnection[Any] | psycopg.AsyncCursor[Any]
+AsyncProducerConnection = (
+    psycopg.AsyncConnection[Any] | psycopg.AsyncCursor[Any] | AsyncSQLAlchemyConnection
+)
 AsyncConnectionT = TypeVar("AsyncConnectionT", bound=AsyncProducerConnection)
 
 
@@ -49,6 +62,14 @@ async def send(
         if span:
             span.written(job_id)
     return AsyncResult(job_id, app=app, task_name=name)
+
+
+async def send_workflow(
+    app: PgQueue, params: Mapping[str, str], connection: AsyncProducerConnection | None
+) -> None:
+    """Write a workflow (canvas.py, workflow.Plan) in one statement: all or nothing."""
+    target = binding.target(connection, check_connection, asynchronous=True)
+    await _execute(app, "enqueue_workflow", params, target)
 
 
 async def enqueue_many(
@@ -78,6 +99,9 @@ async def bound(connection: AsyncConnectionT) -> AsyncIterator[AsyncConnectionT]
         if isinstance(connection, psycopg.AsyncConnection):
             async with connection.transaction():
                 yield connection
+        elif sqlalchemy.is_sqlalchemy(connection):
+            async with sqlalchemy.atransaction(connection):
+                yield connection
         else:
             yield connection  # a cursor: its connection's transaction is the caller's
     finally:
@@ -94,8 +118,10 @@ async def _execute(
             if isinstance(target, psycopg.AsyncCursor):
                 await target.execute(sql, params)
                 return await target.fetchall() if target.description else []
-            cur = await target.execute(sql, params)
-            return await cur.fetchall() if cur.description else []
+            if isinstance(target, psycopg.AsyncConnection):
+                cur = await target.execute(sql, params)
+                return await cur.fetchall() if cur.description else []
+            return await sqlalchemy.aexecute(target, sql, params)  # checked: nothing else
     # pgqueue's own connection of this loop. One gone stale since its last use (a server
     # restart) is replaced once; the job ids are the primary key, so a retried insert
     # cannot create a job twice: a UniqueViolation on the retry means the first attempt
@@ -117,12 +143,19 @@ async def _execute(
     return []
 
 
-_ACCEPTED = "a psycopg.AsyncConnection or psycopg.AsyncCursor"
+_ACCEPTED = (
+    "a psycopg.AsyncConnection or psycopg.AsyncCursor, or a SQLAlchemy AsyncSession or "
+    "AsyncConnection"
+)
 
 
 def check_connection(target: object) -> None:
     """Raise TypeError unless the async producer can write a job through ``target`` (a
-    ``connection=`` argument): a psycopg AsyncConnection or (client-side) AsyncCursor."""
+    ``connection=`` argument): a psycopg AsyncConnection or (client-side) AsyncCursor, a
+    SQLAlchemy AsyncSession or AsyncConnection."""
+    if sqlalchemy.is_sqlalchemy(target):
+        sqlalchemy.acheck(target)
+        return
     kind = f"{type(target).__module__}.{type(target).__qualname__}"
     if isinstance(target, psycopg.AsyncServerCursor):
         raise TypeError(
@@ -139,6 +172,7 @@ def check_connection(target: object) -> None:
             f"{_ACCEPTED}"
         )
     raise TypeError(
-        f"connection= got {kind}: the async producer writes through psycopg 3 only; pass "
+        f"connection= got {kind}: the async producer writes through psycopg 3 (directly or "
+        "under SQLAlchemy) only; pass "
         f"{_ACCEPTED}"
     )

@@ -231,10 +231,8 @@ class PgQueue(config.CeleryConfiguration):
         )
         if not isinstance(max_retries, EllipsisType):
             call["max_retries"] = max_retries
-        links: dict[str, Any] = {k: call.pop(k) for k in ("link", "link_error") if k in call}
-        if any(links.values()):  # what follows travels in the job's options (canvas.py)
-            sig = Signature(name, args or (), kwargs or {}, {**call, **links}, app=self)
-            return sig.apply_async(connection=connection)
+        if linked := _linked(self, name, args, kwargs, call):
+            return linked.apply_async(connection=connection)
         return producer.send(self, name, args, kwargs, call, connection)
 
     def enqueue_many(
@@ -278,11 +276,13 @@ class PgQueue(config.CeleryConfiguration):
         connection: AsyncProducerConnection | None = None,
         **options: Unpack[SendOptions],
     ) -> AsyncResult:
-        """``send_task`` for asyncio code, with the same options. With ``connection`` (a
-        psycopg AsyncConnection or AsyncCursor), or inside ``async with
-        app.atransaction(conn):``, the job joins that transaction; otherwise it is committed
-        at once on pgqueue's own connection of the running event loop."""
-        return await aio.send(self, name, args, kwargs, dict(options), connection)
+        """``send_task`` for asyncio code, with the same options. With ``connection`` (see
+        ``atransaction``), or inside ``async with app.atransaction(conn):``, the job joins that
+        transaction; else it is committed at once on pgqueue's own connection of this loop."""
+        call: dict[str, Any] = dict(options)
+        if linked := _linked(self, name, args, kwargs, call):
+            return await linked.aapply_async(connection=connection)
+        return await aio.send(self, name, args, kwargs, call, connection)
 
     async def aenqueue_many(
         self, signatures: Iterable[Signature], *, connection: AsyncProducerConnection | None = None
@@ -294,8 +294,8 @@ class PgQueue(config.CeleryConfiguration):
         self, connection: AsyncConnectionT
     ) -> AbstractAsyncContextManager[AsyncConnectionT]:
         """``transaction`` for asyncio code: ``async with app.atransaction(aconn):`` sends
-        the async producer calls of the block through ``aconn``, a psycopg AsyncConnection
-        (the block is then its transaction) or AsyncCursor."""
+        the block's async calls through ``aconn`` (a psycopg AsyncConnection or AsyncCursor,
+        a SQLAlchemy AsyncSession or AsyncConnection): but for a cursor, also a transaction."""
         return aio.bound(connection)
 
     # -- results and schema ------------------------------------------------------------
@@ -338,3 +338,18 @@ class PgQueue(config.CeleryConfiguration):
     async def aclose(self) -> None:
         """Close the running event loop's producer connection."""
         await self._aconnections.discard()
+
+
+def _linked(
+    app: PgQueue,
+    name: str,
+    args: Sequence[Any] | None,
+    kwargs: Mapping[str, Any] | None,
+    call: dict[str, Any],
+) -> Signature | None:
+    """The call as a signature if it has a ``link`` or ``link_error`` (taken out of
+    ``call``), which then travel in the job's options (canvas.py); None if it has none."""
+    links: dict[str, Any] = {k: call.pop(k) for k in ("link", "link_error") if k in call}
+    if not any(links.values()):
+        return None
+    return Signature(name, args or (), kwargs or {}, {**call, **links}, app=app)

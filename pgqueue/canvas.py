@@ -4,39 +4,28 @@
 A workflow is worked out whole when it is sent (workflow.Plan): the jobs that can start
 now are written with the rows describing the workflow in one statement; every job that
 must wait travels as a document inside the job it follows, and the database enqueues it
-in the transaction that records that job's end (sql/migrations/0007_workflows.sql).
+in the transaction that records that job's end (sql/migrations/0007_workflows.sql). The
+same rows are sent by ``apply_async`` (producer.py) and, from asyncio code, by
+``aapply_async`` (aio.py).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
-from . import producer
+from . import aio, producer
 from .current import default_app
 from .groupresult import GroupResult
 from .ids import new_job_id
 from .result import AsyncResult
-from .workflow import Plan, check_defaults
+from .workflow import Compiled, Plan, Result, as_list, check_defaults, root, single
 
 if TYPE_CHECKING:
     from .app import PgQueue
 
 Canvas = Union["Signature", "chain", "group", "chord"]
-Result = AsyncResult | GroupResult
-
-
-@dataclass
-class Compiled:
-    """A part of a workflow worked out: the documents of its first jobs (to enqueue now, or
-    when what it follows ends), its result, and the (task id, task name) of the jobs whose
-    end is its end (one, unless it is a group)."""
-
-    entries: list[dict[str, Any]]
-    result: Result
-    ends: list[tuple[str, str]]
 
 
 class _Workflow:
@@ -56,21 +45,52 @@ class _Workflow:
         the arguments of the jobs that start now (unless immutable); ``link`` and
         ``link_error`` attach to it as Celery does; other options apply to every step that
         does not set its own (``countdown`` and ``eta`` to the jobs that start now only)."""
-        app = self._app()
         connection = options.pop("connection", None)
-        link = _as_list(options.pop("link", None))
-        link_error = _as_list(options.pop("link_error", None))
+        app, params, result = self._planned(args, kwargs, options)
+        producer.send_workflow(app, params, connection)
+        return result
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """``apply_async`` for asyncio code, with the same arguments and result; on
+        ``connection=`` (a psycopg AsyncConnection or AsyncCursor, a SQLAlchemy AsyncSession
+        or AsyncConnection), or inside ``async with app.atransaction(conn):``, all of it
+        exists only if that transaction commits."""
+        connection = options.pop("connection", None)
+        app, params, result = self._planned(args, kwargs, options)
+        await aio.send_workflow(app, params, connection)
+        return result
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        """``apply_async(args, kwargs)``."""
+        return self.apply_async(args, kwargs)
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
+        """``await aapply_async(args, kwargs)``."""
+        return await self.aapply_async(args, kwargs)
+
+    def _planned(
+        self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None, options: dict[str, Any]
+    ) -> tuple[PgQueue, dict[str, str], Result]:
+        """The workflow sent with these arguments and options, worked out whole: its app,
+        the parameters of the one statement that writes it, and its result."""
+        app = self._app()
+        link = as_list(options.pop("link", None))
+        link_error = as_list(options.pop("link_error", None))
         check_defaults(self.kind, options)
         target = self._partial(tuple(args or ()), dict(kwargs or {}))
         for callback in link:
             target.link(callback)
         for errback in link_error:
             target.link_error(errback)
-        return _send(app, target, options, connection)
-
-    def delay(self, *args: Any, **kwargs: Any) -> Any:
-        """``apply_async(args, kwargs)``."""
-        return self.apply_async(args, kwargs)
+        plan = Plan(app, defaults=options)
+        compiled = target._compile(plan, [], None, True)
+        plan.jobs.extend(compiled.entries)
+        return app, plan.params(), compiled.result
 
     def __or__(self, other: Canvas) -> Canvas:
         if not isinstance(other, _Workflow):
@@ -80,13 +100,7 @@ class _Workflow:
     def _app(self) -> PgQueue:
         return self.app if self.app is not None else default_app()
 
-    # Each kind's own ------------------------------------------------------------------
-
-    def link(self, callback: Signature) -> Signature:
-        raise NotImplementedError
-
-    def link_error(self, errback: Signature) -> Signature:
-        raise NotImplementedError
+    # Each kind's own (and link, link_error) ------------------------------------------
 
     def _partial(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         raise NotImplementedError
@@ -139,12 +153,12 @@ class Signature(_Workflow):
     ) -> Signature:
         """A copy; ``args`` go first and ``kwargs`` are merged in, unless immutable."""
         new_args, new_kwargs = self._merge(tuple(args or ()), dict(kwargs or {}))
-        copied = {k: list(v) if k in ("link", "link_error") else v for k, v in self.options.items()}
+        own = {k: as_list(v) if k in ("link", "link_error") else v for k, v in self.options.items()}
         return Signature(
             self.task,
             new_args,
             new_kwargs,
-            {**copied, **options},
+            {**own, **options},
             app=self.app,
             immutable=self.immutable,
         )
@@ -152,13 +166,13 @@ class Signature(_Workflow):
     def link(self, callback: Signature) -> Signature:
         """Run ``callback`` when this task succeeds, with its result first in the
         arguments (unless ``callback`` is immutable); returns ``callback``."""
-        self.options["link"] = [*_as_list(self.options.get("link")), callback]
+        self.options["link"] = [*as_list(self.options.get("link")), callback]
         return callback
 
     def link_error(self, errback: Signature) -> Signature:
         """Run ``errback`` when this task fails or is revoked, with the task's id as its one
         argument (unless ``errback`` is immutable); returns ``errback``."""
-        self.options["link_error"] = [*_as_list(self.options.get("link_error")), errback]
+        self.options["link_error"] = [*as_list(self.options.get("link_error")), errback]
         return errback
 
     def apply_async(
@@ -169,19 +183,38 @@ class Signature(_Workflow):
     ) -> AsyncResult:
         """Send the task; ``args`` go first and ``kwargs`` are merged in (unless
         immutable). Takes every option of ``send_task``, and ``link``/``link_error``."""
-        options = {**self.options, **options}
-        new_args, new_kwargs = self._merge(tuple(args or ()), dict(kwargs or {}))
-        if not _as_list(options.get("link")) and not _as_list(options.get("link_error")):
-            options.pop("link", None)
-            options.pop("link_error", None)
-            return self._app().send_task(self.task, new_args, new_kwargs, **options)
-        connection = options.pop("connection", None)
-        target = Signature(
-            self.task, new_args, new_kwargs, options, app=self.app, immutable=self.immutable
+        call, connection = self._call(args, kwargs, options)
+        if {"link", "link_error"} & call.options.keys():  # they travel in the job's options
+            return single(_Workflow.apply_async(call, connection=connection))
+        return self._app().send_task(
+            call.task, call.args, call.kwargs, connection=connection, **call.options
         )
-        result = _send(self._app(), target, {}, connection)
-        assert isinstance(result, AsyncResult)
-        return result
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """``apply_async`` for asyncio code (see ``app.asend_task``)."""
+        call, connection = self._call(args, kwargs, options)
+        if {"link", "link_error"} & call.options.keys():
+            return single(await _Workflow.aapply_async(call, connection=connection))
+        return await self._app().asend_task(
+            call.task, call.args, call.kwargs, connection=connection, **call.options
+        )
+
+    def _call(
+        self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None, options: dict[str, Any]
+    ) -> tuple[Signature, Any]:
+        """This call as a signature of its own (arguments merged, options added, empty
+        links left out), and its ``connection=``."""
+        call = self.clone(args, kwargs, **options)
+        connection = call.options.pop("connection", None)
+        for key in ("link", "link_error"):
+            if not as_list(call.options.get(key)):
+                call.options.pop(key, None)
+        return call, connection
 
     def _merge(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -227,11 +260,8 @@ class chain(_Workflow):
     kind = "chain"
 
     def __init__(self, *tasks: Any, app: PgQueue | None = None) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], _Workflow):
-            tasks = tuple(tasks[0])
         steps: list[Canvas] = []
-        for task in tasks:
-            _check_canvas("chain", task)
+        for task in _canvases("chain", tasks):
             steps.extend(task.tasks if isinstance(task, chain) else [task])
         if not steps:
             raise ValueError("chain() needs at least one signature")
@@ -283,7 +313,7 @@ class chain(_Workflow):
             compiled.insert(0, part)
         plan.parent = outer
         for before, after in itertools.pairwise(compiled):
-            _root(after.result).parent = before.result
+            root(after.result).parent = before.result
         plan.workflow("chain", [end for part in compiled for end in part.ends], id=chain_id)
         return Compiled(compiled[0].entries, compiled[-1].result, compiled[-1].ends)
 
@@ -295,11 +325,7 @@ class group(_Workflow):
     kind = "group"
 
     def __init__(self, *tasks: Any, app: PgQueue | None = None) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], _Workflow):
-            tasks = tuple(tasks[0])
-        for task in tasks:
-            _check_canvas("group", task)
-        self.tasks: list[Canvas] = list(tasks)
+        self.tasks: list[Canvas] = _canvases("group", tasks)
         self.app = app or next((t.app for t in self.tasks if t.app is not None), None)
 
     def __repr__(self) -> str:
@@ -343,7 +369,7 @@ class group(_Workflow):
         plan.parent = outer
         ends = [end for part in parts for end in part.ends]
         plan.workflow("group", ends, id=group_id)
-        results = [_single(part.result) for part in parts]
+        results = [single(part.result) for part in parts]
         return Compiled(
             [d for part in parts for d in part.entries],
             GroupResult(group_id, results, app=plan.app),
@@ -417,8 +443,8 @@ class chord(_Workflow):
         plan.parent = outer
         ends = [end for part in parts for end in part.ends]
         plan.workflow("chord", ends, id=chord_id)
-        header = GroupResult(chord_id, [_single(p.result) for p in parts], app=plan.app)
-        _root(body.result).parent = header
+        header = GroupResult(chord_id, [single(p.result) for p in parts], app=plan.app)
+        root(body.result).parent = header
         if not parts:
             # Nothing to wait for: the callback starts now, with no results (as in Celery).
             if not callback.get("immutable"):
@@ -428,28 +454,11 @@ class chord(_Workflow):
         return Compiled([d for p in parts for d in p.entries], body.result, body.ends)
 
 
-def _send(app: PgQueue, target: _Workflow, defaults: dict[str, Any], connection: Any) -> Result:
-    """Work out ``target`` whole and write it in one statement."""
-    plan = Plan(app, defaults=defaults)
-    compiled = target._compile(plan, [], None, True)
-    plan.jobs.extend(compiled.entries)
-    producer.send_workflow(app, plan.params(), connection)
-    return compiled.result
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, list | tuple):
-        return list(value)
-    return [value]
-
-
 def _targets(plan: Plan, value: Any) -> list[dict[str, Any]]:
     """The documents of link or link_error targets (task signatures or chains of them),
     which take none of the workflow's defaults: they are calls of their own."""
     docs = []
-    for target in _as_list(value):
+    for target in as_list(value):
         if not isinstance(target, Signature | chain):
             raise NotImplementedError(
                 f"link and link_error take task signatures or chains of them, got {target!r}"
@@ -457,6 +466,15 @@ def _targets(plan: Plan, value: Any) -> list[dict[str, Any]]:
         with plan.detached():
             docs.extend(target._compile(plan, [], None, False).entries)
     return docs
+
+
+def _canvases(where: str, tasks: tuple[Any, ...]) -> list[Canvas]:
+    """A chain's or group's tasks, given one by one or as one iterable, checked."""
+    if len(tasks) == 1 and not isinstance(tasks[0], _Workflow):
+        tasks = tuple(tasks[0])
+    for task in tasks:
+        _check_canvas(where, task)
+    return list(tasks)
 
 
 def _check_canvas(where: str, task: object) -> None:
@@ -476,18 +494,6 @@ def _member(task: Canvas, where: str) -> Signature | chain:
             f"got {task!r}"
         )
     return task
-
-
-def _single(result: Result) -> AsyncResult:
-    assert isinstance(result, AsyncResult)  # members are signatures or chains (_member)
-    return result
-
-
-def _root(result: Result) -> Result:
-    """The first result of a step's own parent links (the one to link to the step before)."""
-    while result.parent is not None:
-        result = result.parent
-    return result
 
 
 def _clone(task: Canvas) -> Canvas:

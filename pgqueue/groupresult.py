@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -9,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from . import queries, states
+from .asyncdb import aconnect
 from .current import default_app
 from .db import translate_errors
-from .exceptions import TimeoutError
-from .result import AsyncResult, Row
+from .result import AsyncResult, Row, next_wait
 
 if TYPE_CHECKING:
     from .app import PgQueue
@@ -112,37 +113,97 @@ class GroupResult:
                 pending = self._refresh(conn)
                 if not pending:
                     break
-                wait = interval
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(
-                            f"group {self.id}: {len(pending)} of {len(self.results)} "
-                            f"member(s) did not finish within {timeout} s"
-                        )
-                    wait = min(wait, remaining)
+                wait = self._next_wait(pending, interval, timeout, deadline)
                 with translate_errors():
                     for note in conn.notifies(timeout=wait):
+                        # A hint only (any role may NOTIFY): the rows, re-read, decide.
                         if not pending.isdisjoint(note.payload.split(",")):
                             break
         return [r.get(propagate=propagate) for r in self.results]
 
     join = get
 
+    def _next_wait(
+        self, pending: set[str], interval: float, timeout: float | None, deadline: float | None
+    ) -> float:
+        return next_wait(
+            interval,
+            deadline,
+            lambda: (
+                f"group {self.id}: {len(pending)} of {len(self.results)} "
+                f"member(s) did not finish within {timeout} s"
+            ),
+        )
+
+    def _unknown(self) -> list[str]:
+        """The ids of the members not known to be finished."""
+        return [r.id for r in self.results if not r.cached_ready()]
+
+    def _remember(self, rows: list[Any]) -> set[str]:
+        """Keep the finished ones of ``rows`` (get_results); the ids still not finished."""
+        found = {row[0]: Row(*row[1:]) for row in rows}
+        for r in self.results:
+            if r.id in found:
+                r.remember(found[r.id])
+        return set(self._unknown())
+
     def _refresh(self, conn: psycopg.Connection[Any] | None) -> set[str]:
         """Read the members not known to be finished, in one statement; their ids still
         not finished."""
-        unknown = [r.id for r in self.results if not r.cached_ready()]
+        unknown = self._unknown()
         if not unknown:
             return set()
         with translate_errors():
             target = conn if conn is not None else self.app.connection()
             rows = target.execute(queries.get("get_results"), {"ids": unknown}).fetchall()
-        found = {row[0]: Row(*row[1:]) for row in rows}
-        for r in self.results:
-            if r.id in found:
-                r.remember(found[r.id])
-        return {r.id for r in self.results if not r.cached_ready()}
+        return self._remember(rows)
+
+    # -- from asyncio code ---------------------------------------------------------------
+
+    async def aready(self) -> bool:
+        """``ready()`` for asyncio code."""
+        await self._arefresh(None)
+        return all(r.cached_ready() for r in self.results)
+
+    async def acompleted_count(self) -> int:
+        """``completed_count()`` for asyncio code."""
+        await self._arefresh(None)
+        return sum(r.cached_ready() and r.state == states.SUCCESS for r in self.results)
+
+    async def aget(
+        self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5
+    ) -> list[Any]:
+        """``get`` for asyncio code, with the same arguments and errors: one AsyncConnection
+        of its own waits for every member (LISTEN), in the event loop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        conn = await aconnect(self.app.dsn)
+        try:
+            with translate_errors():
+                await conn.execute(queries.get("results_listen"))
+            while pending := await self._arefresh(conn):
+                wait = self._next_wait(pending, interval, timeout, deadline)
+                with translate_errors():
+                    # Closed at once on break: the generator holds the connection's lock.
+                    async with contextlib.aclosing(conn.notifies(timeout=wait)) as notes:
+                        async for note in notes:
+                            # A hint only (any role may NOTIFY): the rows, re-read, decide.
+                            if not pending.isdisjoint(note.payload.split(",")):
+                                break
+        finally:
+            await conn.close()
+        # Every member is finished and its row kept: get() reads no database.
+        return [r.get(propagate=propagate) for r in self.results]
+
+    async def _arefresh(self, conn: psycopg.AsyncConnection[Any] | None) -> set[str]:
+        """``_refresh`` on an async connection (pgqueue's own of this loop if None)."""
+        unknown = self._unknown()
+        if not unknown:
+            return set()
+        with translate_errors():
+            target = conn if conn is not None else await self.app._aconnections.get()
+            cursor = await target.execute(queries.get("get_results"), {"ids": unknown})
+            rows = await cursor.fetchall()
+        return self._remember(rows)
 
     def revoke(self, terminate: bool = False) -> None:
         """Revoke every member (see ``app.control.revoke``)."""

@@ -79,9 +79,9 @@ def job_columns(
     unknown = set(options) - SEND_OPTIONS
     if unknown & {"link", "link_error"}:
         raise TypeError(
-            f"{name}: link and link_error are taken by apply_async, send_task and "
-            "Signature.apply_async (which write the workflow), not by enqueue_many, beat "
-            "or the async API (aapply_async, asend_task)"
+            f"{name}: link and link_error are taken by apply_async, send_task, "
+            "Signature.apply_async and their async twins (which write the workflow), not "
+            "by enqueue_many, aenqueue_many or beat"
         )
     if unknown:
         raise TypeError(f"{name}: unknown option(s) {', '.join(sorted(unknown))}")

@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TypedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from .canvas import Signature
 
 # Options stored with the job (its options column), overriding the task's own.
 PER_CALL_OPTIONS = (
@@ -39,8 +43,8 @@ SEND_OPTIONS = frozenset(
 
 class SendOptions(TypedDict, total=False):
     """The options of ``aapply_async``/``asend_task``, typed: those of ``apply_async``
-    (beat's own ``beat_tick`` aside). An option left out is not given; ``max_retries=None``
-    means no limit."""
+    (beat's own ``beat_tick`` aside), ``link`` and ``link_error`` included. An option left
+    out is not given; ``max_retries=None`` means no limit."""
 
     countdown: float | None
     eta: dt.datetime | None
@@ -60,3 +64,5 @@ class SendOptions(TypedDict, total=False):
     retry_backoff_max: float
     retry_jitter: bool
     default_retry_delay: float
+    link: Signature | Sequence[Signature] | None
+    link_error: Signature | Sequence[Signature] | None

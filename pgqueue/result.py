@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psycopg
@@ -216,17 +217,14 @@ class AsyncResult:
     def _next_wait(
         self, row: Row | None, interval: float, timeout: float | None, deadline: float | None
     ) -> float:
-        """Seconds to wait for a notification before reading the row again; raises
-        TimeoutError once ``deadline`` has passed."""
-        if deadline is None:
-            return interval
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(
+        return next_wait(
+            interval,
+            deadline,
+            lambda: (
                 f"task {self.id} did not finish within {timeout} s "
                 f"(state {row.state if row else states.PENDING})"
-            )
-        return min(interval, remaining)
+            ),
+        )
 
     def _named_in(self, note: psycopg.Notify) -> bool:
         # Any role may NOTIFY on the channel: the payload only says when to read the row
@@ -291,3 +289,14 @@ class AsyncResult:
         with translate_errors():
             self.app.connection().execute(queries.get("forget_result"), {"id": self.id})
         self._cache = None
+
+
+def next_wait(interval: float, deadline: float | None, late: Callable[[], str]) -> float:
+    """Seconds to wait for a notification before reading the rows again: ``interval``, cut
+    short at ``deadline``, past which it raises TimeoutError with the message ``late()``."""
+    if deadline is None:
+        return interval
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError(late())
+    return min(interval, remaining)

@@ -216,7 +216,8 @@ class Task:
         **options: Unpack[SendOptions],
     ) -> AsyncResult:
         """``apply_async`` for asyncio code, with the same options; ``connection`` is a
-        psycopg AsyncConnection or AsyncCursor. See ``PgQueue.asend_task``."""
+        psycopg AsyncConnection or AsyncCursor, or a SQLAlchemy AsyncSession or
+        AsyncConnection. See ``PgQueue.asend_task``."""
         return await self.app.asend_task(self.name, args, kwargs, connection=connection, **options)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:

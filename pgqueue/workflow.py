@@ -3,7 +3,8 @@ documents of the jobs that follow (inside the options of the job they follow), a
 workflows, members and chord counters a reader finds (sql/migrations/0007_workflows.sql).
 
 canvas.py walks a chain, group or chord and asks a Plan for each task's document;
-producer.send_workflow writes the Plan in one statement.
+producer.send_workflow (aio.send_workflow from asyncio code) writes the Plan in one
+statement.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import jobrows
+from .groupresult import GroupResult
 from .ids import new_job_id
+from .result import AsyncResult
 from .serialization import compact_json, dumps_jobs
 
 if TYPE_CHECKING:
     from .app import PgQueue
+
+Result = AsyncResult | GroupResult
 
 # Options that set when a job starts: given to a workflow's apply_async, they apply to the
 # jobs that start now only (as Celery's countdown delays a chain's first task only).
@@ -26,6 +31,17 @@ START_OPTIONS = ("countdown", "eta")
 
 # What a workflow's apply_async may not take: ids are given per step (``sig.set(task_id=)``).
 REFUSED_OPTIONS = ("task_id",)
+
+
+@dataclass
+class Compiled:
+    """A part of a workflow worked out: the documents of its first jobs (to enqueue now, or
+    when what it follows ends), its result, and the (task id, task name) of the jobs whose
+    end is its end (one, unless it is a group)."""
+
+    entries: list[dict[str, Any]]
+    result: Result
+    ends: list[tuple[str, str]]
 
 
 @dataclass
@@ -156,3 +172,25 @@ def check_defaults(kind: str, options: dict[str, Any]) -> None:
             f"{kind}.apply_async() cannot take {', '.join(refused)}: each step has its own; "
             f"set it on a step (sig.set(task_id=...))"
         )
+
+
+def as_list(value: Any) -> list[Any]:
+    """A link option's value (None, one signature, or a list or tuple of them) as a list."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [value]
+
+
+def single(result: Result) -> AsyncResult:
+    """The result of a chain or task signature, as its type."""
+    assert isinstance(result, AsyncResult)
+    return result
+
+
+def root(result: Result) -> Result:
+    """The first result of a step's own parent links (the one to link to the step before)."""
+    while result.parent is not None:
+        result = result.parent
+    return result
