@@ -78,7 +78,7 @@ class PgQueue(config.CeleryConfiguration):
         self.control = Control(self)
         # Consulted by every enqueue given no connection= outside app.transaction(): the
         # connection it returns is used (the caller's transaction); None, the app's own.
-        # The Django app sets it to Django's connection; see README, "Django".
+        # The Django app sets it to Django's connection; see docs/how-to/django.md.
         self.connection_provider: Callable[[], ProducerConnection | None] | None = None
         if config_source is not None:
             self.config_from_object(config_source, namespace=namespace)
@@ -216,7 +216,7 @@ class PgQueue(config.CeleryConfiguration):
         exists only if it commits; inside ``with app.transaction(conn):`` that connection is
         used, else the one ``app.connection_provider()`` returns, if any. Otherwise the job
         is committed at once. ``link``/``link_error`` (a signature or a list): sent when the
-        task succeeds/fails or is revoked (see README, Workflows).
+        task succeeds/fails or is revoked (see docs/workflows.md).
         """
         call = dict(
             countdown=countdown,

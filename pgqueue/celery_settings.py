@@ -204,7 +204,7 @@ CELERY_SETTINGS: dict[str, CelerySetting] = {
     ),
     "security_key": _refused(
         "no message signing: restrict who may write pgqueue.jobs with the roles of "
-        "sql/roles.sql (README: Roles)",
+        "sql/roles.sql (docs/roles.md)",
         _none,
         "None",
     ),
@@ -329,7 +329,7 @@ def new_name(key: str, known: Callable[[str], bool], namespace: str | None = Non
 
 
 def describe(setting: CelerySetting) -> str:
-    """The status as the settings table of README.md shows it."""
+    """The status as the settings table of docs/how-to/celery.md shows it."""
     if setting.status == "supported":
         return "supported" if setting.target is None else f"supported (as `{setting.target}`)"
     if setting.harmless_text:
@@ -372,7 +372,7 @@ def apply(name: str, value: Any) -> str | None:
 
 
 def table_markdown() -> str:
-    """The table of README.md's "Moving from Celery": one row per status and note; a family
+    """The table of docs/how-to/celery.md: one row per status and note; a family
     of settings that all share one (``broker_*``) is shown by its prefix."""
     groups: dict[tuple[str, str], list[str]] = {}
     for name in sorted(CELERY_SETTINGS):

@@ -55,7 +55,7 @@ class SendOptions(TypedDict, total=False):
     max_retries: int | None
     time_limit: float | None
     soft_time_limit: float | None
-    # a unique job (README, "Unique jobs"): "started" or "finished"
+    # a unique job (docs/queue-controls.md, "Unique jobs"): "started" or "finished"
     unique_key: str | None
     unique_until: str
     ignore_result: bool

@@ -1,4 +1,4 @@
-"""Queues split across databases by name, as README "Scaling out" shows: one app per
+"""Queues split across databases by name, as docs/scaling-out.md shows: one app per
 database. Workers run ``-A tests.shardapp:orders`` or ``-A tests.shardapp:emails``; the
 DSNs come from SHARD_ORDERS_DSN and SHARD_EMAILS_DSN."""
 

@@ -21,7 +21,7 @@ from pgqueue.exceptions import ConfigurationError, IgnoredSettingWarning
 
 from .conftest import ROOT, CliProcess
 
-README = (ROOT / "README.md").read_text()
+MIGRATION_GUIDE = (ROOT / "docs" / "how-to" / "celery.md").read_text()
 
 
 def test_every_celery_setting_is_in_the_table() -> None:
@@ -46,8 +46,8 @@ def test_supported_settings_name_pgqueue_settings() -> None:
             assert (setting.target or name) in DEFAULTS, name
 
 
-def test_readme_holds_the_settings_table_of_the_code() -> None:
-    assert celery_settings.table_markdown() in README
+def test_the_migration_guide_holds_the_settings_table_of_the_code() -> None:
+    assert celery_settings.table_markdown() in MIGRATION_GUIDE
 
 
 def test_supported_setting_is_set_and_old_names_are_understood() -> None:

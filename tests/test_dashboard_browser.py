@@ -3,7 +3,7 @@ dashboard served by uvicorn over a real database (and, where it matters, a real 
 
 Skipped when chromium or its driver is missing, unless PGQUEUE_REQUIRE_BROWSER is set (as
 .ci/run sets it, after installing them): then a missing browser fails the run. The
-screenshots README shows are written by these tests into docs/screenshots/.
+screenshots docs/dashboard.md shows are written by these tests into docs/screenshots/.
 """
 
 from __future__ import annotations

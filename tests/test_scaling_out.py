@@ -1,4 +1,4 @@
-"""Past one Postgres: queues split across databases by name (README, "Scaling out")."""
+"""Past one Postgres: queues split across databases by name (docs/scaling-out.md)."""
 
 from __future__ import annotations
 

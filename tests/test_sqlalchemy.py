@@ -261,7 +261,7 @@ def test_flask_sqlalchemy_route_enqueues_in_the_request_session(app, dsn, db, mo
     web = flask.Flask(__name__)
     web.config["SQLALCHEMY_DATABASE_URI"] = url(dsn).render_as_string(hide_password=False)
     orm = flask_sqlalchemy.SQLAlchemy(web)
-    # Enqueues in a request join its session with no connection= (README, "SQLAlchemy").
+    # Enqueues in a request join its session with no connection= (docs/how-to/sqlalchemy.md).
     monkeypatch.setattr(
         taskapp.app,
         "connection_provider",

@@ -1,18 +1,16 @@
-"""mkdocs hook: README's links keep working once its sections are included in the site.
+"""mkdocs hook: links to repository files outside docs/ work on the site as on GitHub.
 
-Pages include README sections with ``pymdownx.snippets`` (``--8<-- "README.md:guarantees"``),
-so the text keeps README's links, written for README's place in the repository:
-
-- ``[sql/queries.sql](sql/queries.sql)``, a file of the repository: the site serves a copy of
-  it under ``source/`` and the link points there (a folder becomes plain text: the site
-  cannot list it). The same holds for a docs page linking ``../examples/...``.
-- ``[Guarantees](#guarantees)``, a heading of README that now lives on another page: the link
-  goes to that page. An anchor no page has is a warning, so ``mkdocs build --strict`` fails.
+A page links to a file of the repository relative to its own place in it
+(``[sql/queries.sql](../sql/queries.sql)``, ``../examples/...``), which GitHub follows; the site
+serves a copy of each such file under ``source/`` and the link points there (a folder becomes
+plain text: the site cannot list it). README's sections the site includes with
+``pymdownx.snippets`` (the pitch, the two commands) keep README's links, relative to the root:
+``docs/guarantees.md#...`` becomes the page itself, ``LICENSE`` its served copy.
+Links between pages and to their headings are checked by mkdocs (``validation`` in mkdocs.yml).
 """
 
 from __future__ import annotations
 
-import logging
 import posixpath
 import re
 from pathlib import Path
@@ -24,12 +22,9 @@ from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
-log = logging.getLogger("mkdocs.plugins.readme_links")
-
 SERVED = "source"  # where copies of repository files live in the site
 # [text](target) outside code spans; the target has no scheme and is not an anchor alone.
 LINK = re.compile(r"(?<!`)\[([^\]\n]+)\]\((?![a-z][a-z0-9+.-]*:|#|/)([^)\s#]+)(#[^)\s]*)?\)")
-HREF = re.compile(r'href="#([^"]+)"')
 FENCE = re.compile(r"^\s*(```|~~~)")
 
 
@@ -44,7 +39,6 @@ class _State:
     root = Path()
     docs = Path()
     page: Page | None = None
-    anchors: dict[str, set[str]] = {}  # page url -> the ids of its headings
 
 
 def _repo_target(page_src: str, target: str) -> Path | None:
@@ -99,7 +93,6 @@ class _Extension(Extension):
 def on_config(config: MkDocsConfig, **kwargs: Any) -> MkDocsConfig:
     _State.root = Path(config.config_file_path).resolve().parent
     _State.docs = Path(config.docs_dir).resolve()
-    _State.anchors = {}
     config.markdown_extensions.append(_Extension())
     return config
 
@@ -128,40 +121,6 @@ def on_page_markdown(markdown: str, page: Page, **kwargs: Any) -> str:
     return markdown
 
 
-def _ids(items: Any) -> set[str]:
-    found: set[str] = set()
-    for item in items:
-        found.add(item.id)
-        found |= _ids(item.children)
-    return found
-
-
 def on_page_content(html: str, page: Page, **kwargs: Any) -> str:
-    _State.page = None
-    _State.anchors[page.url] = _ids(page.toc) | set(re.findall(r'\bid="([^"]+)"', html))
+    _State.page = None  # markdown rendered outside a page keeps its links as written
     return html
-
-
-def on_env(env: Any, config: MkDocsConfig, files: Files) -> Any:
-    """Every page is rendered by now: point README's in-page anchors at their new pages."""
-    for file in files.documentation_pages():
-        page = file.page
-        if page is not None and page.content is not None:
-            page.content = _point_anchors(page.content, page)
-    return env
-
-
-def _point_anchors(html: str, page: Page) -> str:
-    return HREF.sub(lambda match: _point(match, page), html)
-
-
-def _point(match: re.Match[str], page: Page) -> str:
-    anchor = match.group(1)
-    if anchor in _State.anchors.get(page.url, set()):
-        return match.group(0)
-    homes = [url for url, ids in _State.anchors.items() if anchor in ids]
-    if not homes:
-        log.warning("%s links to #%s, which no page has", page.file.src_uri, anchor)
-        return match.group(0)
-    target = posixpath.relpath(homes[0] or ".", page.url or ".")
-    return f'href="{target}/#{anchor}"'

@@ -5,7 +5,7 @@ The server is a private one the test makes with initdb and restarts with pg_ctl,
 shared one. A fast restart (clean shutdown) is a blip: every job ends once, no job runs
 twice. An immediate restart is a crash: the server recovers from its WAL, and a claim
 committed without waiting for the WAL flush (every claim but an at-most-once job's, see
-README "Crash recovery") may be forgotten, so an at-least-once job may run again; nothing is
+docs/recovery.md) may be forgotten, so an at-least-once job may run again; nothing is
 lost and an at-most-once job still never runs twice.
 """
 

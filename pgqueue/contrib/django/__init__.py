@@ -11,7 +11,7 @@ take it from here::
 
 Enqueues with no ``connection=`` go through Django's connection, so inside
 ``transaction.atomic()`` the job commits or rolls back with the block. ``manage.py migrate``
-creates pgqueue's schema; ``manage.py pgqueue worker`` runs a worker. See README, "Django".
+creates pgqueue's schema; ``manage.py pgqueue worker`` runs a worker. See docs/how-to/django.md.
 """
 
 from __future__ import annotations
