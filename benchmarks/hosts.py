@@ -235,13 +235,13 @@ def medians(runs: list[Run]) -> list[Run]:
 def plot(runs: list[Run], path: Path) -> None:
     """Throughput, and where the CPU goes, by host count."""
     try:
-        # Optional: matplotlib comes with the bench extra.
+        # Optional: matplotlib comes with the bench dependency group.
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log("no plot: matplotlib is not installed (pip install 'pgqueue-tasks[bench]')")
+        log("no plot: matplotlib is not installed (pip install -e . --group bench)")
         return
     picked = [r for r in medians(runs) if not r.direct]
     counts = [r.hosts for r in picked]

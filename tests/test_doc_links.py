@@ -60,6 +60,18 @@ def test_readme_is_the_pitch_the_two_commands_and_links() -> None:
         assert f'--8<-- "README.md:{name}"' in included, name
 
 
+def test_ci_runs_readmes_test_command_exactly() -> None:
+    text = README.read_text()
+    block = text[text.index("```sh", text.index("## Two commands")) :]
+    lines = block[: block.index("```", 5)].splitlines()
+    assert lines[1].startswith("python -m pip install -U pip"), lines[1]
+    (test_command,) = [line for line in lines if line.endswith("&& pytest")]
+    assert test_command == "pip install -e '.[all]' --group test && pytest"
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_command in ci
+    assert ci.index("python -m pip install --quiet --upgrade pip") < ci.index(test_command)
+
+
 def test_readme_links_every_page_of_the_site() -> None:
     nav = _nav_pages()
     assert len(nav) == len(_pages()), "a page is missing from mkdocs.yml's nav, or README's list"

@@ -40,6 +40,10 @@ def test_wheel_holds_the_package_its_sql_license_and_types(wheel: Path) -> None:
     assert f"Name: {DISTRIBUTION}\n" in meta
     assert "License-Expression: MIT" in meta
     assert "Classifier: Typing :: Typed" in meta
+    # the features users may ask for; the development tools are dependency groups, not extras
+    assert "Provides-Extra: all\n" in meta
+    for development_only in ("test", "bench", "docs"):
+        assert f"Provides-Extra: {development_only}\n" not in meta
     assert "pgqueue = pgqueue.cli:main" in scripts
     assert "pgqueue/py.typed" in names
     assert "pgqueue/__main__.py" in names

@@ -76,7 +76,7 @@ class CeleryRedis(System):
             import celery  # noqa: F401
             import redis
         except ImportError as exc:
-            return f"not installed ({exc.name}): pip install -e '.[bench]'"
+            return f"not installed ({exc.name}): pip install -e . --group bench"
         try:
             redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
         except redis.RedisError as exc:

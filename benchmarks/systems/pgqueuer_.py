@@ -42,7 +42,7 @@ class Pgqueuer(System):
             import asyncpg  # noqa: F401
             import pgqueuer  # noqa: F401
         except ImportError as exc:
-            return f"not installed ({exc.name}): pip install -e '.[bench]'"
+            return f"not installed ({exc.name}): pip install -e . --group bench"
         return None
 
     def _run(self, work: Callable[[Any], Awaitable[Any]]) -> Any:

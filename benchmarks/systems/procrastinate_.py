@@ -42,7 +42,7 @@ class Procrastinate(System):
         try:
             import procrastinate  # noqa: F401
         except ImportError as exc:
-            return f"not installed ({exc.name}): pip install -e '.[bench]'"
+            return f"not installed ({exc.name}): pip install -e . --group bench"
         return None
 
     def install(self) -> None:
