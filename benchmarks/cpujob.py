@@ -77,6 +77,13 @@ def run_once(args: argparse.Namespace) -> dict[str, float]:
     try:
         app = PgQueue("cpujob", dsn=dsn)
         app.migrate()
+        if args.log_stats:
+            # Each statement's duration and CPU in the server's log (superuser only).
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(
+                    f"ALTER DATABASE {name} SET log_min_duration_statement = 0; "
+                    f"ALTER DATABASE {name} SET log_statement_stats = on"
+                )
         argv = [sys.executable, "-m", "pgqueue", "worker", "-A", "benchmarks.pgqueue_app:app"]
         argv += ["-P", args.pool, "-c", str(args.concurrency), "-l", "warning"]
         if args.prefetch:
@@ -150,6 +157,9 @@ def main() -> None:
     parser.add_argument("--task", default="bench.noop_ignore")
     parser.add_argument("--jobs", type=int, default=30000)
     parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument(
+        "--log-stats", action="store_true", help="each statement's CPU, in the server log"
+    )
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args()
     runs = [run_once(args) for _ in range(args.reps)]
