@@ -94,9 +94,9 @@ class PgQueue(config.CeleryConfiguration):
         """The DSN in use: the one given, else ``PGQUEUE_DSN``."""
         return resolve_dsn(self._dsn)
 
-    def use_dsn(self, dsn: str) -> None:
+    def use_dsn(self, dsn: str | None) -> None:
         """Use ``dsn`` from now on instead of the DSN given to the constructor (or
-        ``PGQUEUE_DSN``), as ``pgqueue --dsn`` does for the app of ``-A``.
+        ``PGQUEUE_DSN``), as ``pgqueue --dsn`` does for the app of ``-A``; None: PGQUEUE_DSN.
 
         This thread's producer connection is closed; every thread's next producer call
         connects to ``dsn``. Connections already handed out (``connect()``) and workers

@@ -157,13 +157,17 @@ def bouncer(dsn: str) -> Iterator[Bouncer]:
 def pooled_app(app: Any, bouncer: Bouncer) -> Iterator[Any]:
     """tests.taskapp's app with its DSN on PgBouncer, and no listen_dsn; the pool has its
     three servers (min_pool_size) before the test starts."""
+    previous = app._dsn
     app.use_dsn(bouncer.dsn)
     app.conf.listen_dsn = None
-    app.connection()
-    wait_for(lambda: len(bouncer.server_pids()) >= 3, 30, "PgBouncer to fill its pool")
-    yield app
-    app.close()
-    app.conf.listen_dsn = None
+    try:
+        app.connection()
+        wait_for(lambda: len(bouncer.server_pids()) >= 3, 30, "PgBouncer to fill its pool")
+        yield app
+    finally:
+        # tests.taskapp's app is shared: the next test's app reads its own PGQUEUE_DSN
+        app.use_dsn(previous)
+        app.conf.listen_dsn = None
 
 
 def _jobs(db: psycopg.Connection[Any]) -> set[str]:
