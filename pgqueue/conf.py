@@ -35,6 +35,11 @@ DEFAULTS: dict[str, Any] = {
     "worker_concurrency": None,  # None: the number of CPUs
     "worker_prefetch_multiplier": 4,
     "worker_pool": "prefork",
+    # Jobs per prefork child marked STARTED ahead and held by the worker, so that a child
+    # finishing a job starts the next without waiting for a round trip (acks_late jobs
+    # only). A job held ahead counts as started: revoke() without terminate no longer stops
+    # it. 0: a job is marked STARTED only once a child is free for it.
+    "worker_prefork_ahead": 1,
     # Seconds between fallback polls when no notification arrives.
     "worker_poll_interval": 5.0,
     # Liveness: each worker holds a session advisory lock and beats every interval. A worker

@@ -76,8 +76,8 @@ class Pool:
 
     @classmethod
     def create(cls, app: PgQueue, concurrency: int, hostname: str, **limits: int | None) -> Pool:
-        """A pool of this kind; ``limits`` (max_tasks_per_child, max_memory_per_child) go
-        only to a pool that has_children."""
+        """A pool of this kind; ``limits`` (max_tasks_per_child, max_memory_per_child,
+        ahead) go only to a pool that has_children."""
         factory: Callable[..., Pool] = cls
         return factory(app, concurrency, hostname, **(limits if cls.has_children else {}))
 
@@ -87,7 +87,21 @@ class Pool:
     def free_slots(self) -> int:
         raise NotImplementedError
 
+    def queue_room(self) -> int:
+        """How many more STARTED jobs the pool would hold, beyond its free slots, to start
+        the moment a slot frees (prefork's ``ahead``); 0 for a pool that holds none."""
+        return 0
+
+    def queued(self) -> int:
+        """How many such jobs it holds now."""
+        return 0
+
+    def take_queued(self) -> list[Job]:
+        """Give up the jobs held for a slot to free (a warm shutdown puts them back)."""
+        return []
+
     def running(self) -> list[Slot]:
+        """The jobs in the pool: running, and waiting in it for a slot (see queue_room)."""
         raise NotImplementedError
 
     def busy(self) -> int:

@@ -1,8 +1,15 @@
 """The prefork pool: jobs run in child processes, so CPU-bound tasks use every core; a hard
-time limit kills the child and a new one replaces it."""
+time limit kills the child and a new one replaces it.
+
+The pool also holds up to ``ahead`` jobs, already STARTED in the database, waiting in the
+parent for the first child to free up (pgqueue.ahead): a child finishing a job gets the
+next one at once, without waiting for the round trip that marks a job STARTED. A waiting
+job has no deadline yet: its time limits start when it is sent to a child, and a child
+killed for its own job's hard limit leaves the waiting jobs to its replacement."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import logging
@@ -80,8 +87,15 @@ class PreforkPool(Pool):
         *,
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
+        ahead: int = 0,
     ) -> None:
         super().__init__(app, concurrency, hostname)
+        self.ahead = max(0, ahead)
+        # STARTED jobs waiting for a free child, with their time limits (soft, hard) and a
+        # slot whose deadlines start only when a child gets the job.
+        self._waiting: collections.deque[tuple[Slot, float | None, float | None]] = (
+            collections.deque()
+        )
         self.max_tasks_per_child = max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child
         # fork: children inherit the imported app and its task registry as they are.
@@ -106,8 +120,20 @@ class PreforkPool(Pool):
     def free_slots(self) -> int:
         return sum(1 for c in self._children if c.slot is None)
 
+    def queue_room(self) -> int:
+        return self.ahead - len(self._waiting)
+
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    def take_queued(self) -> list[Job]:
+        jobs = [slot.job for slot, _soft, _hard in self._waiting]
+        self._waiting.clear()
+        return jobs
+
     def running(self) -> list[Slot]:
-        return [c.slot for c in self._children if c.slot is not None]
+        running = [c.slot for c in self._children if c.slot is not None]
+        return running + [slot for slot, _soft, _hard in self._waiting]
 
     def fds(self) -> list[int]:
         return [c.conn.fileno() for c in self._children]
@@ -120,7 +146,19 @@ class PreforkPool(Pool):
         return min(times) if times else None
 
     def submit(self, job: Job, soft: float | None, hard: float | None) -> None:
-        index = next(i for i, c in enumerate(self._children) if c.slot is None)
+        self._waiting.append((Slot(job, time.monotonic(), None, None), soft, hard))
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Send waiting jobs to the idle children, oldest first."""
+        for index, child in enumerate(self._children):
+            if not self._waiting:
+                return
+            if child.slot is None:
+                slot, soft, hard = self._waiting.popleft()
+                self._send(index, slot.job, soft, hard)
+
+    def _send(self, index: int, job: Job, soft: float | None, hard: float | None) -> None:
         child = self._children[index]
         try:
             child.conn.send((job, soft))
@@ -178,6 +216,7 @@ class PreforkPool(Pool):
             outcomes.append(outcome)
             if self._should_retire(child, outcome):
                 self._replace(index, kill=False)
+        self._dispatch()
         return outcomes
 
     def _should_retire(self, child: _Child, outcome: Outcome) -> bool:
@@ -215,6 +254,13 @@ class PreforkPool(Pool):
         for index, child in enumerate(self._children):
             if child.slot is not None and child.slot.job.id == job_id:
                 self._replace(index, kill=True)
+                self._dispatch()
+                return True
+        for entry in self._waiting:
+            if entry[0].job.id == job_id:
+                # Not begun: no child to kill. The revoke already ended it in the database.
+                self._waiting.remove(entry)
+                log.info("job %s revoked while it waited for a child; dropped", job_id)
                 return True
         return False
 
@@ -224,6 +270,7 @@ class PreforkPool(Pool):
         self._children = []
 
     def kill(self) -> None:
+        self._waiting.clear()  # STARTED: rescued as the running jobs are
         for child in self._children:
             with contextlib.suppress(ProcessLookupError):
                 child.process.kill()

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import logs, maintenance, pooler, signals
+from . import ahead, logs, maintenance, pooler, signals
 from .claims import Claims, limited_tasks
 from .exceptions import ConfigurationError, DatabaseUnavailable
 from .execution import Job
@@ -194,6 +194,7 @@ class Worker:
             self.name,
             max_tasks_per_child=self.max_tasks_per_child,
             max_memory_per_child=self.max_memory_per_child,
+            ahead=self.concurrency * int(self.app.conf.worker_prefork_ahead or 0),
         )
         self._pool.start()
         self._lease.start_heartbeat(
@@ -205,7 +206,7 @@ class Worker:
         self._maintenance.start()
         if install_signals:
             self._switch.install_signals(self._pool.kill)
-        self._log_start()
+        _log_ready(self, self._pool, self._me.tasks, self._policy)
         signals.worker_ready.send(sender=self)
         code = 0
         try:
@@ -221,22 +222,6 @@ class Worker:
             self._shutdown()
         return code
 
-    def _log_start(self) -> None:
-        log.info(
-            "worker %s ready: pool=%s concurrency=%d queues=%s tasks=%s",
-            self.name,
-            self.pool_name,
-            self.concurrency,
-            ",".join(self.queues),
-            ", ".join(self._me.tasks),
-        )
-        assert self._pool is not None
-        self._policy.warn_unenforced(
-            self._pool,
-            max_tasks_per_child=self.max_tasks_per_child,
-            max_memory_per_child=self.max_memory_per_child,
-        )
-
     def _loop(self) -> None:
         assert self._pool is not None and self._claims is not None
         pool, claims = self._pool, self._claims
@@ -247,15 +232,25 @@ class Worker:
                 raise DatabaseUnavailable("this worker was taken for lost; registering again")
             paused = self._errors.paused()
             if self._switch.stopping and not paused:
+                # Held ahead but not begun: back to the queue with the buffer.
+                claims.buffer.extendleft(reversed(pool.take_queued()))
                 self._errors.tolerate(claims.release_buffer, self._lease.conn)
             to_start = [] if paused else claims.startable(pool.free_slots())
             room = 0
             if not paused and not self._switch.stopping and claims.due_now():
                 room = claims.room(pool.busy(), len(to_start))
             at_once = self._switch.stopping or not pool.busy()
-            if to_start or room > 0 or (not paused and self._outcomes.due(at_once=at_once)):
+            hold = not paused and not self._switch.stopping
+            if (
+                to_start
+                or room > 0
+                or (hold and ahead.refill_due(pool, claims.buffer, self._policy))
+                or (not paused and self._outcomes.due(at_once=at_once))
+            ):
                 # Free slots are filled straight from the claim (STARTED in the same trip).
                 start = min(room, pool.free_slots() - len(to_start))
+                if hold:
+                    to_start += ahead.take(pool, claims.buffer, self._policy)
                 claimed = self._sync(to_start, room, start)
                 if self._errors.paused():
                     claims.wanted = claims.wanted or room > 0  # the claim did not happen
@@ -354,9 +349,26 @@ class Worker:
             with contextlib.suppress(Exception):
                 self._collect()
                 self._sync([], 0)
+                self._claims.buffer.extendleft(reversed(self._pool.take_queued()))
                 self._claims.release_buffer(self._lease.conn)
             self._pool.close()
         self._lease.unregister()
         self._lease.close()
         self._switch.close()
         log.info("worker %s stopped after %d job(s)", self.name, self.jobs_done)
+
+
+def _log_ready(worker: Worker, pool: Pool, tasks: list[str], policy: JobPolicy) -> None:
+    log.info(
+        "worker %s ready: pool=%s concurrency=%d queues=%s tasks=%s",
+        worker.name,
+        worker.pool_name,
+        worker.concurrency,
+        ",".join(worker.queues),
+        ", ".join(tasks),
+    )
+    policy.warn_unenforced(
+        pool,
+        max_tasks_per_child=worker.max_tasks_per_child,
+        max_memory_per_child=worker.max_memory_per_child,
+    )

@@ -413,7 +413,10 @@ def test_revoked_queued_job_never_runs(app, db, worker):
     assert app.control.revoke(r.id) == []  # already finished: nothing to do
 
 
-def test_revoked_job_a_worker_prefetched_never_runs(app, db, worker):
+def test_revoked_job_a_worker_prefetched_never_runs(app, db, worker, monkeypatch):
+    # Not held ahead for the child (worker_prefork_ahead): such a job counts as started,
+    # which a revoke without terminate leaves alone (test_prefork_ahead.py).
+    monkeypatch.setenv("PGQUEUE_TEST_CONF", json.dumps({"worker_prefork_ahead": 0}))
     w = worker("-c", "1")
     holder = taskapp.hold.delay("holder", "release-holder")
     wait_for(lambda: runs(db, "holder"), what="the first job to start")
