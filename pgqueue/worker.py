@@ -95,6 +95,7 @@ class Worker:
         self.poll_interval = poll_interval or float(app.conf.worker_poll_interval)
         self.max_tasks_per_child = max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child
+        self._ahead = _per_child_ahead(app.conf.worker_prefork_ahead)  # jobs per child
         self.id = str(uuid.uuid4())
         self._switch = StopSwitch()
         durable = str(app.conf.worker_synchronous_commit)
@@ -194,7 +195,7 @@ class Worker:
             self.name,
             max_tasks_per_child=self.max_tasks_per_child,
             max_memory_per_child=self.max_memory_per_child,
-            ahead=self.concurrency * int(self.app.conf.worker_prefork_ahead or 0),
+            ahead=self.concurrency * self._ahead,
         )
         self._pool.start()
         self._lease.start_heartbeat(
@@ -371,4 +372,13 @@ def _log_ready(worker: Worker, pool: Pool, tasks: list[str], policy: JobPolicy) 
         pool,
         max_tasks_per_child=worker.max_tasks_per_child,
         max_memory_per_child=worker.max_memory_per_child,
+    )
+
+
+def _per_child_ahead(value: Any) -> int:
+    if value is None or (type(value) is int and value >= 0):
+        return value or 0
+    raise ConfigurationError(
+        f"worker_prefork_ahead must be a whole number of jobs, 0 or more, not {value!r}: "
+        "set it to 1 (the default) to hold a job ahead per child, or 0 not to"
     )
