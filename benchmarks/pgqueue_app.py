@@ -33,6 +33,9 @@ def latency(i: int) -> None:
 def make_app(dsn: str | None = None) -> PgQueue:
     """An app with the benchmark tasks; the DSN defaults to ``--dsn`` / ``PGQUEUE_DSN``."""
     app = PgQueue("benchmarks", dsn=dsn)
+    # Each system at its fastest: prefork holds a job ahead per busy child (opt-in, see
+    # docs/workers.md); the benchmark revokes nothing.
+    app.conf.worker_prefork_ahead = 1
     app.task(name=NOOP)(noop)
     app.task(name=NOOP_IGNORE, ignore_result=True)(noop)
     app.task(name=ASYNC_NOOP)(async_noop)

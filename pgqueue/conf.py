@@ -37,9 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "worker_pool": "prefork",
     # Jobs per prefork child marked STARTED ahead and held by the worker, so that a child
     # finishing a job starts the next without waiting for a round trip (acks_late jobs
-    # only). A job held ahead counts as started: revoke() without terminate no longer stops
-    # it. 0: a job is marked STARTED only once a child is free for it.
-    "worker_prefork_ahead": 1,
+    # only). Off by default: a job held ahead counts as started, so revoke() without
+    # terminate no longer stops it (Celery's default revokes a reserved task). 1: CPU-bound
+    # work at -c 2 gains about a fifth (benchmarks/RESULTS.md).
+    "worker_prefork_ahead": 0,
     # Seconds between fallback polls when no notification arrives.
     "worker_poll_interval": 5.0,
     # Liveness: each worker holds a session advisory lock and beats every interval. A worker

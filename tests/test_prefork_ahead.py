@@ -18,6 +18,12 @@ from tests.conftest import wait_for
 from tests.test_lifecycle import runs
 
 
+@pytest.fixture(autouse=True)
+def hold_ahead(monkeypatch):
+    """Holding ahead is opt-in (worker_prefork_ahead defaults to 0)."""
+    monkeypatch.setenv("PGQUEUE_TEST_CONF", json.dumps({"worker_prefork_ahead": 1}))
+
+
 def held_ahead(db, job_id: str) -> bool:
     """STARTED in the database, though its task has not begun (it records its start)."""
     row = db.execute(
