@@ -44,11 +44,18 @@ def test_pause_stops_claims_within_a_second_and_resume_restarts_them(app, db, wo
     wait_for(lambda: unclaimed(db) < 390, what="the worker to get going")
     assert app.control.pause_queue("default") is True
     (paused_at,) = db.execute("SELECT now()").fetchone()
-    # Jobs claimed into the worker's buffer before the pause still run (at most a batch);
-    # a second after the pause nothing starts any more. (Bound generous: claims stop at
-    # once, the buffer's jobs take 0.05 s each.)
-    time.sleep(1.0)
+    # Jobs claimed into the worker's buffer before the pause still run (at most a batch of
+    # 0.05 s jobs); once they are done nothing is claimed or started any more.
+    wait_for(
+        lambda: db.execute(
+            "SELECT count(*) = 0 FROM pgqueue.jobs WHERE worker_id IS NOT NULL"
+        ).fetchone()[0],
+        timeout=10,
+        what="the jobs claimed before the pause to finish",
+    )
     (fence,) = db.execute("SELECT now()").fetchone()
+    # the buffer drains within a second of the pause (generous: it holds a few 0.05 s jobs)
+    assert (fence - paused_at).total_seconds() < 1.0
     left = unclaimed(db)
     time.sleep(1.5)
     assert started_since(db, fence) == 0
