@@ -51,7 +51,7 @@ async def _check_not_newer(conn: psycopg.AsyncConnection[Any]) -> None:
     row = await cur.fetchone()
     if row is not None and row[0]:
         cur = await conn.execute(queries.get("schema_versions"))
-        refuse_newer({r[0] for r in await cur.fetchall()})
+        refuse_newer({r[0]: r[1] for r in await cur.fetchall()})
 
 
 @dataclass

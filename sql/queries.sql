@@ -563,7 +563,12 @@ DELETE FROM pgqueue.workflows
                LIMIT %(limit)s)
 
 -- name: schema_versions
-SELECT version FROM pgqueue.schema_migrations ORDER BY version
+-- Each applied migration and the oldest pgqueue it declared compatible (migration 0010 added
+-- the column: read through to_jsonb so that a schema from before 0010 answers NULL instead
+-- of failing, and the caller can say "run pgqueue migrate").
+SELECT m.version, (to_jsonb(m) ->> 'compatible_from')::integer AS compatible_from
+  FROM pgqueue.schema_migrations AS m
+ ORDER BY m.version
 
 -- name: retry_jobs
 -- Back to the queue for another attempt (state RETRY), fenced like finish_jobs; with the
@@ -977,6 +982,12 @@ CREATE TABLE IF NOT EXISTS pgqueue.schema_migrations (
 
 -- name: migrate_record_version
 INSERT INTO pgqueue.schema_migrations (version, name) VALUES (%(version)s, %(name)s)
+
+-- name: migrate_record_compatible_version
+-- For a file that declares which older pgqueue keeps working (from 0010 on, which adds the
+-- column: the files before it run before the column exists).
+INSERT INTO pgqueue.schema_migrations (version, name, compatible_from)
+VALUES (%(version)s, %(name)s, %(compatible_from)s)
 
 -- name: schema_exists
 SELECT to_regclass('pgqueue.schema_migrations') IS NOT NULL

@@ -1117,7 +1117,9 @@ CREATE VIEW pgqueue.running AS
 CREATE TABLE pgqueue.schema_migrations (
     version integer NOT NULL,
     name text NOT NULL,
-    applied_at timestamp with time zone DEFAULT now() NOT NULL
+    applied_at timestamp with time zone DEFAULT now() NOT NULL,
+    compatible_from integer,
+    CONSTRAINT schema_migrations_check CHECK ((compatible_from < version))
 );
 
 --
