@@ -327,6 +327,36 @@ def _fill(db: psycopg.Connection[Any]) -> None:
     db.execute("ANALYZE pgqueue.jobs")
 
 
+def _link(page: str, link_id: str) -> str | None:
+    found = re.search(rf'<a href="([^"]+)" id="{link_id}">', page)
+    return html.unescape(found.group(1)) if found else None
+
+
+def test_previous_page_walks_back_through_the_pages_seen(app, db):
+    db.execute(
+        "INSERT INTO pgqueue.results (task_id, task_name, queue, state, args, date_done)"
+        " SELECT gen_random_uuid(), 'tests.t', 'default', 'SUCCESS', '[]',"
+        "        now() - make_interval(secs => i)"
+        "   FROM generate_series(1, 120) AS i"
+    )
+    c = client(app)
+    pages = [c.get("/jobs?state=SUCCESS").text]
+    assert _link(pages[0], "previous-page") is None
+    while (following := _link(pages[-1], "next-page")) is not None:
+        pages.append(c.get(following).text)
+    ids = [re.findall(r'<tr data-id="([^"]+)">', p) for p in pages]
+    assert [len(i) for i in ids] == [50, 50, 20]
+    # back from the last page to the first, each step the page seen there before
+    here = pages[-1]
+    for expected in (ids[1], ids[0]):
+        back = _link(here, "previous-page")
+        assert back is not None and "state=SUCCESS" in back  # the filter stays
+        here = c.get(back).text
+        assert re.findall(r'<tr data-id="([^"]+)">', here) == expected
+    assert _link(here, "previous-page") is None
+    assert c.get("/jobs?back=yesterday").status_code == 400  # not a trail it made
+
+
 def test_keyset_paging_visits_each_of_100000_jobs_once_in_order_under_100ms_a_page(dsn, db):
     _fill(db)
     seen: list[tuple[Any, str]] = []

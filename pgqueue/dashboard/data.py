@@ -125,6 +125,24 @@ class Cursor:
         return cls(when, id_)
 
 
+# How many earlier pages a jobs page remembers for its "previous page" link (keyset paging
+# cannot step back by itself: each page carries the starts of the pages before it).
+TRAIL_PAGES = 20
+
+
+def parse_trail(text: str | None) -> list[Cursor | None]:
+    """The starts of the pages before this one, oldest first (None: the first page), from
+    the ``back`` parameter the dashboard's own links carry."""
+    if not text:
+        return []
+    return [Cursor.decode(part) if part != "-" else None for part in text.split(",")]
+
+
+def encode_trail(trail: list[Cursor | None]) -> str:
+    """``trail`` as the ``back`` parameter, keeping the newest TRAIL_PAGES starts."""
+    return ",".join(c.encode() if c else "-" for c in trail[-TRAIL_PAGES:])
+
+
 @dataclass(frozen=True)
 class JobFilter:
     """The jobs list's filters; empty ones select everything."""

@@ -55,6 +55,7 @@ def routes(site: Site) -> list[Route]:
         query = request.query_params
         selection = data.JobFilter.parse(query, query.getlist("state"))
         after = data.Cursor.decode(query["after"]) if query.get("after") else None
+        trail = data.parse_trail(query.get("back"))
         with site.connections.connection() as conn:
             page = data.list_jobs(conn, selection, after=after, sensitive=site.sensitive_for())
         return _page(
@@ -65,6 +66,12 @@ def routes(site: Site) -> list[Route]:
             selection=selection,
             all_states=data.ALL_STATES,
             after=query.get("after"),
+            # the next page remembers this one's start; the previous page is the last start
+            # remembered, with the ones before it
+            next_back=data.encode_trail([*trail, after]),
+            previous=trail[-1].encode() if trail and trail[-1] else None,
+            previous_back=data.encode_trail(trail[:-1]),
+            has_previous=bool(trail),
             now=dt.datetime.now(dt.timezone.utc),
         )
 
