@@ -4,18 +4,17 @@
 A workflow is worked out whole when it is sent (workflow.Plan): the jobs that can start
 now are written with the rows describing the workflow in one statement; every job that
 must wait travels as a document inside the job it follows, and the database enqueues it
-in the transaction that records that job's end (sql/migrations/0007_workflows.sql). The
-same rows are sent by ``apply_async`` (producer.py) and, from asyncio code, by
-``aapply_async`` (aio.py).
+in the transaction that records that job's end (sql/migrations/0007_workflows.sql),
+sent by ``apply_async`` (producer.py) or ``aapply_async`` (aio.py), in one trace span.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeAlias, Union
 
-from . import aio, producer
+from . import aio, producer, tracing
 from .current import default_app
 from .groupresult import GroupResult
 from .ids import new_job_id
@@ -26,6 +25,8 @@ if TYPE_CHECKING:
     from .app import PgQueue
 
 Canvas = Union["Signature", "chain", "group", "chord"]
+Args: TypeAlias = Sequence[Any] | None
+Kwargs: TypeAlias = Mapping[str, Any] | None
 
 
 class _Workflow:
@@ -46,8 +47,9 @@ class _Workflow:
         ``link_error`` attach to it as Celery does; other options apply to every step that
         does not set its own (``countdown`` and ``eta`` to the jobs that start now only)."""
         connection = options.pop("connection", None)
-        app, params, result = self._planned(args, kwargs, options)
-        producer.send_workflow(app, params, connection)
+        with tracing.publish(self.kind) as span:
+            app, params, result = self._planned(args, kwargs, options, span)
+            producer.send_workflow(app, params, connection)
         return result
 
     async def aapply_async(
@@ -61,8 +63,9 @@ class _Workflow:
         or AsyncConnection), or inside ``async with app.atransaction(conn):``, all of it
         exists only if that transaction commits."""
         connection = options.pop("connection", None)
-        app, params, result = self._planned(args, kwargs, options)
-        await aio.send_workflow(app, params, connection)
+        with tracing.publish(self.kind) as span:
+            app, params, result = self._planned(args, kwargs, options, span)
+            await aio.send_workflow(app, params, connection)
         return result
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
@@ -74,10 +77,10 @@ class _Workflow:
         return await self.aapply_async(args, kwargs)
 
     def _planned(
-        self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None, options: dict[str, Any]
+        self, args: Args, kwargs: Kwargs, options: dict[str, Any], span: tracing.Publish | None
     ) -> tuple[PgQueue, dict[str, str], Result]:
         """The workflow sent with these arguments and options, worked out whole: its app,
-        the parameters of the one statement that writes it, and its result."""
+        the parameters of the one statement that writes it (traced by ``span``), its result."""
         app = self._app()
         link = as_list(options.pop("link", None))
         link_error = as_list(options.pop("link_error", None))
@@ -87,7 +90,7 @@ class _Workflow:
             target.link(callback)
         for errback in link_error:
             target.link_error(errback)
-        plan = Plan(app, defaults=options)
+        plan = Plan(app, defaults=options, trace=span.carrier if span else None)
         compiled = target._compile(plan, [], None, True)
         plan.jobs.extend(compiled.entries)
         return app, plan.params(), compiled.result
@@ -272,7 +275,7 @@ class chain(_Workflow):
         return " | ".join(repr(t) for t in self.tasks)
 
     def clone(self) -> chain:
-        return chain(*[_clone(t) for t in self.tasks], app=self.app)
+        return chain(*[t.clone() for t in self.tasks], app=self.app)
 
     def link(self, callback: Signature) -> Signature:
         """Run ``callback`` after the last step (as Celery's chain.link)."""
@@ -286,7 +289,7 @@ class chain(_Workflow):
 
     def _partial(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> chain:
         first, *rest = self.tasks
-        return chain(first._partial(args, kwargs), *[_clone(t) for t in rest], app=self.app)
+        return chain(first._partial(args, kwargs), *[t.clone() for t in rest], app=self.app)
 
     def _steps(self) -> list[Canvas]:
         steps: list[Canvas] = []
@@ -337,7 +340,7 @@ class group(_Workflow):
         return super().__or__(other)
 
     def clone(self) -> group:
-        return group([_clone(t) for t in self.tasks], app=self.app)
+        return group([t.clone() for t in self.tasks], app=self.app)
 
     def link(self, callback: Signature) -> Signature:
         """Run ``callback`` after each member (as Celery's group.link)."""
@@ -405,7 +408,7 @@ class chord(_Workflow):
         return target.apply_async(**options)
 
     def clone(self) -> chord:
-        return chord(self.header.clone(), _clone(self.body) if self.body else None, app=self.app)
+        return chord(self.header.clone(), self.body.clone() if self.body else None, app=self.app)
 
     def link(self, callback: Signature) -> Signature:
         """Run ``callback`` after the chord's callback."""
@@ -421,7 +424,7 @@ class chord(_Workflow):
         return self.body
 
     def _partial(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> chord:
-        return chord(self.header._partial(args, kwargs), _clone(self._body()), app=self.app)
+        return chord(self.header._partial(args, kwargs), self._body().clone(), app=self.app)
 
     def _compile(
         self, plan: Plan, follow: list[dict[str, Any]], chord_id: str | None, starts_now: bool
@@ -494,7 +497,3 @@ def _member(task: Canvas, where: str) -> Signature | chain:
             f"got {task!r}"
         )
     return task
-
-
-def _clone(task: Canvas) -> Canvas:
-    return task.clone()

@@ -58,6 +58,8 @@ class Plan:
     chords: list[dict[str, Any]] = field(default_factory=list)
     # the chain (if any) that the group or chord being worked out is a step of
     parent: str | None = None
+    # the trace context of the send, which every job of the workflow continues
+    trace: dict[str, str] | None = None
 
     def document(
         self,
@@ -77,7 +79,9 @@ class Plan:
         ``link`` (run side by side), ``link_error``, ``chain`` (the steps after it, in
         order, each enqueued by the end of the one before) and its ``chord``."""
         defaults = {k: v for k, v in self.defaults.items() if starts_now or k not in START_OPTIONS}
-        job_id, columns = jobrows.job_columns(self.app, task, args, kwargs, {**defaults, **options})
+        job_id, columns = jobrows.job_columns(
+            self.app, task, args, kwargs, {**defaults, **options}, trace=self.trace
+        )
         if "unique_key" in options:
             raise TypeError(
                 f"{task}: a step of a chain, group or chord cannot take unique_key= (its "

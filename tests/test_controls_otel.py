@@ -94,6 +94,25 @@ def test_a_batch_has_one_enqueue_span_and_each_run_is_its_child(app, spans):
     assert {s.parent.span_id for s in runs} == {publish.context.span_id}
 
 
+def test_a_workflow_has_one_send_span_and_every_step_continues_it(app, spans):
+    from pgqueue import chain, group
+
+    tracer = spans.provider.get_tracer("test")
+    with tracer.start_as_current_span("web request") as request:
+        # the second step and the chord's callback are enqueued later, by the database
+        last = chain(
+            taskapp.add.s(1, 1),
+            taskapp.add.s(2),
+            group(taskapp.add.si(i, i) for i in range(2)) | taskapp.add.si(0, 0),
+        ).apply_async()
+    run_worker_until(app, [last])
+    (publish,) = named(spans, "chain publish")
+    assert publish.parent.span_id == request.get_span_context().span_id
+    runs = named(spans, "tests.taskapp.add process")
+    assert len(runs) == 5
+    assert {s.parent.span_id for s in runs} == {publish.context.span_id}
+
+
 def test_a_forged_trace_context_is_ignored_and_the_job_runs(app, db, spans):
     forged = {"trace": {"traceparent": {"not": "a string"}, "tracestate": 7}}
     (job_id,) = db.execute(
