@@ -23,6 +23,7 @@ from tests.test_django import MANAGE
 from tests.test_django import project as project  # the fixture
 
 django = pytest.importorskip("django")
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 
@@ -79,6 +80,7 @@ def test_the_lists_show_jobs_results_and_periodic_tasks(project, admin, db):
 def test_the_detail_pages_show_arguments_and_tracebacks_but_not_sensitive_arguments(
     project, admin, db
 ):
+    from pgqueue.contrib.django.config import build_app
     from tests.djangoproject.shop.tasks import charge, confirm
 
     plain = _page(admin, f"{ADMIN}/job/{confirm.delay(4242).id}/change/")
@@ -96,6 +98,11 @@ def test_the_detail_pages_show_arguments_and_tracebacks_but_not_sensitive_argume
     with override_settings(PGQUEUE={"task_default_queue": "shop", "hide_args": ["tests.*"]}):
         hidden = _page(admin, f"{ADMIN}/result/{made.one('FAILURE')}/change/")
     assert "[\n  1,\n  2\n]" not in hidden and "hidden: this task is marked sensitive" in hidden
+    with (
+        override_settings(PGQUEUE={"hide_args": "tests.*"}),
+        pytest.raises(ImproperlyConfigured, match="must be a list of task names"),
+    ):
+        build_app()  # a bad value is refused at start-up, naming the fix
 
 
 def test_nothing_can_be_added_changed_or_deleted(project, admin, db):
