@@ -142,7 +142,7 @@ def test_the_actions_revoke_retry_and_switch_through_the_library(project, admin,
     said = _act(admin, "job", "revoke", [pending])
     assert "Revoked: 1" in said and state(db, pending) == "REVOKED"
     said = _act(admin, "result", "retry", [failed, succeeded])
-    assert "Queued again: 1" in said and f"{succeeded} skipped: is SUCCESS" in said
+    assert "Queued again: 1" in said and f"Skipped {succeeded}: is SUCCESS" in said
     assert state(db, failed) == "PENDING" and state(db, succeeded) == "SUCCESS"
     _periodic(project, "nightly-report")
     enabled = "SELECT enabled FROM pgqueue.periodic_tasks WHERE name = 'nightly-report'"

@@ -83,8 +83,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """One message for what was done, one per id that was not (and why)."""
         if report.done:
             self.message_user(request, f"{done}: {len(report.done)}", messages.SUCCESS)
-        for job_id, why in report.skipped.items():
-            self.message_user(request, f"{job_id} skipped: {why}", messages.WARNING)
+        for target, why in report.skipped.items():
+            # A word first: the admin capitalises a message's first letter (an id's too).
+            self.message_user(request, f"Skipped {target}: {why}", messages.WARNING)
 
 
 def _ids(queryset: QuerySet[Any]) -> list[str]:
