@@ -203,3 +203,35 @@ def test_without_the_admin_installed_the_app_works_and_registers_no_admin(dsn, d
     assert db.execute("SELECT args FROM pgqueue.jobs WHERE id = %s", (uuid.UUID(job),)).fetchone()[
         0
     ] == [3]
+
+
+def test_a_web_process_that_never_imported_the_tasks_still_hides_sensitive_arguments(dsn, db):
+    # As in a web server: the tasks modules are imported by workers, not by the admin's
+    # process, which must still know charge() as sensitive=True.
+    job = db.execute(
+        "SELECT pgqueue.enqueue('tests.djangoproject.shop.tasks.charge', %s::jsonb)",
+        (f'["{CARD}", 10]',),
+    ).fetchone()[0]
+    # The admin alone in the URLconf: the project's views import the tasks.
+    script = (
+        "import sys, types\n"
+        "from django.contrib import admin; from django.contrib.auth.models import User\n"
+        "from django.test import Client, override_settings; from django.urls import path\n"
+        "urls = types.ModuleType('admin_urls'); sys.modules['admin_urls'] = urls\n"
+        "urls.urlpatterns = [path('admin/', admin.site.urls)]\n"
+        "c = Client(); c.force_login(User.objects.create_superuser('root'))\n"
+        "before = 'tests.djangoproject.shop.tasks' in sys.modules\n"
+        "with override_settings(ROOT_URLCONF='admin_urls'):\n"
+        f"    page = c.get('{ADMIN}/job/{job}/change/')\n"
+        f"print(before, page.status_code, '{CARD}' in page.content.decode(),\n"
+        "      'hidden: this task is marked sensitive' in page.content.decode())\n"
+    )
+    env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(ROOT)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    for args in (["migrate"], ["shell", "-c", script]):
+        done = subprocess.run(
+            [sys.executable, str(MANAGE), *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].split() == ["False", "200", "False", "True"], done.stdout
