@@ -23,8 +23,8 @@ from ..app import PgQueue
 from ..db import describe_error
 from ..exceptions import ConfigurationError, PgQueueError
 from ..ops import OpsError
+from ..sensitive import Sensitive
 from . import actions, pages
-from .data import Sensitive
 from .server import LocalHostsOnly, is_loopback, serve
 from .site import HERE, Site
 from .timing import ServerTiming

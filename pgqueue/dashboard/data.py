@@ -9,7 +9,6 @@ of ``sql/queries.sql``.
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,37 +20,16 @@ import psycopg
 from .. import beat, ops, queries, states
 from ..beat import BrokenEntry, PeriodicEntry
 from ..db import translate_errors
+from ..sensitive import Sensitive
 
 ALL_STATES = ops.LIVE_STATES + ops.FINISHED_STATES
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+NONE_HIDDEN = Sensitive()
 
 
 class DashboardInputError(ops.OpsError):
     """A filter, cursor or id in a dashboard request that cannot be used; says which."""
-
-
-# -- who may see arguments -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sensitive:
-    """Tasks whose arguments (and kwargs) the dashboard never shows nor searches: names
-    or glob patterns (``payments.*``), plus the registered tasks marked
-    ``@app.task(sensitive=True)``."""
-
-    patterns: tuple[str, ...] = ()
-
-    def hides(self, task_name: str) -> bool:
-        return any(fnmatch.fnmatchcase(task_name, p) for p in self.patterns)
-
-    def like_patterns(self) -> list[str]:
-        """The same patterns as SQL LIKE patterns (``*`` -> ``%``, ``?`` -> ``_``)."""
-        out = []
-        for pattern in self.patterns:
-            escaped = re.sub(r"([\\%_])", r"\\\1", pattern)
-            out.append(escaped.replace("*", "%").replace("?", "_"))
-        return out
 
 
 # -- overview ------------------------------------------------------------------------------
@@ -253,7 +231,7 @@ def list_jobs(
     *,
     after: Cursor | None = None,
     limit: int = PAGE_SIZE,
-    sensitive: Sensitive = Sensitive(),
+    sensitive: Sensitive = NONE_HIDDEN,
 ) -> JobPage:
     """One page of jobs, newest first, after ``after`` (keyset paging: no OFFSET)."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
@@ -335,7 +313,7 @@ _TIMINGS = (
 def job_detail(
     conn: psycopg.Connection[Any],
     job_id: str,
-    sensitive: Sensitive = Sensitive(),
+    sensitive: Sensitive = NONE_HIDDEN,
 ) -> JobDetail | None:
     """The job ``job_id`` names (live or finished), or None when there is none."""
     try:

@@ -17,9 +17,9 @@ from starlette.responses import HTMLResponse, Response
 from ..app import PgQueue
 from ..db import describe
 from ..exceptions import ConfigurationError
+from ..sensitive import Sensitive
 from . import security
 from .connections import Connections
-from .data import Sensitive
 
 HERE = Path(__file__).resolve().parent
 NOTICE_COOKIE = "pgqueue_notice"
@@ -62,8 +62,7 @@ class Site:
 
     def sensitive_for(self) -> Sensitive:
         """The configured patterns plus the app's tasks marked ``sensitive=True``."""
-        marked = tuple(n for n, t in self.app.tasks.items() if t.sensitive)
-        return Sensitive(self.sensitive.patterns + marked)
+        return Sensitive.of(self.app, self.sensitive.patterns)
 
     @property
     def database(self) -> str:

@@ -27,6 +27,9 @@ OWN_KEYS = {
     # The alias in DATABASES whose connection enqueues join (and whose settings give the
     # DSN unless `dsn` is given); None to keep the queue apart from Django's transactions.
     "database",
+    # Tasks (glob patterns) whose arguments the admin never shows, besides those declared
+    # sensitive=True: the dashboard's --hide-args.
+    "hide_args",
 }
 
 # OPTIONS of Django's PostgreSQL backend that are Django's or psycopg's, not libpq's.
@@ -66,11 +69,13 @@ def build_app() -> PgQueue:
     options = dict(pgqueue_setting())
     dsn = options.pop("dsn", None)
     alias = options.pop("database", DEFAULT_DB_ALIAS)
+    options.pop("hide_args", None)
+    hide_args()  # the admin's; a bad value shows at start-up too
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
         raise ImproperlyConfigured(
             f"unknown PGQUEUE setting {', '.join(map(repr, unknown))}; PGQUEUE takes 'dsn', "
-            f"'database' and app.conf's settings: {', '.join(sorted(DEFAULTS))}"
+            f"'database', 'hide_args' and app.conf's settings: {', '.join(sorted(DEFAULTS))}"
         )
     if alias is not None:
         django_dsn = dsn_of(_postgresql(alias).settings_dict)
@@ -98,6 +103,17 @@ def pgqueue_setting() -> Mapping[str, Any]:
             "PGQUEUE = {'task_default_queue': 'default', ...}"
         )
     return value
+
+
+def hide_args() -> tuple[str, ...]:
+    """PGQUEUE's ``hide_args``: task names or glob patterns whose arguments are hidden."""
+    value = pgqueue_setting().get("hide_args", ())
+    if not isinstance(value, list | tuple) or not all(isinstance(p, str) for p in value):
+        raise ImproperlyConfigured(
+            f"PGQUEUE['hide_args'] must be a list of task names or glob patterns, got "
+            f"{value!r}: write 'hide_args': ['payments.*']"
+        )
+    return tuple(value)
 
 
 def _postgresql(alias: str) -> Any:
