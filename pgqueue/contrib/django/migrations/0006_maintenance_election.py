@@ -15,5 +15,5 @@ SQL_VERSION = 11
 class Migration(migrations.Migration):
     # pgqueue's migration commits on its own connection, under its own lock.
     atomic = False
-    dependencies = [("pgqueue", "0004_compatible_from")]
+    dependencies = [("pgqueue", "0005_admin_models")]
     operations = [migrations.RunPython(apply_schema, migrations.RunPython.noop, elidable=False)]
