@@ -203,7 +203,7 @@ class Worker:
             lambda: self.jobs_done,
             self.stop_waiting,
         )
-        self._maintenance = maintenance.for_worker(self.app)
+        self._maintenance = maintenance.for_worker(self.app, self.name)
         self._maintenance.start()
         if install_signals:
             self._switch.install_signals(self._pool.kill)

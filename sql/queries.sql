@@ -415,18 +415,78 @@ SELECT r.task_id::text
    AND NOT EXISTS (SELECT 1 FROM pgqueue.jobs AS j
                     WHERE j.id = r.task_id AND j.worker_id = %(worker_id)s)
 
--- name: try_maintenance_lock
--- Leader election for one housekeeping service (one key each): whoever holds this for the
--- transaction does that service's work.
-SELECT pg_try_advisory_xact_lock(%(key)s)
+-- name: maintenance_seed
+-- The row of a service the schema lacks (0011 adds pgqueue's own): a runner's own service.
+-- DO NOTHING: an existing row is left alone, and never waited on, whoever has it locked.
+INSERT INTO pgqueue.maintenance (service)
+SELECT unnest(%(services)s::text[])
+    ON CONFLICT (service) DO NOTHING
 
--- name: try_maintenance_session_lock
--- The same election for a service that cannot run in a transaction (VACUUM); released by
--- release_maintenance_session_lock, or by the session ending.
-SELECT pg_try_advisory_lock(%(key)s)
+-- name: maintenance_elect
+-- Leader election for one pass of one housekeeping service (pgqueue.maintenance, 0011): the
+-- row is won when its next_run_at has come, or its last pass started one of the caller's
+-- own intervals ago (workers configured apart keep their interval), by the database's
+-- clock, and nobody holds it; the winner sets next_run_at one interval ahead, so that one
+-- process per interval does that service, however many run it. SKIP LOCKED: a pass under
+-- way elsewhere (its transaction holds the row) is skipped, not waited on. In a transaction
+-- the row stays locked until the pass commits or rolls back (a rollback undoes the
+-- election: the next runner to look retries).
+-- A pass outside a transaction (vacuum) is committed at once and marks the row with its
+-- server process, running_pid, which keeps others off while that process lives.
+-- Returns whether this process won and, either way, how many seconds until the next pass
+-- is due (from the row as this statement found it).
+WITH found AS (
+    SELECT m.service,
+           least(m.next_run_at,
+                 m.last_started_at + make_interval(secs => %(interval)s)) AS due_at
+      FROM pgqueue.maintenance AS m
+     WHERE m.service = %(service)s
+), due AS (
+    SELECT m.service
+      FROM pgqueue.maintenance AS m
+     WHERE m.service = %(service)s
+       AND (m.next_run_at <= now()
+            OR m.last_started_at <= now() - make_interval(secs => %(interval)s))
+       AND (m.running_pid IS NULL
+            OR NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(m.running_pid)))
+       FOR UPDATE SKIP LOCKED
+), won AS (
+    UPDATE pgqueue.maintenance AS m
+       SET next_run_at = now() + make_interval(secs => %(interval)s),
+           last_started_at = now(),
+           last_worker = %(worker)s,
+           running_pid = CASE WHEN %(transactional)s THEN NULL ELSE pg_backend_pid() END
+      FROM due
+     WHERE m.service = due.service
+    RETURNING m.service
+)
+SELECT EXISTS (SELECT 1 FROM won) AS won,
+       -- NULL: the service has no row (maintenance_seed adds it)
+       (SELECT extract(epoch FROM greatest(f.due_at, now()) - now()) FROM found AS f)::float8
+           AS due_in
 
--- name: release_maintenance_session_lock
-SELECT pg_advisory_unlock(%(key)s)
+-- name: maintenance_finished
+-- The end of a pass this process won (in its transaction, or after a pass outside one):
+-- a full batch (%(again)s) makes the service due again at once, for whoever looks first.
+UPDATE pgqueue.maintenance
+   SET last_finished_at = clock_timestamp(),
+       last_error = NULL,
+       last_error_at = NULL,
+       running_pid = NULL,
+       next_run_at = CASE WHEN %(again)s THEN now() ELSE next_run_at END
+ WHERE service = %(service)s
+   AND (running_pid IS NULL OR running_pid = pg_backend_pid())
+
+-- name: maintenance_failed
+-- Why a pass failed, after its transaction rolled back. Skipped when another process
+-- holds the row (its pass is under way): the log line of this one still says it.
+UPDATE pgqueue.maintenance AS m
+   SET last_error = %(error)s, last_error_at = now(), running_pid = NULL
+  FROM (SELECT service FROM pgqueue.maintenance
+         WHERE service = %(service)s
+           AND (running_pid IS NULL OR running_pid = pg_backend_pid())
+           FOR UPDATE SKIP LOCKED) AS mine
+ WHERE m.service = mine.service
 
 -- name: rescue_jobs
 -- Workers are lost when their heartbeat is older than the lease, or when their session

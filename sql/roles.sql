@@ -202,6 +202,10 @@ BEGIN
                 ('worker', 'SELECT, INSERT', 'TABLE pgqueue.workflow_members'),
                 ('worker', 'SELECT, INSERT', 'TABLE pgqueue.chords'),
                 ('worker', 'SELECT', 'TABLE pgqueue.workflow_status'),
+                -- the election of maintenance passes: only roles that may lock or update
+                -- these rows can take a pass, so no other role can hold maintenance up
+                -- (as any role could hold the advisory locks that elected it before 0011)
+                ('worker', 'SELECT, INSERT, UPDATE', 'TABLE pgqueue.maintenance'),
 
                 -- operator: read everything but the hand-off slots; purge and revoke (delete
                 -- jobs, write their results; revoke locks the rows it ends), retry (results
@@ -229,7 +233,10 @@ BEGIN
                 ('operator', 'SELECT', 'TABLE pgqueue.workflow_members'),
                 ('operator', 'SELECT', 'TABLE pgqueue.chords'),
                 ('operator', 'SELECT', 'TABLE pgqueue.workflow_status'),
-                ('operator', 'EXECUTE', 'FUNCTION pgqueue.enqueue_unique')
+                ('operator', 'EXECUTE', 'FUNCTION pgqueue.enqueue_unique'),
+                -- when each maintenance service last ran, who ran it, its last error;
+                -- read only: a row lock (FOR UPDATE, FOR SHARE) needs UPDATE
+                ('operator', 'SELECT', 'TABLE pgqueue.maintenance')
               ) AS g(kind, privileges, object)
              WHERE g.kind = member.kind
                AND CASE split_part(g.object, ' ', 1)

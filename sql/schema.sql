@@ -878,6 +878,21 @@ ALTER TABLE pgqueue.jobs ALTER COLUMN seq ADD GENERATED ALWAYS AS IDENTITY (
 );
 
 --
+-- Name: maintenance; Type: TABLE; Schema: pgqueue; Owner: -
+--
+
+CREATE TABLE pgqueue.maintenance (
+    service text NOT NULL,
+    next_run_at timestamp with time zone DEFAULT '-infinity'::timestamp with time zone NOT NULL,
+    last_started_at timestamp with time zone,
+    last_worker text,
+    last_finished_at timestamp with time zone,
+    running_pid integer,
+    last_error text,
+    last_error_at timestamp with time zone
+);
+
+--
 -- Name: periodic_tasks; Type: TABLE; Schema: pgqueue; Owner: -
 --
 
@@ -1228,6 +1243,13 @@ ALTER TABLE ONLY pgqueue.chords
 
 ALTER TABLE ONLY pgqueue.jobs
     ADD CONSTRAINT jobs_pkey PRIMARY KEY (id);
+
+--
+-- Name: maintenance maintenance_pkey; Type: CONSTRAINT; Schema: pgqueue; Owner: -
+--
+
+ALTER TABLE ONLY pgqueue.maintenance
+    ADD CONSTRAINT maintenance_pkey PRIMARY KEY (service);
 
 --
 -- Name: periodic_tasks periodic_tasks_pkey; Type: CONSTRAINT; Schema: pgqueue; Owner: -

@@ -48,16 +48,20 @@ def _state(db: psycopg.Connection[Any], job_id: str) -> str | None:
 # -- maintenance --------------------------------------------------------------------------------
 
 
-def test_a_maintenance_service_is_skipped_while_another_process_holds_its_lock(app, db):
+def _hold_row(conn: psycopg.Connection[Any], service: str) -> None:
+    """Another process's pass of ``service`` under way: its transaction holds the row."""
+    conn.execute("SELECT 1 FROM pgqueue.maintenance WHERE service = %s FOR UPDATE", (service,))
+
+
+def test_a_maintenance_service_is_skipped_while_another_process_holds_its_row(app, db):
     job = _expired_job(db)
     expirer = Expirer(app)
     runner = MaintenanceRunner(app.dsn, [expirer])
-    # Another process doing expiry right now: it holds the service's lock.
-    with psycopg.connect(db.info.dsn, autocommit=True) as other, app.connect() as conn:
-        other.execute("SELECT pg_advisory_lock(%s)", (Expirer.lock_key,))
+    with psycopg.connect(db.info.dsn) as other, app.connect() as conn:
+        _hold_row(other, "expire")
         runner.run_due(conn)
         assert _queued(db, job)
-        other.execute("SELECT pg_advisory_unlock(%s)", (Expirer.lock_key,))
+        other.rollback()
         expirer.next_run = 0.0
         runner.run_due(conn)
     assert not _queued(db, job)
@@ -67,9 +71,9 @@ def test_a_maintenance_service_is_skipped_while_another_process_holds_its_lock(a
 def test_each_maintenance_service_is_elected_on_its_own(app, db):
     job = _expired_job(db)
     runner = MaintenanceRunner(app.dsn, [Rescuer(app), Expirer(app)])
-    with psycopg.connect(db.info.dsn, autocommit=True) as other, app.connect() as conn:
+    with psycopg.connect(db.info.dsn) as other, app.connect() as conn:
         # Another process is rescuing: expiry still runs here.
-        other.execute("SELECT pg_advisory_lock(%s)", (Rescuer.lock_key,))
+        _hold_row(other, "rescue")
         runner.run_due(conn)
     assert _state(db, job) == states.REVOKED
 
@@ -123,12 +127,23 @@ def test_the_maintenance_runner_logs_a_refused_statement_and_carries_on(app, db,
             what="two passes refused by the lock",
         )
         assert _queued(db, job)
+        # operators see it too: why the last pass failed, and when
+        (error,) = db.execute(
+            "SELECT last_error FROM pgqueue.maintenance"
+            " WHERE service = 'expire' AND last_error_at IS NOT NULL"
+        ).fetchone()
+        assert "LockNotAvailable" in error
         locker.rollback()
         wait_for(lambda: not _queued(db, job), timeout=20, what="expiry once the lock is gone")
     finally:
         runner.stop()
         locker.close()
     assert "LockNotAvailable" in caplog.text
+    # a pass that succeeds clears it
+    assert db.execute(
+        "SELECT last_error, last_finished_at IS NOT NULL FROM pgqueue.maintenance"
+        " WHERE service = 'expire'"
+    ).fetchone() == (None, True)
     assert "cannot reach Postgres" not in caplog.text
     assert _state(db, job) == states.REVOKED
 
@@ -154,23 +169,50 @@ def test_a_stalled_maintenance_pass_holds_up_no_claim(app, db, worker, monkeypat
         locker.rollback()
 
 
-@pytest.mark.parametrize("held", [False, True], ids=["free", "held-elsewhere"])
-def test_vacuum_is_elected_with_a_session_lock_it_releases(app, db, held):
+@pytest.mark.parametrize("held", [False, True], ids=["free", "running-elsewhere"])
+def test_vacuum_is_elected_outside_a_transaction_and_marks_its_row_while_it_runs(app, db, held):
     from pgqueue.maintenance import Vacuumer
 
     vacuumer = Vacuumer()
     runner = MaintenanceRunner(app.dsn, [vacuumer])
     with psycopg.connect(db.info.dsn, autocommit=True) as other, app.connect() as conn:
         if held:
-            other.execute("SELECT pg_advisory_lock(%s)", (Vacuumer.lock_key,))
+            # another process's VACUUM under way: its row names that live server process
+            other.execute(
+                "UPDATE pgqueue.maintenance SET running_pid = pg_backend_pid()"
+                " WHERE service = 'vacuum'"
+            )
         runner.run_due(conn)
-        # Whether it ran or not, this session holds no maintenance lock afterwards.
+        # Whether it ran or not, this session holds no lock afterwards.
         (locks,) = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            "SELECT count(*) FROM pg_locks"
+            " WHERE pid = pg_backend_pid() AND locktype IN ('advisory', 'tuple', 'transactionid')"
         ).fetchone()
     assert locks == 0
-    # Asked once whether the server needs vacuuming: only when it won the lock.
+    # Asked once whether the server needs vacuuming: only when it won the pass.
     assert (vacuumer._needed is None) is held
+    running, finished = db.execute(
+        "SELECT running_pid, last_finished_at FROM pgqueue.maintenance WHERE service = 'vacuum'"
+    ).fetchone()
+    assert (finished is None) is held
+    if not held:
+        assert running is None
+
+
+def test_a_vacuum_whose_process_is_gone_holds_up_no_other(app, db):
+    from pgqueue.maintenance import Vacuumer
+
+    with psycopg.connect(db.info.dsn, autocommit=True) as gone:
+        (pid,) = gone.execute("SELECT pg_backend_pid()").fetchone()
+    db.execute("UPDATE pgqueue.maintenance SET running_pid = %s WHERE service = 'vacuum'", (pid,))
+    wait_for(
+        lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(),
+        what="the session to end",
+    )
+    vacuumer = Vacuumer()
+    with app.connect() as conn:
+        MaintenanceRunner(app.dsn, [vacuumer]).run_due(conn)
+    assert vacuumer._needed is not None
 
 
 # -- claims and outcomes ---------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Housekeeping run inside workers, one process at a time for each service.
 
-Each service (one module each) has an interval and an advisory lock key; the runner runs
-them on a thread and a connection of its own, so they never hold up a claim or an outcome
-write, and each pass first tries the service's lock, so however many workers run, one does
-that work and the others skip it. No external cron is needed.
+Each service (one module each) has a name and an interval; the runner runs them on a
+thread and a connection of its own, so they never hold up a claim or an outcome write, and
+each pass is first won through the service's row in pgqueue.maintenance (a table only the
+worker role may write), so however many workers run, one does each pass, once per interval,
+and the row shows when it last ran and who ran it. No external cron is needed.
 
 - rescue (rescue.py): jobs held by lost workers go back to the queue (or end FAILURE when
   at-most-once);
@@ -49,11 +50,15 @@ def worker_services(app: PgQueue) -> list[Service]:
     return [Rescuer(app), Expirer(app), ResultCleaner(app), Vacuumer(), UnservedWarner(app)]
 
 
-def for_worker(app: PgQueue) -> MaintenanceRunner:
+def for_worker(app: PgQueue, worker_name: str | None = None) -> MaintenanceRunner:
     """The runner a worker starts once registered (its own rescue must find it registered
-    and locked) and stops on shutdown."""
+    and locked) and stops on shutdown; ``worker_name`` is what pgqueue.maintenance shows
+    as the one that ran each pass."""
     return MaintenanceRunner(
-        pooler.session_dsn(app),  # the vacuum's election is a session lock
+        # A session of its own: the vacuum's election names the server process that runs
+        # VACUUM (running_pid), which through a transaction pooler would be another one.
+        pooler.session_dsn(app),
         worker_services(app),
         synchronous_commit=str(app.conf.worker_synchronous_commit),
+        worker_name=worker_name,
     )

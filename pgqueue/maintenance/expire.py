@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .. import queries
-from .service import LOCK_BASE, Connection, Service
+from .service import Connection, Service
 
 if TYPE_CHECKING:
     from ..app import PgQueue
@@ -19,7 +19,6 @@ BATCH = 5000
 
 class Expirer(Service):
     name = "expire"
-    lock_key = LOCK_BASE + 1
 
     def __init__(self, app: PgQueue) -> None:
         super().__init__(float(app.conf.worker_rescue_interval))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .. import queries
 from ..locks import WORKER_LOCK_CLASS
-from .service import LOCK_BASE, Connection, Service
+from .service import Connection, Service
 
 if TYPE_CHECKING:
     from ..app import PgQueue
@@ -19,7 +19,6 @@ log = logging.getLogger("pgqueue.maintenance")
 
 class Rescuer(Service):
     name = "rescue"
-    lock_key = LOCK_BASE + 0
 
     def __init__(self, app: PgQueue, *, lock_class: int = WORKER_LOCK_CLASS) -> None:
         super().__init__(float(app.conf.worker_rescue_interval))

@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .. import queries
-from .service import LOCK_BASE, Connection, Service
+from .service import Connection, Service
 
 if TYPE_CHECKING:
     from ..app import PgQueue
@@ -20,7 +20,6 @@ BATCH = 5000
 
 class ResultCleaner(Service):
     name = "results"
-    lock_key = LOCK_BASE + 2
 
     def __init__(self, app: PgQueue) -> None:
         super().__init__(float(app.conf.result_cleanup_interval))

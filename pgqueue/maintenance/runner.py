@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -25,13 +27,16 @@ STOP_GRACE = 5.0
 
 
 class MaintenanceRunner:
-    """Runs ``services`` when due, each under its own advisory lock: whatever the number of
-    processes running the same services, one at a time does each pass of each.
+    """Runs ``services`` when due, each pass elected through the service's row in
+    pgqueue.maintenance: whatever the number of processes running the same services, one
+    process does each pass of each, once per interval by the database's clock, and the row
+    says when each last ran and who ran it (``worker_name``).
 
     ``start()`` opens the connection and runs on a daemon thread until ``stop()``. A dropped
     connection is reopened with backoff (logged once per outage); a statement the server
-    refuses (a lock timeout, a deadlock) is logged and the service runs again at its next
-    interval. ``run_due(conn)`` does one pass on a given connection, for tests and tools.
+    refuses (a lock timeout, a deadlock) is logged, noted in the row's last_error, and the
+    service runs again at its next interval. ``run_due(conn)`` does one pass on a given
+    connection, for tests and tools.
     """
 
     def __init__(
@@ -41,11 +46,13 @@ class MaintenanceRunner:
         *,
         synchronous_commit: str = "on",
         application_name: str = "pgqueue maintenance",
+        worker_name: str | None = None,
     ) -> None:
         self.dsn = dsn
         self.services = list(services)
         self.synchronous_commit = synchronous_commit
         self.application_name = application_name
+        self.worker_name = worker_name or f"pgqueue@{socket.gethostname()}:{os.getpid()}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: Connection | None = None
@@ -80,8 +87,9 @@ class MaintenanceRunner:
         return min((s.next_run for s in self.services), default=float("inf"))
 
     def run_due(self, conn: Connection) -> None:
-        """Run every service that is due on ``conn``. A statement error is logged and the
-        others run; a lost connection raises DatabaseUnavailable."""
+        """Run every service that is due on ``conn``, if this process wins its pass. A
+        statement error is logged and the others run; a lost connection raises
+        DatabaseUnavailable."""
         now = time.monotonic()
         for service in self.services:
             if service.next_run > now:
@@ -89,31 +97,58 @@ class MaintenanceRunner:
             service.next_run = now + service.interval
             try:
                 with translate_errors():
-                    if self._run_elected(conn, service):
-                        service.next_run = now  # a full batch: more is waiting
+                    service.next_run = now + self._run_elected(conn, service)
             except psycopg.Error as exc:
                 if connection_lost(exc):
                     raise
                 log.warning(
-                    "maintenance failed: %s; it runs again at its next interval",
+                    "maintenance failed: %s: %s; it runs again at its next interval",
+                    service.name,
                     describe_error(exc),
                 )
+                self._note_failure(conn, service, exc)
 
-    @staticmethod
-    def _run_elected(conn: Connection, service: Service) -> bool:
-        """One pass of ``service`` if this process wins its lock; the others skip it."""
+    def _run_elected(self, conn: Connection, service: Service) -> float:
+        """One pass of ``service`` if this process wins it; the others skip it. Returns the
+        seconds until this process should look again: none after a full batch, an interval
+        after its own pass, until the row says the next pass is due after another's."""
+        params = {
+            "service": service.name,
+            "interval": service.interval,
+            "worker": self.worker_name,
+            "transactional": service.transactional,
+        }
         if service.transactional:
-            # A transaction-level lock: released by the commit, or the rollback of an error.
+            # The won row stays locked until the pass commits; an error rolls back the
+            # pass and its election alike.
             with conn.transaction():
-                if not _fetch_flag(conn, "try_maintenance_lock", service.lock_key):
-                    return False
-                return service.work(conn)
-        if not _fetch_flag(conn, "try_maintenance_session_lock", service.lock_key):
-            return False
+                won, due_in = _elect(conn, params)
+                if not won:
+                    return _not_won(conn, service, due_in)
+                again = service.work(conn)
+                _finished(conn, service, again)
+        else:
+            won, due_in = _elect(conn, params)
+            if not won:
+                return _not_won(conn, service, due_in)
+            # Committed already: running_pid keeps the others off until the pass ends here,
+            # or this session does (an error is noted by run_due, which clears it).
+            again = service.work(conn)
+            _finished(conn, service, again)
+        return 0.0 if again else service.interval
+
+    def _note_failure(self, conn: Connection, service: Service, exc: BaseException) -> None:
+        """Say in the service's row why its pass failed (operators read it there)."""
         try:
-            return service.work(conn)
-        finally:
-            conn.execute(queries.get("release_maintenance_session_lock"), {"key": service.lock_key})
+            with translate_errors():
+                conn.execute(
+                    queries.get("maintenance_failed"),
+                    {"service": service.name, "error": describe_error(exc)},
+                )
+        except psycopg.Error as again:
+            if connection_lost(again):
+                raise
+            log.debug("could not note the failure of maintenance %s: %s", service.name, again)
 
     # -- the thread ----------------------------------------------------------------------------
 
@@ -177,6 +212,22 @@ class MaintenanceRunner:
                 conn.close()
 
 
-def _fetch_flag(conn: Connection, query: str, key: int) -> bool:
-    row = conn.execute(queries.get(query), {"key": key}).fetchone()
-    return bool(row and row[0])
+def _elect(conn: Connection, params: dict[str, object]) -> tuple[bool, float | None]:
+    """Whether this process won the pass, and the seconds until the next is due (None
+    when the service has no row)."""
+    won, due_in = queries.one(conn.execute(queries.get("maintenance_elect"), params))
+    return bool(won), None if due_in is None else float(due_in)
+
+
+def _not_won(conn: Connection, service: Service, due_in: float | None) -> float:
+    """When to look again after a pass this process did not win."""
+    if due_in is None:
+        # A service of its own (0011 adds pgqueue's rows): add its row, then run at once.
+        conn.execute(queries.get("maintenance_seed"), {"services": [service.name]})
+        return 0.0
+    # Due now but not won: another process's pass is under way, and will set the next.
+    return due_in or service.interval
+
+
+def _finished(conn: Connection, service: Service, again: bool) -> None:
+    conn.execute(queries.get("maintenance_finished"), {"service": service.name, "again": again})

@@ -1,5 +1,6 @@
-"""What every maintenance service is: a named piece of housekeeping with an interval, an
-advisory lock key that elects the one process doing it, and one pass of work."""
+"""What every maintenance service is: a named piece of housekeeping with an interval, and one
+pass of work. Its name is its row in pgqueue.maintenance, which elects the one process doing
+each pass (see runner.py)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,17 @@ from typing import Any
 
 import psycopg
 
-from ..locks import MAINTENANCE_LOCK_BASE
-
-# Every service has its own advisory lock key, so that one process at a time does each
-# service while the services themselves may run in different processes side by side.
-LOCK_BASE = MAINTENANCE_LOCK_BASE
-
 Connection = psycopg.Connection[Any]
 
 
 class Service:
-    """One housekeeping service. Subclasses set ``name``, ``lock_key`` and ``work``."""
+    """One housekeeping service. Subclasses set ``name`` and ``work``."""
 
+    # Its row in pgqueue.maintenance: one process at a time does each service, while the
+    # services themselves may run in different processes side by side.
     name = "service"
-    lock_key = LOCK_BASE
-    # VACUUM cannot run in a transaction: such a service is elected with a session lock.
+    # VACUUM cannot run in a transaction: such a service commits its election at once and
+    # keeps others off with its server process's id (running_pid), not a row lock.
     transactional = True
 
     def __init__(self, interval: float) -> None:

@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .. import queries
-from .service import LOCK_BASE, Connection, Service
+from .service import Connection, Service
 
 if TYPE_CHECKING:
     from ..app import PgQueue
@@ -21,7 +21,6 @@ UNSERVED_SAMPLE = 1000
 
 class UnservedWarner(Service):
     name = "unserved"
-    lock_key = LOCK_BASE + 4
 
     def __init__(self, app: PgQueue) -> None:
         super().__init__(float(app.conf.worker_rescue_interval))

@@ -10,7 +10,7 @@ import logging
 import psycopg.errors
 
 from .. import queries
-from .service import LOCK_BASE, Connection, Service
+from .service import Connection, Service
 
 log = logging.getLogger("pgqueue.maintenance")
 
@@ -19,7 +19,6 @@ VACUUM_INTERVAL = 60.0
 
 class Vacuumer(Service):
     name = "vacuum"
-    lock_key = LOCK_BASE + 3
     transactional = False
 
     def __init__(self, interval: float = VACUUM_INTERVAL) -> None:
