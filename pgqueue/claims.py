@@ -61,6 +61,7 @@ class Claims:
         self.queues = worker.queues
         self.unlimited = worker.unlimited_tasks
         self.limited = frozenset(worker.limited)
+        self.limited_names = sorted(self.limited)
         self.limits = worker.limits
         # a job of a limited task finished here: claim once more after its outcome is written
         self.recheck = False
@@ -199,10 +200,11 @@ class Claims:
                 # Needed only when the claim comes up short, to sleep until the next job is
                 # due; asked now, it costs no round trip of its own. (Same transaction: the
                 # jobs just claimed no longer count.)
-                # (Limited tasks left out: their ready jobs held back by a limit would make it
-                # "due now"; claim_limited says when to look again.)
+                # (Limited tasks only with jobs not yet due: their ready jobs held back by a
+                # limit would make it "due now"; claim_limited says when to look again.)
                 trip.due = conn.execute(
-                    queries.get("next_run_delay"), {"queues": self.queues, "tasks": self.unlimited}
+                    queries.get("next_run_delay"),
+                    {"queues": self.queues, "tasks": self.unlimited, "limited": self.limited_names},
                 )
         return trip
 

@@ -1095,6 +1095,9 @@ SELECT pg_terminate_backend(%(pid)s)
 -- each claim, in its transaction, so the jobs just claimed do not count. The earliest job
 -- of each (queue, priority) level is the first index entry of that level. Infinities
 -- (written by hand) cannot be subtracted: '-infinity' is due, 'infinity' never is.
+-- The worker's limited tasks (`limited`) count only with jobs not yet due: a due one held
+-- back by its limit would make the worker look again at once, in a loop (claim_limited
+-- says when a limit lets one start); one with an ETA wakes the worker when it comes due.
 -- Also whether any of these queues has limits: their jobs are claimed by claim_limited.
 SELECT CASE WHEN isfinite(min(f.run_at))
             THEN extract(epoch FROM min(f.run_at) - now())::double precision
@@ -1103,11 +1106,18 @@ SELECT CASE WHEN isfinite(min(f.run_at))
                 WHERE q.name = ANY(%(queues)s::text[])
                   AND (q.concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL))
   FROM pgqueue.queue_levels(%(queues)s::text[]) AS l,
-       LATERAL (SELECT j.run_at FROM pgqueue.jobs AS j
-                 WHERE j.worker_id IS NULL AND j.queue = l.queue
-                   AND j.priority = l.priority
-                   AND j.task_name = ANY(%(tasks)s::text[])
-                 ORDER BY j.run_at LIMIT 1) AS f
+       LATERAL ((SELECT j.run_at FROM pgqueue.jobs AS j
+                  WHERE j.worker_id IS NULL AND j.queue = l.queue
+                    AND j.priority = l.priority
+                    AND j.task_name = ANY(%(tasks)s::text[])
+                  ORDER BY j.run_at LIMIT 1)
+                UNION ALL
+                (SELECT j.run_at FROM pgqueue.jobs AS j
+                  WHERE cardinality(%(limited)s::text[]) > 0
+                    AND j.worker_id IS NULL AND j.queue = l.queue
+                    AND j.priority = l.priority AND j.run_at > now()
+                    AND j.task_name = ANY(%(limited)s::text[])
+                  ORDER BY j.run_at LIMIT 1)) AS f
 
 -- ---- the demo ----
 -- pgqueue/demo.py's look at pgqueue's own tables. (Its demo_orders table stands in for the

@@ -4,6 +4,7 @@ and results tables (their database timestamps), never from one worker's view."""
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from typing import Any
 
@@ -142,6 +143,21 @@ def test_a_limited_task_is_never_handed_off(app, db, worker):
         assert holder is None
     # claimed on the NOTIFY, through claim_limited
     assert r.get(timeout=30) == 0.0
+
+
+def test_a_limited_task_with_a_countdown_starts_when_due_not_at_the_next_poll(
+    app, db, worker, monkeypatch
+):
+    # a poll a minute apart: only the job's own due time can wake the worker in time
+    monkeypatch.setenv("PGQUEUE_TEST_CONF", json.dumps({"worker_poll_interval": 60}))
+    worker("-c", "2", "--pool", "threads")
+    (sent_at,) = db.execute("SELECT now()").fetchone()
+    r = taskapp.two_at_a_time.apply_async((0.0,), countdown=1.5)
+    assert r.get(timeout=30) == 0.0
+    (started,) = db.execute(
+        "SELECT date_started FROM pgqueue.results WHERE task_id = %s", (r.id,)
+    ).fetchone()
+    assert 1.5 <= (started - sent_at).total_seconds() < 15
 
 
 def test_bad_limits_are_refused_when_the_task_is_declared():
