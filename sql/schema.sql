@@ -653,7 +653,6 @@ $$;
 
 CREATE FUNCTION pgqueue.uuid_or_null(value text) RETURNS uuid
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $_$
     SELECT CASE WHEN value ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
                 THEN value::uuid END
@@ -664,9 +663,11 @@ $_$;
 --
 
 CREATE FUNCTION pgqueue.workflow_followers(flow jsonb) RETURNS TABLE(task_id uuid, task_name text, chord uuid, errback boolean)
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    LANGUAGE plpgsql IMMUTABLE ROWS 4 PARALLEL SAFE
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
+BEGIN
+    RETURN QUERY
     WITH RECURSIVE follower (doc, errback) AS (
         SELECT d, e.errback
           FROM (VALUES (false, coalesce(flow -> 'link', '[]') || coalesce(flow -> 'chain', '[]')),
@@ -688,7 +689,8 @@ CREATE FUNCTION pgqueue.workflow_followers(flow jsonb) RETURNS TABLE(task_id uui
     SELECT pgqueue.uuid_or_null(f.doc ->> 'id'), f.doc ->> 'task_name',
            pgqueue.uuid_or_null(f.doc -> 'options' -> 'workflow' ->> 'chord'), f.errback
       FROM follower AS f
-     WHERE pgqueue.uuid_or_null(f.doc ->> 'id') IS NOT NULL
+     WHERE pgqueue.uuid_or_null(f.doc ->> 'id') IS NOT NULL;
+END
 $$;
 
 --
@@ -697,7 +699,6 @@ $$;
 
 CREATE FUNCTION pgqueue.workflow_never_ran(state text, exc_type text, exc_message text) RETURNS boolean
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
     SELECT state = 'REVOKED' AND exc_type = 'pgqueue.exceptions.TaskRevokedError'
            AND starts_with(exc_message, 'not run: the chain stopped at ')
@@ -727,38 +728,56 @@ $$;
 --
 
 CREATE FUNCTION pgqueue.workflow_retry_refusal(state text, exc_type text, exc_message text, flow jsonb) RETURNS text
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-    SELECT coalesce(CASE
-        -- Run now, it would run out of order, without the result of the step before it,
-        -- and again when that step is retried and succeeds.
-        WHEN pgqueue.workflow_never_ran(state, exc_type, exc_message) THEN
-            format('never ran (%s): retry the step that stopped the chain, which then goes on',
-                   exc_message)
-        WHEN flow IS NULL OR jsonb_typeof(flow) <> 'object' THEN NULL
-        -- Its chord has failed and its callback ended ChordError; a member's new success
-        -- would count for nothing.
-        WHEN flow ? 'chord' THEN
-            format('is a member of chord %s, which failed (its callback ended ChordError): '
-                   'a chord''s member cannot be retried alone, send the chord again',
-                   flow ->> 'chord')
-        WHEN exc_type = 'pgqueue.exceptions.ChordError' THEN
-            'is the callback of a chord that failed before it ran (ChordError): it has no '
-            'arguments to run with, send the chord again'
-        ELSE (SELECT format('is followed by chord %s, which its failure failed: '
-                            'send the workflow again', f.chord)
-                FROM pgqueue.workflow_followers(flow) AS f
-               WHERE NOT f.errback AND f.chord IS NOT NULL
-               LIMIT 1)
-    END,
+DECLARE
+    blocker record;
+BEGIN
+    -- Run now, it would run out of order, without the result of the step before it, and
+    -- again when that step is retried and succeeds.
+    IF pgqueue.workflow_never_ran(state, exc_type, exc_message) THEN
+        RETURN format('never ran (%s): retry the step that stopped the chain, which then '
+                      'goes on', exc_message);
+    END IF;
+    IF flow IS NULL OR jsonb_typeof(flow) <> 'object' THEN
+        RETURN NULL;
+    END IF;
+    -- Its chord has failed and its callback ended ChordError: a member's new success would
+    -- count for nothing.
+    IF pgqueue.uuid_or_null(flow ->> 'chord') IS NOT NULL THEN
+        RETURN format('is a member of chord %s, which failed (its callback ended ChordError): '
+                      'a chord''s member cannot be retried alone, send the chord again',
+                      flow ->> 'chord');
+    END IF;
+    IF exc_type = 'pgqueue.exceptions.ChordError' THEN
+        RETURN 'is the callback of a chord that failed before it ran (ChordError): it has '
+               'no arguments to run with, send the chord again';
+    END IF;
+    -- A chord after it, which its failure failed (as above).
+    SELECT f.chord INTO blocker
+      FROM pgqueue.workflow_followers(flow) AS f
+     WHERE NOT f.errback AND f.chord IS NOT NULL
+     LIMIT 1;
+    IF FOUND THEN
+        RETURN format('is followed by chord %s, which its failure failed: send the workflow '
+                      'again', blocker.chord);
+    END IF;
     -- A new failure enqueues its link_error again only once the first run of it has ended.
-    (SELECT format('its link_error %s[%s] has not finished: retry once it has',
-                   f.task_name, f.task_id)
-       FROM pgqueue.workflow_followers(flow) AS f
-       JOIN pgqueue.jobs AS j ON j.id = f.task_id
-      WHERE f.errback
-      LIMIT 1))
+    -- One id at a time: a lookup of the primary key, whatever the plan kept for the
+    -- session thinks of the size of pgqueue.jobs (a bulk retry fills it as it goes).
+    FOR blocker IN
+        SELECT f.task_id, f.task_name FROM pgqueue.workflow_followers(flow) AS f
+         WHERE f.errback
+    LOOP
+        PERFORM FROM pgqueue.jobs AS j WHERE j.id = blocker.task_id;
+        IF FOUND THEN
+            RETURN format('its link_error %s[%s] has not finished: retry once it has',
+                          blocker.task_name, blocker.task_id);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
 $$;
 
 --

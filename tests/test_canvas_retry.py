@@ -226,3 +226,24 @@ def test_a_step_followed_by_a_chord_is_refused(app: Any, db: Any, dsn: str, work
     assert f"not retried {failed.id}: is followed by chord {last.parent.id}" in result.stderr
     assert failed.state == states.FAILURE
     assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (0,)
+
+
+def test_a_document_no_producer_writes_does_not_stop_a_retry(db: Any) -> None:
+    # results.workflow comes from job options, which any producer can write
+    odd = [
+        '"text"',
+        '{"chain": {"a": 1}, "link": 5}',
+        '{"chain": [{"id": "not-a-uuid"}, {"options": 3}, null, 7]}',
+        '{"link_error": [{"id": "also-not"}], "chord": null}',
+    ]
+    ids = []
+    for flow in odd:
+        row = db.execute(
+            "INSERT INTO pgqueue.results (task_id, task_name, queue, state, args, kwargs,"
+            " date_done, workflow) VALUES (gen_random_uuid(), 't', 'q', 'FAILURE', '[1]',"
+            " '{}', now(), %s::jsonb) RETURNING task_id::text",
+            (flow,),
+        ).fetchone()
+        ids.append(row[0])
+    assert sorted(ops.retry_ids(db, ids).done) == sorted(ids)
+    assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (len(odd),)
