@@ -4,17 +4,21 @@ why. Real workers and a real Postgres, as tests/test_canvas.py."""
 
 from __future__ import annotations
 
+import html
+import uuid
 from typing import Any
 
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
+from psycopg.types.json import Jsonb
 
 from pgqueue import AsyncResult, chain, chord, group, ops, states
 from pgqueue.cli import main as cli_main
 from pgqueue.exceptions import ChordError, TaskRevokedError
 from tests import taskapp
 from tests.conftest import wait_for
+from tests.test_dashboard import TOKEN, _confirm, client
 
 
 def cli(dsn: str, *args: str) -> Result:
@@ -247,3 +251,30 @@ def test_a_document_no_producer_writes_does_not_stop_a_retry(db: Any) -> None:
         ids.append(row[0])
     assert sorted(ops.retry_ids(db, ids).done) == sorted(ids)
     assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (len(odd),)
+
+
+def test_the_dashboard_retries_a_chain_step_by_the_same_path(app: Any, db: Any) -> None:
+    step, after = str(uuid.uuid4()), str(uuid.uuid4())
+    flow = {"chain": [{"id": after, "task_name": "tests.taskapp.add", "args": [1]}]}
+    # a failed step: the results trigger marks the step after it not run
+    db.execute(
+        "INSERT INTO pgqueue.results (task_id, task_name, queue, state, args, kwargs,"
+        " date_done, workflow) VALUES (%s, 'tests.taskapp.add', 'default', 'FAILURE',"
+        " '[1]', '{}', now(), %s)",
+        (step, Jsonb(flow)),
+    )
+    c = client(app, allow_actions=True, token=TOKEN)
+
+    def retry(target: str) -> str:
+        form = {**_confirm(c, "retry", target), "token": TOKEN}
+        done = c.post("/actions/retry", data=form, headers={"Origin": "http://dash.test"})
+        assert done.status_code == 200, done.text
+        return html.unescape(done.text)
+
+    assert f"job {after} not retried: never ran (not run: the chain stopped at" in retry(after)
+    assert stored(db, step, after) == {step: states.FAILURE, after: states.REVOKED}
+    assert f"job {step} queued again" in retry(step)
+    assert stored(db, step, after) == {}
+    assert db.execute(
+        "SELECT options -> 'workflow' FROM pgqueue.jobs WHERE id = %s", (step,)
+    ).fetchone() == (flow,)

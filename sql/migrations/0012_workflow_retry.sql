@@ -11,17 +11,16 @@
 -- operator's own rights (DELETE on results, INSERT on jobs), and a role that cannot
 -- requeue a job cannot do so through them.
 
--- A document's id, or NULL when it is not a uuid (see above: bad documents are passed over).
+-- A document's id, or NULL when it is not a uuid (see below: bad documents are passed
+-- over). This and workflow_never_ran pin no search_path, so that the planner inlines them
+-- into the statement that calls them: they run with the caller's rights, name nothing of
+-- the schema, and pg_catalog, where what they use lives, is searched first whatever the
+-- caller's search_path.
 CREATE FUNCTION pgqueue.uuid_or_null(value text) RETURNS uuid
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN value ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
                 THEN value::uuid END
 $$;
-
--- (These SQL functions pin no search_path, so that the planner inlines them into the
--- statement that calls them: they run with the caller's rights, name every object of the
--- schema in full, and pg_catalog, where the functions and operators they use live, is
--- searched first whatever the caller's search_path.)
 
 -- Every job that follows the end of a job whose workflow is ``flow`` (its results.workflow
 -- or options -> 'workflow'), at any depth: what its success enqueues (link and chain, then
