@@ -352,7 +352,14 @@ def retry_results(
     """Requeue the results ``plan`` counted, ``batch_size`` per statement; returns how many.
 
     Each becomes a queued job under its own id, with its task, queue and arguments, at
-    priority 0 with the task's own limits and retry policy, and a fresh retry budget."""
+    priority 0 with the task's own limits and retry policy, and a fresh retry budget.
+
+    A workflow's job keeps its workflow: the REVOKED "not run" rows its failure wrote for
+    the steps after it, and the results of its link_error targets, go in the same
+    transaction, so that its success carries the chain on with its result and a new failure
+    stops the chain again and runs its link_error again. Results whose retry could not
+    carry their workflow on exactly once (see :func:`retry_ids`) are not taken, nor
+    counted by :func:`plan_retry`."""
     total = 0
     with translate_errors():
         for state in plan.selection.states:
@@ -389,7 +396,11 @@ def retry_ids(
     retry_states: Sequence[str] = (states.FAILURE,),
 ) -> Report:
     """Requeue the results of these ids that are in ``retry_states`` (FAILURE, and REVOKED
-    when asked); the others are reported as skipped, with why."""
+    when asked); the others are reported as skipped, with why.
+
+    A step of a chain resumes the chain: see :func:`retry_results`. A chord's member, a
+    chord's callback that failed before it ran, a step followed by a chord, and a step
+    that never ran (REVOKED "not run") are refused, with why."""
     selection = ResultFilter(states=tuple(retry_states))
     ids = list(dict.fromkeys(str(i) for i in ids))
     report = Report()
@@ -404,6 +415,11 @@ def retry_ids(
             }
             rows = conn.execute(queries.get("ops_retry_results"), params).fetchall()
             report.done += [str(r[0]) for r in rows]
+        rest = [i for i in ids if i not in set(report.done)]
+        refused = conn.execute(queries.get("ops_retry_refusals"), {"ids": rest}).fetchall()
+    # a workflow's job whose retry would not carry its workflow on exactly once says why,
+    # whatever its state (a step that never ran stays refused with --revoked too)
+    report.skipped.update({str(r[0]): r[1] for r in refused})
     _explain_skipped(conn, ids, report, lambda state: _why_not_retried(state, retry_states))
     return report
 
@@ -415,6 +431,9 @@ def _why_not_retried(state: str, retry_states: Sequence[str]) -> str:
         return "is REVOKED: pass --revoked to retry revoked jobs"
     if state in RETRYABLE_STATES and state not in retry_states:
         return f"is {state}"
+    if state in retry_states:
+        # skipped by SKIP LOCKED: another retry of it has not committed yet
+        return f"is {state}, and being retried by another session"
     return f"is {state}: only {' and '.join(RETRYABLE_STATES)} jobs can be retried"
 
 
@@ -439,7 +458,7 @@ def _why_not_revoked(state: str) -> str:
 def _explain_skipped(
     conn: psycopg.Connection[Any], ids: Sequence[str], report: Report, why: Callable[[str], str]
 ) -> None:
-    rest = [i for i in ids if i not in set(report.done)]
+    rest = [i for i in ids if i not in set(report.done) and i not in report.skipped]
     found = job_states(conn, rest) if rest else {}
     for i in rest:
         report.skipped[i] = why(found[i]) if i in found else "no such job"

@@ -931,6 +931,18 @@ SELECT count(*)
    AND (%(queue)s::text IS NULL OR r.queue = %(queue)s::text)
    AND (%(task)s::text IS NULL OR r.task_name = %(task)s::text)
    AND (%(since)s::timestamptz IS NULL OR r.date_done >= %(since)s::timestamptz)
+   AND (r.workflow IS NULL AND r.state <> 'REVOKED'
+        OR pgqueue.workflow_retry_refusal(r.state, r.exc_type, r.exc_message, r.workflow)
+           IS NULL)
+
+-- name: ops_retry_refusals
+-- Why each of these stored results, a workflow's job, cannot be retried (see
+-- 0012_workflow_retry.sql); those that can are not listed.
+SELECT r.task_id, pgqueue.workflow_retry_refusal(r.state, r.exc_type, r.exc_message, r.workflow)
+  FROM pgqueue.results AS r
+ WHERE r.task_id = ANY(%(ids)s::uuid[])
+   AND pgqueue.workflow_retry_refusal(r.state, r.exc_type, r.exc_message, r.workflow)
+       IS NOT NULL
 
 -- name: ops_retry_results
 -- One batch: results of the given state become queued jobs again under the same id (so
@@ -938,6 +950,13 @@ SELECT count(*)
 -- job inserted together. Priority, limits and per-call options of the first call are not
 -- kept by results: the new job has priority 0, the task's own limits and a fresh retry
 -- budget. An id that has a live job again (re-sent with the same task_id) is left alone.
+-- A workflow's job keeps its workflow, and what its end wrote in its wake goes in the same
+-- statement (see 0012_workflow_retry.sql): the REVOKED "not run" rows of the jobs that
+-- follow it, so that its success enqueues them as a first success would have, and its
+-- link_error targets' results, so that a new failure runs them again. A job whose retry
+-- would not carry its workflow on exactly once is not taken (ops_retry_refusals says why).
+-- Two retries of one id at once: the second skips the row the first locked, or finds the
+-- job the first committed.
 WITH picked AS (
     SELECT r.task_id
       FROM pgqueue.results AS r
@@ -948,6 +967,11 @@ WITH picked AS (
        AND (%(since)s::timestamptz IS NULL OR r.date_done >= %(since)s::timestamptz)
        AND r.date_done <= %(until)s::timestamptz
        AND NOT EXISTS (SELECT 1 FROM pgqueue.jobs AS j WHERE j.id = r.task_id)
+       -- a plain job's failure needs no look (a step that never ran may have no workflow
+       -- of its own, but is REVOKED)
+       AND (r.workflow IS NULL AND r.state <> 'REVOKED'
+            OR pgqueue.workflow_retry_refusal(r.state, r.exc_type, r.exc_message, r.workflow)
+               IS NULL)
      ORDER BY r.date_done
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED
@@ -955,10 +979,19 @@ WITH picked AS (
     DELETE FROM pgqueue.results AS r
      USING picked AS p
      WHERE r.task_id = p.task_id
-    RETURNING r.task_id, r.task_name, r.queue, r.args, r.kwargs
+    RETURNING r.task_id, r.task_name, r.queue, r.args, r.kwargs, r.workflow
+), undone AS (
+    DELETE FROM pgqueue.results AS r
+     USING gone AS g, pgqueue.workflow_followers(g.workflow) AS f
+     WHERE g.workflow IS NOT NULL
+       AND r.task_id = f.task_id
+       AND (f.errback OR pgqueue.workflow_never_ran(r.state, r.exc_type, r.exc_message))
 )
-INSERT INTO pgqueue.jobs (id, task_name, queue, args, kwargs)
-SELECT g.task_id, g.task_name, g.queue, coalesce(g.args, '[]'), coalesce(g.kwargs, '{}')
+INSERT INTO pgqueue.jobs (id, task_name, queue, args, kwargs, options)
+SELECT g.task_id, g.task_name, g.queue, coalesce(g.args, '[]'), coalesce(g.kwargs, '{}'),
+       -- as plan.document writes a workflow's job: its result is always stored
+       CASE WHEN g.workflow IS NULL THEN '{}'
+            ELSE jsonb_build_object('workflow', g.workflow, 'ignore_result', false) END
   FROM gone AS g
 RETURNING id
 

@@ -236,7 +236,13 @@ BEGIN
                 ('operator', 'EXECUTE', 'FUNCTION pgqueue.enqueue_unique'),
                 -- when each maintenance service last ran, who ran it, its last error;
                 -- read only: a row lock (FOR UPDATE, FOR SHARE) needs UPDATE
-                ('operator', 'SELECT', 'TABLE pgqueue.maintenance')
+                ('operator', 'SELECT', 'TABLE pgqueue.maintenance'),
+                -- retry of a workflow's step: read-only helpers of the retry statement,
+                -- which deletes and inserts with the operator's own rights (0012)
+                ('operator', 'EXECUTE', 'FUNCTION pgqueue.workflow_retry_refusal'),
+                ('operator', 'EXECUTE', 'FUNCTION pgqueue.workflow_followers'),
+                ('operator', 'EXECUTE', 'FUNCTION pgqueue.workflow_never_ran'),
+                ('operator', 'EXECUTE', 'FUNCTION pgqueue.uuid_or_null')
               ) AS g(kind, privileges, object)
              WHERE g.kind = member.kind
                AND CASE split_part(g.object, ' ', 1)

@@ -648,6 +648,63 @@ CREATE FUNCTION pgqueue.set_queue_limits(name text, concurrency_limit integer, r
 $$;
 
 --
+-- Name: uuid_or_null(text); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.uuid_or_null(value text) RETURNS uuid
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $_$
+    SELECT CASE WHEN value ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
+                THEN value::uuid END
+$_$;
+
+--
+-- Name: workflow_followers(jsonb); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.workflow_followers(flow jsonb) RETURNS TABLE(task_id uuid, task_name text, chord uuid, errback boolean)
+    LANGUAGE plpgsql IMMUTABLE ROWS 4 PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    RETURN QUERY
+    WITH RECURSIVE follower (doc, errback) AS (
+        SELECT d, e.errback
+          FROM (VALUES (false, coalesce(flow -> 'link', '[]') || coalesce(flow -> 'chain', '[]')),
+                       (true, coalesce(flow -> 'link_error', '[]'))) AS e (errback, docs),
+               jsonb_array_elements(CASE WHEN jsonb_typeof(e.docs) = 'array' THEN e.docs
+                                         ELSE '[]' END) AS d
+         WHERE jsonb_typeof(flow) = 'object'
+        UNION ALL
+        SELECT d, f.errback
+          FROM follower AS f,
+               LATERAL (SELECT f.doc -> 'options' -> 'workflow' AS w) AS o,
+               LATERAL (SELECT coalesce(o.w -> 'link', '[]') || coalesce(o.w -> 'chain', '[]')
+                               || CASE WHEN f.errback THEN coalesce(o.w -> 'link_error', '[]')
+                                       ELSE '[]' END AS docs) AS n,
+               jsonb_array_elements(CASE WHEN jsonb_typeof(n.docs) = 'array' THEN n.docs
+                                         ELSE '[]' END) AS d
+         WHERE jsonb_typeof(o.w) = 'object'
+    )
+    SELECT pgqueue.uuid_or_null(f.doc ->> 'id'), f.doc ->> 'task_name',
+           pgqueue.uuid_or_null(f.doc -> 'options' -> 'workflow' ->> 'chord'), f.errback
+      FROM follower AS f
+     WHERE pgqueue.uuid_or_null(f.doc ->> 'id') IS NOT NULL;
+END
+$$;
+
+--
+-- Name: workflow_never_ran(text, text, text); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.workflow_never_ran(state text, exc_type text, exc_message text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT state = 'REVOKED' AND exc_type = 'pgqueue.exceptions.TaskRevokedError'
+           AND starts_with(exc_message, 'not run: the chain stopped at ')
+$$;
+
+--
 -- Name: workflow_not_run(jsonb, text, timestamp with time zone); Type: FUNCTION; Schema: pgqueue; Owner: -
 --
 
@@ -664,6 +721,63 @@ CREATE FUNCTION pgqueue.workflow_not_run(docs jsonb, why text, keep_until timest
       FROM jsonb_array_elements(coalesce(workflow_not_run.docs, '[]')) AS d
      WHERE NOT EXISTS (SELECT 1 FROM pgqueue.jobs AS j WHERE j.id = (d ->> 'id')::uuid)
     ON CONFLICT (task_id) DO NOTHING
+$$;
+
+--
+-- Name: workflow_retry_refusal(text, text, text, jsonb); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.workflow_retry_refusal(state text, exc_type text, exc_message text, flow jsonb) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    blocker record;
+BEGIN
+    -- Run now, it would run out of order, without the result of the step before it, and
+    -- again when that step is retried and succeeds.
+    IF pgqueue.workflow_never_ran(state, exc_type, exc_message) THEN
+        RETURN format('never ran (%s): retry the step that stopped the chain, which then '
+                      'goes on', exc_message);
+    END IF;
+    IF flow IS NULL OR jsonb_typeof(flow) <> 'object' THEN
+        RETURN NULL;
+    END IF;
+    -- Its chord has failed and its callback ended ChordError: a member's new success would
+    -- count for nothing.
+    IF pgqueue.uuid_or_null(flow ->> 'chord') IS NOT NULL THEN
+        RETURN format('is a member of chord %s, which failed (its callback ended ChordError): '
+                      'a chord''s member cannot be retried alone, send the chord again',
+                      flow ->> 'chord');
+    END IF;
+    IF exc_type = 'pgqueue.exceptions.ChordError' THEN
+        RETURN 'is the callback of a chord that failed before it ran (ChordError): it has '
+               'no arguments to run with, send the chord again';
+    END IF;
+    -- A chord after it, which its failure failed (as above).
+    SELECT f.chord INTO blocker
+      FROM pgqueue.workflow_followers(flow) AS f
+     WHERE NOT f.errback AND f.chord IS NOT NULL
+     LIMIT 1;
+    IF FOUND THEN
+        RETURN format('is followed by chord %s, which its failure failed: send the workflow '
+                      'again', blocker.chord);
+    END IF;
+    -- A new failure enqueues its link_error again only once the first run of it has ended.
+    -- One id at a time: a lookup of the primary key, whatever the plan kept for the
+    -- session thinks of the size of pgqueue.jobs (a bulk retry fills it as it goes).
+    FOR blocker IN
+        SELECT f.task_id, f.task_name FROM pgqueue.workflow_followers(flow) AS f
+         WHERE f.errback
+    LOOP
+        PERFORM FROM pgqueue.jobs AS j WHERE j.id = blocker.task_id;
+        IF FOUND THEN
+            RETURN format('its link_error %s[%s] has not finished: retry once it has',
+                          blocker.task_name, blocker.task_id);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
 $$;
 
 --

@@ -470,6 +470,15 @@ def errback(*args: Any) -> list[Any]:
     return list(args)
 
 
+@app.task(name="tests.gate")
+def gate(x: int, tag: str) -> int:
+    """A chain step that fails until the test opens its gate (a row ``open:<tag>``)."""
+    record(tag)
+    if not attempts(f"open:{tag}"):
+        raise ValueError(f"gate {tag} is closed")
+    return x * 10
+
+
 @app.task(name="tests.slow_add", acks_late=True)
 def slow_add(x: int, y: int, seconds: float) -> int:
     time.sleep(seconds)

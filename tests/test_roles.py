@@ -24,8 +24,9 @@ import pytest
 from click.testing import CliRunner, Result
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.types.json import Jsonb
 
-from pgqueue import GroupResult, chain, chord, migrate, queries, roles, states
+from pgqueue import GroupResult, chain, chord, migrate, ops, queries, roles, states
 from pgqueue.cli import main as cli_main
 from tests import taskapp
 from tests.conftest import WorkerProcess, dsn_of, wait_for
@@ -415,6 +416,30 @@ def test_operator_runs_the_command_line(logins, db, app):
     sent = re.fullmatch(r"sent tick as job (\S+)\n", outputs[4])
     assert sent, outputs[4]
     assert app.AsyncResult(sent.group(1)).get(timeout=30) == 3
+
+
+def test_only_an_operator_requeues_a_chain_step_and_its_not_run_rows_go_with_it(logins, db):
+    step, after = str(uuid.uuid4()), str(uuid.uuid4())
+    flow = {"chain": [{"id": after, "task_name": "tests.taskapp.add", "args": [1]}]}
+    # a failed step: the results trigger marks the step after it not run
+    db.execute(
+        "INSERT INTO pgqueue.results (task_id, task_name, queue, state, args, kwargs,"
+        " date_done, workflow) VALUES (%s, 'tests.taskapp.add', 'default', 'FAILURE',"
+        " '[1]', '{}', now(), %s)",
+        (step, Jsonb(flow)),
+    )
+    states_of = "SELECT task_id::text, state FROM pgqueue.results ORDER BY state"
+    before = db.execute(states_of).fetchall()
+    assert before == [(step, states.FAILURE), (after, states.REVOKED)]
+    with logins.connect("producer") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        ops.retry_ids(conn, [step])
+    assert db.execute(states_of).fetchall() == before
+    with logins.connect("operator") as conn:
+        assert ops.retry_ids(conn, [step]).done == [step]
+    assert db.execute(states_of).fetchall() == []
+    assert db.execute(
+        "SELECT options -> 'workflow' FROM pgqueue.jobs WHERE id = %s", (step,)
+    ).fetchone() == (flow,)
 
 
 def test_operator_cannot_change_the_schema_nor_read_slots(logins, db):

@@ -159,7 +159,9 @@ def retry(
 
     Only FAILURE results (and REVOKED ones with --revoked) can be retried: they keep their
     arguments. Each becomes a queued job under the same id, so AsyncResult(id) follows the
-    new run, at priority 0 with the task's own limits and a fresh retry budget.
+    new run, at priority 0 with the task's own limits and a fresh retry budget. A chain's
+    failed step resumes its chain (its errback runs again if it fails again); a chord's
+    member and a step that never ran are refused, with why.
     Bulk retries run in batches of 5,000, showing progress. Exit 3 when a given id could
     not be retried (the reason is on stderr).
     """

@@ -1,0 +1,18 @@
+"""pgqueue's SQL migration 0012 (retrying a workflow's step carries its workflow on), for
+``manage.py migrate``: as 0001, every pgqueue migration not yet applied."""
+
+from __future__ import annotations
+
+from django.db import migrations
+
+from ..schema import apply_schema
+
+# The pgqueue SQL migration this Django migration brings the schema to.
+SQL_VERSION = 12
+
+
+class Migration(migrations.Migration):
+    # pgqueue's migration commits on its own connection, under its own lock.
+    atomic = False
+    dependencies = [("pgqueue", "0006_maintenance_election")]
+    operations = [migrations.RunPython(apply_schema, migrations.RunPython.noop, elidable=False)]
