@@ -2,7 +2,8 @@
 session advisory lock that says it is alive, the heartbeat, and riding out an outage.
 
 Three connections: ``conn`` claims jobs, marks them STARTED and holds the liveness lock
-(Postgres drops the lock the moment the connection dies); ``writer`` writes outcomes, in the
+(Postgres drops the lock the moment the connection dies; it counts only while held by this
+connection's server process, recorded as workers.lock_pid); ``writer`` writes outcomes, in the
 same round trip as the claim but on a second server process, so that the two statements run
 side by side; ``listener`` only LISTENs, so a notification can wake the loop while it sleeps.
 A small heartbeat thread keeps ``workers.heartbeat_at`` fresh even while a solo task runs.
