@@ -5,8 +5,8 @@ An advisory lock carries no privilege: any role that can connect may take any ke
 it for ever. So none may decide anything another role could stall by holding it: the
 maintenance services are elected through pgqueue.maintenance (migration 0011), the claims
 of a limited task serialized and the shared stats sample refreshed under row locks only the
-worker role can take (migration 0012), and a worker's liveness lock counts only when held by
-its own claiming backend (workers.lock_pid, migration 0012)."""
+worker role can take (migration 0013), and a worker's liveness lock counts only when held by
+its own claiming backend (workers.lock_pid, migration 0013)."""
 
 # Held by whoever migrates the schema or rewrites the roles' grants (pgqueue migrate,
 # pgqueue roles --apply): concurrent GRANTs on one object fail. Another role holding it
@@ -21,7 +21,7 @@ WORKER_LOCK_CLASS = 0x70677175
 
 # Retired, not to be reused (an older pgqueue may still take them):
 # - 0x70677175_0002: the maintenance services' single key, once;
-# - 0x70677175_0004: the shared queue_stats sample's refresh, until migration 0012;
+# - 0x70677175_0004: the shared queue_stats sample's refresh, until migration 0013;
 # - 0x70677175_0010 to 0x70677175_0014: each maintenance service's key, until migration 0011;
 # - 0x70677176 (first key; the second hashtext of 'task:' || task or 'queue:' || queue): the
-#   claims of one limited task or queue (pgqueue.claim_limited), until migration 0012.
+#   claims of one limited task or queue (pgqueue.claim_limited), until migration 0013.

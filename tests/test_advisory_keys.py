@@ -1,6 +1,6 @@
-"""No advisory lock another role could hold stalls pgqueue (migration 0012). Any role that
+"""No advisory lock another role could hold stalls pgqueue (migration 0013). Any role that
 can connect may take any advisory key and keep it: a producer (or a role with no grant at
-all) holding the keys pgqueue took before 0012 neither stalls the claims of a limited task,
+all) holding the keys pgqueue took before 0013 neither stalls the claims of a limited task,
 nor keeps a dead worker "alive", nor keeps a worker from registering, nor keeps the shared
 stats sample stale; and what replaced those keys (row locks, the worker's own backend) is
 out of its reach."""
@@ -26,7 +26,7 @@ from tests.conftest import wait_for
 from tests.test_controls_limits import max_overlap, runs
 from tests.test_roles import Logins, as_user, drop_roles, make_logins
 
-# The advisory keys of before 0012: the claims of a limited task or queue (class, then
+# The advisory keys of before 0013: the claims of a limited task or queue (class, then
 # hashtext of the cell), and the refresh of the shared stats sample.
 LIMIT_CLASS = 0x70677176
 SAMPLE_KEY = 0x70677175_0004

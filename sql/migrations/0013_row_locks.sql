@@ -1,4 +1,4 @@
--- pgqueue schema, version 12: no advisory lock left that another role could hold to stall
+-- pgqueue schema, version 13: no advisory lock left that another role could hold to stall
 -- pgqueue. Any role that can connect may take any advisory lock and keep it for ever
 -- (0011 moved the maintenance election off them for that reason); the three that were left
 -- become row locks, or are matched to the worker that took them:
