@@ -2,7 +2,8 @@
 session advisory lock that says it is alive, the heartbeat, and riding out an outage.
 
 Three connections: ``conn`` claims jobs, marks them STARTED and holds the liveness lock
-(Postgres drops the lock the moment the connection dies); ``writer`` writes outcomes, in the
+(Postgres drops the lock the moment the connection dies; it counts only while held by this
+connection's server process, recorded as workers.lock_pid); ``writer`` writes outcomes, in the
 same round trip as the claim but on a second server process, so that the two statements run
 side by side; ``listener`` only LISTENs, so a notification can wake the loop while it sleeps.
 A small heartbeat thread keeps ``workers.heartbeat_at`` fresh even while a solo task runs.
@@ -163,7 +164,7 @@ class Lease:
                         },
                     )
                 )
-                _take_lock(conn, lock_key)
+                _take_lock(conn, r.id, lock_key)
             on_connected(conn, listener, reconnecting)
 
     def close(self) -> None:
@@ -228,19 +229,27 @@ class Lease:
             return True
 
 
-def _take_lock(conn: psycopg.Connection[Any], lock_key: int) -> None:
+def _take_lock(conn: psycopg.Connection[Any], worker_id: str, lock_key: int) -> None:
+    """Take the worker's liveness lock on its key, or on a fresh key while the one it has
+    is held by another session. Any role may take any advisory key, and keys are handed out
+    in order, so a foreign session may be holding ours, or the next ones; our own previous
+    session, ended but not gone yet, may hold it too. The rescue counts the lock only when
+    our claiming backend holds it (workers.lock_pid), whoever holds an old key."""
+    params = {"id": worker_id, "lock_class": WORKER_LOCK_CLASS}
+    (got,) = queries.one(conn.execute(queries.get("lock_worker"), {**params, "lock_key": lock_key}))
+    # A few thousand keys at most can be held at once (the server's lock table): as many
+    # round trips, well under the deadline.
     deadline = time.monotonic() + 10
-    while True:
-        (got,) = queries.one(
-            conn.execute(
-                queries.get("lock_worker"), {"lock_class": WORKER_LOCK_CLASS, "lock_key": lock_key}
-            )
-        )
-        if got:
-            return
+    while not got:
         if time.monotonic() > deadline:
-            raise DatabaseUnavailable("could not take the worker's liveness lock")
-        time.sleep(0.1)
+            raise DatabaseUnavailable(
+                "could not take the worker's liveness lock: every key tried for 10 s was "
+                "held by another session (see pg_locks, locktype 'advisory', classid "
+                f"{WORKER_LOCK_CLASS})"
+            )
+        (lock_key, got) = queries.one(conn.execute(queries.get("relock_worker"), params))
+        if not got:
+            log.debug("liveness key %s is held by another session; drawing another", lock_key)
 
 
 class Heartbeat(threading.Thread):

@@ -289,15 +289,27 @@ SELECT q.queue, q.n, pg_notify('pgqueue_jobs', q.queue)
 -- Also used on reconnection: the same worker id comes back with its jobs, if nobody
 -- rescued them meanwhile.
 -- A worker back within its reconnect grace finds its row and jobs as it left them.
+-- Run on the claiming connection: its server process is the one whose liveness lock counts
+-- (lock_pid), a reconnection's new one from now on.
 INSERT INTO pgqueue.workers (id, name, hostname, pid, queues, tasks, pool, concurrency,
-                             reconnect_grace)
+                             reconnect_grace, lock_pid)
 VALUES (%(id)s, %(name)s, %(hostname)s, %(pid)s, %(queues)s, %(tasks)s, %(pool)s,
-        %(concurrency)s, %(reconnect_grace)s)
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), lock_missing_since = NULL
+        %(concurrency)s, %(reconnect_grace)s, pg_backend_pid())
+ON CONFLICT (id) DO UPDATE
+   SET heartbeat_at = now(), lock_missing_since = NULL, lock_pid = pg_backend_pid()
 RETURNING lock_key
 
 -- name: lock_worker
 SELECT pg_try_advisory_lock(%(lock_class)s, %(lock_key)s)
+
+-- name: relock_worker
+-- The worker's key is held by another session (any role may take any advisory key, and
+-- the keys are handed out in order; or our own previous session, ended but not gone yet):
+-- a fresh key from the identity, and the lock tried on it, in one round trip.
+UPDATE pgqueue.workers
+   SET lock_key = DEFAULT
+ WHERE id = %(id)s
+RETURNING lock_key, pg_try_advisory_lock(%(lock_class)s, lock_key)
 
 -- name: set_synchronous_commit
 SELECT set_config('synchronous_commit', %(value)s, false)
@@ -490,8 +502,8 @@ UPDATE pgqueue.maintenance AS m
 
 -- name: rescue_jobs
 -- Workers are lost when their heartbeat is older than the lease, or when their session
--- advisory lock (held by their claiming connection) has been gone for longer than their
--- reconnect grace: a worker whose backends were terminated, or whose network blipped,
+-- advisory lock, held by their claiming connection (workers.lock_pid), has been gone for
+-- longer than their reconnect grace: a worker whose backends were terminated, or whose network blipped,
 -- reconnects and keeps its jobs within that time. The first rescue to find a lock gone
 -- notes when (lock_missing_since); a worker holding its lock again is cleared. Jobs of lost
 -- workers go back to the queue; a started at-most-once job (acks_late false) is not
@@ -506,6 +518,9 @@ WITH status AS (
                       AND l.classid = %(lock_class)s::bigint::oid
                       AND l.objid = w.lock_key::bigint::oid
                       AND l.objsubid = 2
+                      -- held by the worker's own claiming backend: a foreign session
+                      -- holding the key (any role may take it) keeps no one alive
+                      AND l.pid = w.lock_pid
                       AND l.granted) AS locked
       FROM pgqueue.workers AS w
 ), lost AS (

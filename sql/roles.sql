@@ -180,9 +180,13 @@ BEGIN
                 ('worker', 'SELECT, INSERT, UPDATE, DELETE', 'TABLE pgqueue.worker_channels'),
                 ('worker', 'SELECT, INSERT, UPDATE', 'TABLE pgqueue.periodic_tasks'),
                 ('worker', 'SELECT, INSERT, DELETE', 'TABLE pgqueue.queue_stats_samples'),
+                -- (refreshed under a lock on its row: only a role that may update it can
+                -- hold the refresh up)
                 ('worker', 'SELECT, INSERT, UPDATE', 'TABLE pgqueue.queue_stats_sampled'),
                 ('worker', 'SELECT', 'TABLE pgqueue.schema_migrations'),
                 ('worker', 'SELECT', 'TABLE pgqueue.queues'),
+                -- the limits' rows: each claim of a limited task or queue locks its row
+                -- (FOR UPDATE needs UPDATE), so no other role can hold those claims up
                 ('worker', 'SELECT, INSERT, UPDATE', 'TABLE pgqueue.rate_limits'),
                 ('worker', 'EXECUTE', 'FUNCTION pgqueue.claim_limited'),
                 ('worker', 'SELECT', 'TABLE pgqueue.queue_stats'),
@@ -218,6 +222,7 @@ BEGIN
                 ('operator', 'SELECT', 'TABLE pgqueue.queue_stats_sampled'),
                 ('operator', 'SELECT', 'TABLE pgqueue.schema_migrations'),
                 ('operator', 'SELECT, INSERT, UPDATE', 'TABLE pgqueue.queues'),
+                -- read only: a row lock on a limit's row would stall its claims
                 ('operator', 'SELECT', 'TABLE pgqueue.rate_limits'),
                 ('operator', 'EXECUTE', 'FUNCTION pgqueue.pause_queue'),
                 ('operator', 'EXECUTE', 'FUNCTION pgqueue.resume_queue'),

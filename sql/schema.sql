@@ -50,8 +50,19 @@ BEGIN
               FROM pgqueue.queues AS p
              WHERE p.name = ANY(open_queues)
                AND (p.concurrency_limit IS NOT NULL OR p.rate_limit IS NOT NULL)) AS c;
-    PERFORM pg_advisory_xact_lock(1885827446, hashtext(e ->> 'cell'))
-       FROM jsonb_array_elements(cells) AS e;
+    -- Each limit's row, added first if it is new (its next_at -infinity: nothing is held
+    -- back yet), then all locked, in name order. Two phases, each in name order, cannot
+    -- deadlock: a claim that added a row holds it, but any other claim needing that row
+    -- waits for it in the first phase already, before it locks anything. (ON CONFLICT DO
+    -- NOTHING does not wait for a row another claim has only locked.)
+    INSERT INTO pgqueue.rate_limits AS r (name, next_at)
+    SELECT e ->> 'cell', '-infinity' FROM jsonb_array_elements(cells) AS e
+     ORDER BY 1
+    ON CONFLICT (name) DO NOTHING;
+    PERFORM 1 FROM pgqueue.rate_limits AS r
+     WHERE r.name IN (SELECT e ->> 'cell' FROM jsonb_array_elements(cells) AS e)
+     ORDER BY r.name
+       FOR UPDATE;
     FOR lim IN
         SELECT * FROM jsonb_to_recordset(cells)
                       AS c(cell text, task text, queue text, concurrency integer,
@@ -109,7 +120,7 @@ BEGIN
              LIMIT want
         ), claimed AS (
             -- No other claim takes these rows (claim_jobs and the hand-off leave them alone,
-            -- the other limited claims wait for our lock); a revoke or purge may have:
+            -- the other limited claims wait for our row locks); a revoke or purge may have:
             -- checked again.
             UPDATE pgqueue.jobs AS j
                SET worker_id = claim_limited.worker_id, claimed_at = now(),
@@ -131,11 +142,10 @@ BEGIN
         docs := docs || batch;
         taken := taken + got;
         IF lim.rate IS NOT NULL AND got > 0 THEN
-            INSERT INTO pgqueue.rate_limits AS r (name, next_at)
-            VALUES (lim.cell, clock_timestamp() + make_interval(secs => 1 / lim.rate))
-            ON CONFLICT (name) DO UPDATE
+            UPDATE pgqueue.rate_limits AS r
                SET next_at = greatest(r.next_at, clock_timestamp())
-                             + make_interval(secs => 1 / lim.rate);
+                             + make_interval(secs => 1 / lim.rate)
+             WHERE r.name = lim.cell;
             wait := least(wait, 1 / lim.rate);
         ELSIF got < want AND lim.concurrency IS NOT NULL
               AND EXISTS (SELECT 1 FROM pgqueue.jobs AS j
@@ -599,21 +609,31 @@ DECLARE
         'SELECT EXISTS (SELECT 1 FROM pgqueue.queue_stats_sampled AS s'
         ' WHERE s.sampled_at > now() - make_interval(secs => $1))';
     is_fresh boolean;
+    elected  boolean;
 BEGIN
     EXECUTE fresh INTO is_fresh USING max_age;
-    -- 0x70677175_0004, beside the migration (…0001) and maintenance (…0002) locks
-    IF NOT is_fresh AND pg_try_advisory_xact_lock(123589587435524) THEN
-        -- Checked again under the lock: each statement here sees what committed before it,
-        -- so a refresh another caller finished meanwhile is not done twice.
-        EXECUTE fresh INTO is_fresh USING max_age;
-        IF NOT is_fresh THEN
-            DELETE FROM pgqueue.queue_stats_samples;
-            INSERT INTO pgqueue.queue_stats_samples
-            SELECT v.queue, v.ready, v.scheduled, v.retrying, v.reserved, v.running,
-                   v.failed_last_hour, v.succeeded_last_hour, v.lag, v.unregistered, v.workers
-              FROM pgqueue.queue_stats AS v;
-            INSERT INTO pgqueue.queue_stats_sampled (sampled_at) VALUES (now())
-            ON CONFLICT (only_row) DO UPDATE SET sampled_at = excluded.sampled_at;
+    IF NOT is_fresh THEN
+        PERFORM 1 FROM pgqueue.queue_stats_sampled FOR UPDATE SKIP LOCKED;
+        elected := FOUND;
+        IF NOT elected AND NOT EXISTS (SELECT 1 FROM pgqueue.queue_stats_sampled) THEN
+            -- the row was deleted (by the owner): put it back, held by this insert
+            INSERT INTO pgqueue.queue_stats_sampled (sampled_at) VALUES ('-infinity')
+            ON CONFLICT (only_row) DO NOTHING;
+            elected := FOUND;
+        END IF;
+        IF elected THEN
+            -- Checked again under the lock: each statement here sees what committed before
+            -- it, so a refresh another caller finished meanwhile is not done twice.
+            EXECUTE fresh INTO is_fresh USING max_age;
+            IF NOT is_fresh THEN
+                DELETE FROM pgqueue.queue_stats_samples;
+                INSERT INTO pgqueue.queue_stats_samples
+                SELECT v.queue, v.ready, v.scheduled, v.retrying, v.reserved, v.running,
+                       v.failed_last_hour, v.succeeded_last_hour, v.lag, v.unregistered,
+                       v.workers
+                  FROM pgqueue.queue_stats AS v;
+                UPDATE pgqueue.queue_stats_sampled SET sampled_at = now();
+            END IF;
         END IF;
     END IF;
     RETURN QUERY
@@ -1060,7 +1080,8 @@ CREATE TABLE pgqueue.workers (
     heartbeat_at timestamp with time zone DEFAULT now() NOT NULL,
     jobs_done bigint DEFAULT 0 NOT NULL,
     reconnect_grace double precision DEFAULT 0 NOT NULL,
-    lock_missing_since timestamp with time zone
+    lock_missing_since timestamp with time zone,
+    lock_pid integer DEFAULT pg_backend_pid()
 );
 
 --
@@ -1081,7 +1102,7 @@ CREATE VIEW pgqueue.worker_status AS
            FROM pg_locks l
           WHERE ((l.locktype = 'advisory'::text) AND (l.database = ( SELECT d.oid
                    FROM pg_database d
-                  WHERE (d.datname = current_database()))) AND (l.classid = (1885827445)::oid) AND (l.objid = ((w.lock_key)::bigint)::oid) AND (l.objsubid = 2) AND l.granted))) AND (w.heartbeat_at >= (now() - make_interval(secs => COALESCE((NULLIF(current_setting('pgqueue.worker_lost_timeout'::text, true), ''::text))::double precision, (20)::double precision))))) AS alive,
+                  WHERE (d.datname = current_database()))) AND (l.classid = (1885827445)::oid) AND (l.objid = ((w.lock_key)::bigint)::oid) AND (l.objsubid = 2) AND (l.pid = w.lock_pid) AND l.granted))) AND (w.heartbeat_at >= (now() - make_interval(secs => COALESCE((NULLIF(current_setting('pgqueue.worker_lost_timeout'::text, true), ''::text))::double precision, (20)::double precision))))) AS alive,
     w.jobs_done,
     ( SELECT count(*) AS count
            FROM pgqueue.jobs j
