@@ -12,7 +12,7 @@ import psycopg
 
 from . import queries, roles
 from .exceptions import SchemaMissingError, SchemaTooNewError
-from .locks import MIGRATION_LOCK
+from .locks import take_migration_lock
 from .version import __version__
 
 log = logging.getLogger("pgqueue.migrate")
@@ -76,7 +76,7 @@ def migrate(
     shipped = available() if shipped is None else shipped
     applied_now = []
     with conn.transaction():
-        conn.execute(queries.get("migrate_lock"), {"key": MIGRATION_LOCK})
+        take_migration_lock(conn)
         (has_schema,) = queries.one(conn.execute(queries.get("migrate_schema_exists")))
         if not has_schema:
             conn.execute(queries.get("migrate_create_schema"))

@@ -15,7 +15,7 @@ import psycopg.errors
 
 from . import queries
 from .exceptions import ConfigurationError
-from .locks import MIGRATION_LOCK
+from .locks import take_migration_lock
 
 FILE = "roles.sql"
 DEFAULT_PREFIX = "pgqueue"
@@ -57,7 +57,7 @@ def apply(conn: psycopg.Connection[Any], prefix: str = DEFAULT_PREFIX) -> dict[s
     try:
         with conn.transaction():
             # Migrating rewrites the grants too, and concurrent GRANTs on one object fail.
-            conn.execute(queries.get("migrate_lock"), {"key": MIGRATION_LOCK})
+            take_migration_lock(conn)
             conn.execute(queries.get("roles_set_prefix"), {"prefix": prefix})
             for part in ("create_roles", "own_schema", "grant_privileges"):
                 conn.execute(queries.get(part, FILE))

@@ -1050,8 +1050,30 @@ SELECT set_config('statement_timeout', %(ms)s::text, false)
 
 -- name: migrate_lock
 -- Held to the end of the migrating transaction: a second process waits here, then finds
--- every file recorded and applies none.
+-- every file recorded and applies none. The wait is cut every few seconds (migrate_lock_wait)
+-- to say who holds the lock, then taken up again.
 SELECT pg_advisory_xact_lock(%(key)s)
+
+-- name: migrate_lock_wait
+-- How long one wait for the migration lock lasts before it says who holds it; the setting
+-- it replaces, for migrate_lock_restore once the lock is held.
+SELECT current_setting('lock_timeout'), set_config('lock_timeout', %(timeout)s, true)
+
+-- name: migrate_lock_restore
+SELECT set_config('lock_timeout', %(setting)s, true)
+
+-- name: migrate_lock_holder
+-- Who holds the migration lock (any role may take any advisory key: a session can hold it
+-- by mistake, or on purpose).
+SELECT l.pid, a.usename, a.application_name, a.xact_start
+  FROM pg_locks AS l
+  LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.granted
+   AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
+   AND l.classid = (%(key)s::bigint >> 32)::oid
+   AND l.objid = (%(key)s::bigint & 4294967295)::oid
+   AND l.objsubid = 1
+ LIMIT 1
 
 -- name: migrate_schema_exists
 SELECT to_regnamespace('pgqueue') IS NOT NULL

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import threading
+from typing import Any
 
 import psycopg
 from click.testing import CliRunner
 
-from pgqueue import migrate
+from pgqueue import locks, migrate
 from pgqueue.cli import main
+from pgqueue.locks import MIGRATION_LOCK
 from pgqueue.version import __version__
 from tests.conftest import ROOT, dsn_of, wait_for
 
@@ -20,7 +24,7 @@ def test_migrate_twice_and_concurrently_applies_each_file_once(bare_postgresql):
         # Hold the migration lock until both processes wait on it, so that they really
         # migrate at the same time instead of one after the other.
         with holder.transaction():
-            holder.execute("SELECT pg_advisory_xact_lock(%s)", (migrate.MIGRATION_LOCK,))
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             procs = [
                 subprocess.Popen(
                     [sys.executable, "-m", "pgqueue.cli", "--dsn", dsn, "migrate"],
@@ -61,9 +65,42 @@ def _waiting_on_migration_lock(conn: psycopg.Connection) -> int:
         " WHERE locktype = 'advisory' AND NOT granted"
         "   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         "   AND classid = %s AND objid = %s",
-        (migrate.MIGRATION_LOCK >> 32, migrate.MIGRATION_LOCK & 0xFFFFFFFF),
+        (MIGRATION_LOCK >> 32, MIGRATION_LOCK & 0xFFFFFFFF),
     ).fetchone()
     return int(waiting)
+
+
+def test_a_migrate_kept_waiting_says_who_holds_the_lock(bare_postgresql, monkeypatch, caplog):
+    dsn = dsn_of(bare_postgresql)
+    monkeypatch.setattr(locks, "LOCK_NOTICE_SECONDS", 0.3)
+    applied: list[Any] = []
+    with psycopg.connect(dsn, autocommit=True, application_name="forgotten session") as holder:
+        (holder_pid,) = holder.execute("SELECT pg_backend_pid()").fetchone()
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))  # a session lock
+
+        def run() -> None:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                applied.extend(migrate.migrate(conn))
+
+        thread = threading.Thread(target=run)
+        with caplog.at_level(logging.WARNING, logger="pgqueue.migrate"):
+            thread.start()
+            said = wait_for(
+                lambda: [r.getMessage() for r in caplog.records if "migration lock" in r.message],
+                timeout=30,
+                what="migrate to say who holds the lock",
+            )
+            assert f"held by server process {holder_pid}" in said[0]
+            assert "'forgotten session'" in said[0]
+            assert f"pg_terminate_backend({holder_pid})" in said[0]
+            assert not applied  # still waiting, nothing applied
+            holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+            thread.join(60)
+    assert not thread.is_alive()
+    assert [m.version for m in applied] == [m.version for m in migrate.available()]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # the wait's lock_timeout was the lock's only: the migration ran without it
+        migrate.check(conn)
 
 
 def test_cli_migrate_then_up_to_date(bare_postgresql):
