@@ -415,7 +415,8 @@ def retry_ids(
             }
             rows = conn.execute(queries.get("ops_retry_results"), params).fetchall()
             report.done += [str(r[0]) for r in rows]
-        rest = [i for i in ids if i not in set(report.done)]
+        done = set(report.done)
+        rest = [i for i in ids if i not in done]
         refused = conn.execute(queries.get("ops_retry_refusals"), {"ids": rest}).fetchall()
     # a workflow's job whose retry would not carry its workflow on exactly once says why,
     # whatever its state (a step that never ran stays refused with --revoked too)
@@ -458,7 +459,8 @@ def _why_not_revoked(state: str) -> str:
 def _explain_skipped(
     conn: psycopg.Connection[Any], ids: Sequence[str], report: Report, why: Callable[[str], str]
 ) -> None:
-    rest = [i for i in ids if i not in set(report.done) and i not in report.skipped]
+    done = set(report.done)
+    rest = [i for i in ids if i not in done and i not in report.skipped]
     found = job_states(conn, rest) if rest else {}
     for i in rest:
         report.skipped[i] = why(found[i]) if i in found else "no such job"
