@@ -8,23 +8,22 @@ out of its reach."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import psycopg.errors
 import pytest
-from psycopg import sql
 
-from pgqueue import queries, roles
+from pgqueue import queries
 from pgqueue.locks import WORKER_LOCK_CLASS
 from tests import taskapp
 from tests.conftest import wait_for
 from tests.test_controls_limits import max_overlap, runs
-from tests.test_roles import Logins, as_user, drop_roles, make_logins
+from tests.test_roles import Logins, as_user
+from tests.test_roles import logins as logins  # the fixture
+from tests.test_roles import with_outsider as with_outsider  # the fixture
 
 # The advisory keys of before 0013: the claims of a limited task or queue (class, then
 # hashtext of the cell), and the refresh of the shared stats sample.
@@ -41,22 +40,6 @@ ROW_LOCKS = (
     "DELETE FROM {table}",
     "LOCK TABLE {table} IN ROW EXCLUSIVE MODE",
 )
-
-
-@pytest.fixture
-def logins(dsn: str) -> Iterator[Logins]:
-    """sql/roles.sql applied, a LOGIN user in each group role, and one in none."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        roles.apply(conn)
-    made = make_logins(dsn)
-    outsider = f"pgq_keys_outsider_{os.getpid()}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(outsider)))
-    made.names["outsider"] = outsider
-    yield made
-    for w in made.workers:
-        w.close()
-    drop_roles(dsn, list(made.names.values()))
 
 
 def connect(logins: Logins, kind: str) -> psycopg.Connection[Any]:
@@ -87,7 +70,9 @@ def runs_of(db: psycopg.Connection[Any], tag: str) -> int:
 # -- limited claims ---------------------------------------------------------------------------
 
 
-def test_a_held_limit_key_stalls_no_claim_and_no_other_role_can_lock_a_limit(logins, db, app):
+def test_a_held_limit_key_stalls_no_claim_and_no_other_role_can_lock_a_limit(
+    logins, with_outsider, db, app
+):
     task = "tests.taskapp.two_at_a_time"
     # A limit row exists once a claim was made under it; the outsider, the producer and the
     # operator can lock none of them (the operator reads them).
@@ -247,7 +232,7 @@ def sample(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return {r[0]: r[1] for r in rows}
 
 
-def test_a_held_sample_key_does_not_keep_the_sample_stale(logins, db, app):
+def test_a_held_sample_key_does_not_keep_the_sample_stale(logins, with_outsider, db, app):
     with (
         connect(logins, "producer") as producer,
         connect(logins, "outsider") as outsider,

@@ -253,16 +253,22 @@ def test_a_document_no_producer_writes_does_not_stop_a_retry(db: Any) -> None:
     assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (len(odd),)
 
 
-def test_the_dashboard_retries_a_chain_step_by_the_same_path(app: Any, db: Any) -> None:
+def failed_chain_step(db: psycopg.Connection[Any]) -> tuple[str, str, dict[str, Any]]:
+    """A failed chain step's result, written as a worker would: (its id, the id of the step
+    after it, its workflow). The results trigger marks the step after it not run."""
     step, after = str(uuid.uuid4()), str(uuid.uuid4())
     flow = {"chain": [{"id": after, "task_name": "tests.taskapp.add", "args": [1]}]}
-    # a failed step: the results trigger marks the step after it not run
     db.execute(
         "INSERT INTO pgqueue.results (task_id, task_name, queue, state, args, kwargs,"
         " date_done, workflow) VALUES (%s, 'tests.taskapp.add', 'default', 'FAILURE',"
         " '[1]', '{}', now(), %s)",
         (step, Jsonb(flow)),
     )
+    return step, after, flow
+
+
+def test_the_dashboard_retries_a_chain_step_by_the_same_path(app: Any, db: Any) -> None:
+    step, after, flow = failed_chain_step(db)
     c = client(app, allow_actions=True, token=TOKEN)
 
     def retry(target: str) -> str:

@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import psycopg.errors
 import pytest
-from psycopg import sql
 
-from pgqueue import roles
 from pgqueue.maintenance import MaintenanceRunner, Service
 from pgqueue.maintenance.service import Connection
 from tests import taskapp
 from tests.conftest import wait_for
-from tests.test_roles import Logins, as_user, drop_roles, make_logins
+from tests.test_roles import as_user
+from tests.test_roles import logins as logins  # the fixture
+from tests.test_roles import with_outsider as with_outsider  # the fixture
 
 SERVICES = {"rescue", "expire", "results", "vacuum", "unserved"}
 
@@ -36,22 +34,6 @@ def name_of(db: psycopg.Connection[Any], pid: int) -> str:
 
 def runs_of(db: psycopg.Connection[Any], tag: str) -> int:
     return int(db.execute("SELECT count(*) FROM test_runs WHERE tag = %s", (tag,)).fetchone()[0])
-
-
-@pytest.fixture
-def pgqueue_logins(dsn: str) -> Iterator[Logins]:
-    """sql/roles.sql applied, a LOGIN user in each group role, and one in none."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        roles.apply(conn)
-    made = make_logins(dsn)
-    outsider = f"pgq_maint_outsider_{os.getpid()}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(outsider)))
-    made.names["outsider"] = outsider
-    yield made
-    for w in made.workers:
-        w.close()
-    drop_roles(dsn, list(made.names.values()))
 
 
 def _cannot_take_a_pass(conn: psycopg.Connection[Any]) -> None:
@@ -69,12 +51,12 @@ def _cannot_take_a_pass(conn: psycopg.Connection[Any]) -> None:
             conn.execute(statement)
 
 
-def test_no_role_but_the_workers_can_hold_up_rescue(pgqueue_logins, db, dsn, monkeypatch):
+def test_no_role_but_the_workers_can_hold_up_rescue(with_outsider, db, dsn, monkeypatch):
     monkeypatch.setenv(
         "PGQUEUE_TEST_CONF",
         json.dumps({"worker_rescue_interval": 0.2, "worker_reconnect_grace": 1.0}),
     )
-    logins = pgqueue_logins
+    logins = with_outsider
     holders = []
     try:
         # The producer holds every old election key; it, and a role with no grant at all,

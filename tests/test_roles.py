@@ -24,7 +24,6 @@ import pytest
 from click.testing import CliRunner, Result
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.types.json import Jsonb
 
 from pgqueue import GroupResult, chain, chord, migrate, ops, queries, roles, states
 from pgqueue.cli import main as cli_main
@@ -109,6 +108,17 @@ def logins(dsn: str) -> Iterator[Logins]:
     for w in made.workers:
         w.close()
     drop_roles(dsn, list(made.names.values()))
+
+
+@pytest.fixture
+def with_outsider(logins: Logins, dsn: str) -> Logins:
+    """``logins``, and one more LOGIN user, "outsider", in none of pgqueue's roles (dropped
+    with the others)."""
+    outsider = f"pgqueue_t{uuid.uuid4().hex[:10]}_outsider"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(outsider)))
+    logins.names["outsider"] = outsider
+    return logins
 
 
 @pytest.fixture
@@ -419,15 +429,9 @@ def test_operator_runs_the_command_line(logins, db, app):
 
 
 def test_only_an_operator_requeues_a_chain_step_and_its_not_run_rows_go_with_it(logins, db):
-    step, after = str(uuid.uuid4()), str(uuid.uuid4())
-    flow = {"chain": [{"id": after, "task_name": "tests.taskapp.add", "args": [1]}]}
-    # a failed step: the results trigger marks the step after it not run
-    db.execute(
-        "INSERT INTO pgqueue.results (task_id, task_name, queue, state, args, kwargs,"
-        " date_done, workflow) VALUES (%s, 'tests.taskapp.add', 'default', 'FAILURE',"
-        " '[1]', '{}', now(), %s)",
-        (step, Jsonb(flow)),
-    )
+    from tests.test_canvas_retry import failed_chain_step
+
+    step, after, flow = failed_chain_step(db)
     states_of = "SELECT task_id::text, state FROM pgqueue.results ORDER BY state"
     before = db.execute(states_of).fetchall()
     assert before == [(step, states.FAILURE), (after, states.REVOKED)]
