@@ -11,9 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgqueue import AsyncResult, GroupResult, chain, group, states
+from pgqueue import AsyncResult, GroupResult, chain, chunks, group, states, xmap, xstarmap
 from pgqueue.exceptions import NotRegistered
-from pgqueue.mapping import chunks, xmap, xstarmap
 from tests import chunkapp, taskapp
 from tests.conftest import WorkerProcess
 
