@@ -8,6 +8,7 @@ from . import exceptions, signals, states
 from .app import PgQueue
 from .canvas import Signature, chain, chord, group
 from .groupresult import GroupResult
+from .mapping import chunks, xmap, xstarmap
 from .result import AsyncResult
 from .schedules import crontab
 from .shared import shared_task
@@ -30,10 +31,13 @@ __all__ = [
     "__version__",
     "chain",
     "chord",
+    "chunks",
     "crontab",
     "exceptions",
     "group",
     "shared_task",
     "signals",
     "states",
+    "xmap",
+    "xstarmap",
 ]

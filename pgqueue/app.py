@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import psycopg
 
-from . import aio, config, pooler, producer
+from . import aio, config, mapjobs, pooler, producer
 from . import migrate as migrations
 from .aio import AsyncConnectionT, AsyncProducerConnection
 from .asyncdb import AsyncConnectionHolder
@@ -24,7 +24,7 @@ from .canvas import Signature
 from .conf import Settings
 from .control import Control
 from .controls import TaskControls
-from .current import app_created, set_default_app
+from .current import app_created, on_every_app, set_default_app
 from .db import ConnectionHolder, connect, load_times_clamped, resolve_dsn, translate_errors
 from .producer import ConnectionT, ProducerConnection
 from .result import AsyncResult
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from .options import SendOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Every app has the built-in pgqueue.map and pgqueue.starmap (Celery's celery.map, ...).
+on_every_app(mapjobs.register)
 
 
 class PgQueue(config.CeleryConfiguration):

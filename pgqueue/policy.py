@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import states
 from .exceptions import Ignore, Reject, Retry, WorkerLostError
+from .mapping import wrapped_name
 
 if TYPE_CHECKING:
     from .app import PgQueue
@@ -84,14 +85,18 @@ class JobPolicy:
         return value if isinstance(value, bool) else default
 
     def limits(self, job: Job) -> tuple[float | None, float | None]:
-        """The job's soft and hard time limits: its own, else its task's."""
-        limits = self._limits.get(job.task_name)
+        """The job's soft and hard time limits: its own, else its task's (for a map job,
+        the task it runs)."""
+        # a map job's default limits are those of the task it runs (its own row may have
+        # been written by hand without them)
+        name = wrapped_name(job.task_name, job.kwargs)
+        limits = self._limits.get(name)
         if limits is None:
             # Worked out once per task: the settings are fixed once the worker runs, and
             # reading them through the task for every job showed in the drain's profile.
-            task = self.app.tasks.get(job.task_name)
+            task = self.app.tasks.get(name)
             limits = (task.soft_time_limit, task.time_limit) if task else (None, None)
-            self._limits[job.task_name] = limits
+            self._limits[name] = limits
         return job.soft_time_limit or limits[0], job.time_limit or limits[1]
 
     def settle_pool_failure(self, outcome: Outcome) -> Outcome:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .canvas import Signature as Signature  # also importable from here, as before
 from .controls import TaskControls
 from .exceptions import MaxRetriesExceededError, Retry
+from .mapping import MapMethods
 from .result import AsyncResult
 from .serialization import check_size, dumps_args
 
@@ -49,8 +50,9 @@ _current_request: contextvars.ContextVar[Request | None] = contextvars.ContextVa
 )
 
 
-class Task:
-    """A registered task. Call it to run it here; ``delay``/``apply_async`` to queue it."""
+class Task(MapMethods):
+    """A registered task. Call it to run it here; ``delay``/``apply_async`` to queue it;
+    ``map``, ``starmap`` and ``chunks`` (mapping.py) to run many calls in few jobs."""
 
     def __init__(
         self,

@@ -40,6 +40,7 @@ from .handoff import HANDOFF_SLOTS, HandoffSlots
 from .lease import SHUTDOWN_OUTAGE_LIMIT, STATEMENT_RETRY, Lease, Registration, StatementErrors
 from .locks import WORKER_LOCK_CLASS
 from .maintenance import MaintenanceRunner
+from .mapping import BUILTINS
 from .notices import CONTROL_CHANNEL, Inbox
 from .outcomes import OUTCOME_LINGER, OutcomeWriter
 from .policy import JobPolicy
@@ -170,7 +171,7 @@ class Worker:
         self._me.tasks[:] = sorted(self.app.tasks)
         self._me.at_most_once[:] = sorted(n for n, t in self.app.tasks.items() if not t.acks_late)
         self._me.limited[:], self._me.limits = limited_tasks(self.app.tasks)
-        if not self._me.tasks:
+        if not set(self.app.tasks) - set(BUILTINS):
             raise ConfigurationError(
                 "the app has no tasks registered: point -A at the module defining them, or "
                 "list their modules in include=[...]"
