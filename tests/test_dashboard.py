@@ -148,6 +148,16 @@ def test_arguments_of_sensitive_tasks_are_neither_shown_nor_searched(app, db):
     plain = app.send_task("tests.taskapp.add", ["4333-3333", 1]).id
     assert plain in c.get("/jobs?text=4333").text
     assert "4333-3333" in c.get(f"/jobs/{plain}").text
+    # a map job carries another task's arguments under its own name: hidden with that
+    # task's, and when it names no task; shown for a task whose arguments are
+    mapped = app.send_task("pgqueue.map", kwargs={"task": "payments.refund", "it": ["4444-4"]})
+    forged = app.send_task("pgqueue.map", kwargs={"it": ["4555-5"]})
+    shown = app.send_task("pgqueue.map", kwargs={"task": "tests.taskapp.add", "it": ["4666-6"]})
+    for job_id, secret_text in ((mapped.id, "4444"), (forged.id, "4555")):
+        page = c.get(f"/jobs/{job_id}").text
+        assert 'id="args-hidden"' in page and secret_text not in page
+        assert "data-id" not in c.get(f"/jobs?text={secret_text}").text
+    assert "4666-6" in c.get(f"/jobs/{shown.id}").text
 
 
 # -- actions -------------------------------------------------------------------------------

@@ -323,7 +323,7 @@ def job_detail(
     found = ops.inspect(conn, job_id)
     if found is None:
         return None
-    hidden = sensitive.hides(found["task_name"])
+    hidden = sensitive.hides(found["task_name"], found.get("kwargs"))
     return JobDetail(
         id=found["id"],
         source=found["source"],

@@ -73,11 +73,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="arguments")
     def shown_args(self, obj: Any) -> str:
-        return HIDDEN if _sensitive().hides(obj.task_name) else _pretty(obj.args)
+        return HIDDEN if _sensitive().hides(obj.task_name, obj.kwargs) else _pretty(obj.args)
 
     @admin.display(description="keyword arguments")
     def shown_kwargs(self, obj: Any) -> str:
-        return HIDDEN if _sensitive().hides(obj.task_name) else _pretty(obj.kwargs)
+        return HIDDEN if _sensitive().hides(obj.task_name, obj.kwargs) else _pretty(obj.kwargs)
 
     def report(self, request: HttpRequest, done: str, report: ops.Report) -> None:
         """One message for what was done, one per id that was not (and why)."""
