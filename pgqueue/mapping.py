@@ -141,10 +141,10 @@ def job_options(task: Task) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def wrapped_name(job_task: str, kwargs: dict[str, Any]) -> str:
+def wrapped_name(job_task: str, kwargs: Any) -> str:
     """The task a job runs the function of: the wrapped one for a map job (whose limits
-    apply), else its own."""
-    wrapped = kwargs.get("task") if job_task in BUILTINS else None
+    apply), else its own. (Rows can be written by hand: anything may be in kwargs.)"""
+    wrapped = kwargs.get("task") if job_task in BUILTINS and isinstance(kwargs, dict) else None
     return wrapped if isinstance(wrapped, str) else job_task
 
 
