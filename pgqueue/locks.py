@@ -30,7 +30,8 @@ MIGRATION_LOCK = 0x70677175_0001
 
 # First key of every worker's session advisory lock, its liveness (the second key is
 # workers.lock_key): Postgres drops it the moment the worker's claiming connection dies.
-# The rescue counts it only when held by the server process recorded in workers.lock_pid;
+# The rescue counts it only when held by the server process recorded in workers.lock_pid
+# (SQL pgqueue.worker_lock_holder, migration 0013, which spells this key as 1885827445);
 # a worker that finds its key held by another session draws a new one (relock_worker).
 WORKER_LOCK_CLASS = 0x70677175
 

@@ -511,17 +511,9 @@ UPDATE pgqueue.maintenance AS m
 WITH status AS (
     SELECT w.id, w.lock_missing_since, w.reconnect_grace,
            w.heartbeat_at < now() - make_interval(secs => %(lost_timeout)s) AS stale,
-           EXISTS (SELECT 1 FROM pg_locks AS l
-                    WHERE l.locktype = 'advisory'
-                      AND l.database = (SELECT oid FROM pg_database
-                                         WHERE datname = current_database())
-                      AND l.classid = %(lock_class)s::bigint::oid
-                      AND l.objid = w.lock_key::bigint::oid
-                      AND l.objsubid = 2
-                      -- held by the worker's own claiming backend: a foreign session
-                      -- holding the key (any role may take it) keeps no one alive
-                      AND l.pid = w.lock_pid
-                      AND l.granted) AS locked
+           -- held by the worker's own claiming backend: a foreign session holding the
+           -- key (any role may take it) keeps no one alive
+           coalesce(pgqueue.worker_lock_holder(w.lock_key) = w.lock_pid, false) AS locked
       FROM pgqueue.workers AS w
 ), lost AS (
     DELETE FROM pgqueue.workers AS w

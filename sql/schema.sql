@@ -679,6 +679,25 @@ CREATE FUNCTION pgqueue.uuid_or_null(value text) RETURNS uuid
 $_$;
 
 --
+-- Name: worker_lock_holder(bigint); Type: FUNCTION; Schema: pgqueue; Owner: -
+--
+
+CREATE FUNCTION pgqueue.worker_lock_holder(lock_key bigint) RETURNS integer
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT l.pid
+      FROM pg_locks AS l
+     WHERE l.locktype = 'advisory'
+       AND l.database = (SELECT d.oid FROM pg_database AS d
+                          WHERE d.datname = current_database())
+       AND l.classid = 1885827445::oid
+       AND l.objid = lock_key::oid
+       AND l.objsubid = 2
+       AND l.granted
+     LIMIT 1
+$$;
+
+--
 -- Name: workflow_followers(jsonb); Type: FUNCTION; Schema: pgqueue; Owner: -
 --
 
@@ -1098,11 +1117,7 @@ CREATE VIEW pgqueue.worker_status AS
     w.concurrency,
     w.started_at,
     w.heartbeat_at,
-    ((EXISTS ( SELECT 1
-           FROM pg_locks l
-          WHERE ((l.locktype = 'advisory'::text) AND (l.database = ( SELECT d.oid
-                   FROM pg_database d
-                  WHERE (d.datname = current_database()))) AND (l.classid = (1885827445)::oid) AND (l.objid = ((w.lock_key)::bigint)::oid) AND (l.objsubid = 2) AND (l.pid = w.lock_pid) AND l.granted))) AND (w.heartbeat_at >= (now() - make_interval(secs => COALESCE((NULLIF(current_setting('pgqueue.worker_lost_timeout'::text, true), ''::text))::double precision, (20)::double precision))))) AS alive,
+    (COALESCE((pgqueue.worker_lock_holder((w.lock_key)::bigint) = w.lock_pid), false) AND (w.heartbeat_at >= (now() - make_interval(secs => COALESCE((NULLIF(current_setting('pgqueue.worker_lost_timeout'::text, true), ''::text))::double precision, (20)::double precision))))) AS alive,
     w.jobs_done,
     ( SELECT count(*) AS count
            FROM pgqueue.jobs j

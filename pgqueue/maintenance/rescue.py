@@ -8,7 +8,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from .. import queries
-from ..locks import WORKER_LOCK_CLASS
 from .service import Connection, Service
 
 if TYPE_CHECKING:
@@ -20,18 +19,15 @@ log = logging.getLogger("pgqueue.maintenance")
 class Rescuer(Service):
     name = "rescue"
 
-    def __init__(self, app: PgQueue, *, lock_class: int = WORKER_LOCK_CLASS) -> None:
+    def __init__(self, app: PgQueue) -> None:
         super().__init__(float(app.conf.worker_rescue_interval))
         self.app = app
-        # The first key of the workers' liveness locks, looked up in pg_locks.
-        self.lock_class = lock_class
 
     def work(self, conn: Connection) -> bool:
         row = conn.execute(
             queries.get("rescue_jobs"),
             {
                 "lost_timeout": float(self.app.conf.worker_lost_timeout),
-                "lock_class": self.lock_class,
                 "keep_for": self.app.conf.result_expires_seconds(),
             },
         ).fetchone()

@@ -196,18 +196,27 @@ ALTER TABLE pgqueue.workers
     -- The lock counts only when this process holds it: any session may take any advisory
     -- key, so a foreign one holding the key proves nothing.
     ADD COLUMN lock_pid integer;
+
+-- The server process holding the worker liveness key `lock_key` (first key 0x70677175,
+-- WORKER_LOCK_CLASS in pgqueue/locks.py), NULL when none does. A worker's lock counts only
+-- when this is its lock_pid: read by the worker_status view and the rescue (rescue_jobs).
+CREATE FUNCTION pgqueue.worker_lock_holder(lock_key bigint) RETURNS integer
+LANGUAGE sql STABLE AS $$
+    SELECT l.pid
+      FROM pg_locks AS l
+     WHERE l.locktype = 'advisory'
+       AND l.database = (SELECT d.oid FROM pg_database AS d
+                          WHERE d.datname = current_database())
+       AND l.classid = 1885827445::oid
+       AND l.objid = lock_key::oid
+       AND l.objsubid = 2
+       AND l.granted
+     LIMIT 1
+$$;
+
 -- Workers registered before: whoever holds their key now (their claiming backend, unless
 -- they are gone).
-UPDATE pgqueue.workers AS w
-   SET lock_pid = (SELECT l.pid FROM pg_locks AS l
-                    WHERE l.locktype = 'advisory'
-                      AND l.database = (SELECT d.oid FROM pg_database AS d
-                                         WHERE d.datname = current_database())
-                      AND l.classid = 1885827445::oid
-                      AND l.objid = w.lock_key::bigint::oid
-                      AND l.objsubid = 2
-                      AND l.granted
-                    LIMIT 1);
+UPDATE pgqueue.workers SET lock_pid = pgqueue.worker_lock_holder(lock_key);
 -- A worker registers on its claiming connection: the registering session is the one.
 ALTER TABLE pgqueue.workers ALTER COLUMN lock_pid SET DEFAULT pg_backend_pid();
 
@@ -223,17 +232,7 @@ SELECT w.id,
        w.concurrency,
        w.started_at,
        w.heartbeat_at,
-       EXISTS (SELECT 1
-                 FROM pg_locks AS l
-                WHERE l.locktype = 'advisory'
-                  AND l.database = (SELECT d.oid FROM pg_database AS d
-                                     WHERE d.datname = current_database())
-                  -- 0x70677175: the first key of every worker's lock (pgqueue/locks.py)
-                  AND l.classid = 1885827445::oid
-                  AND l.objid = w.lock_key::bigint::oid
-                  AND l.objsubid = 2
-                  AND l.pid = w.lock_pid
-                  AND l.granted)
+       coalesce(pgqueue.worker_lock_holder(w.lock_key) = w.lock_pid, false)
        AND w.heartbeat_at >= now() - make_interval(secs => coalesce(
                nullif(current_setting('pgqueue.worker_lost_timeout', true), '')::double precision,
                20)) AS alive,
