@@ -121,6 +121,26 @@ def encode_trail(trail: list[Cursor | None]) -> str:
     return ",".join(c.encode() if c else "-" for c in trail[-TRAIL_PAGES:])
 
 
+Pairs = list[tuple[str, str]]
+
+
+def page_links(
+    trail: list[Cursor | None], start: Cursor | None, following: Cursor | None
+) -> tuple[Pairs | None, Pairs | None]:
+    """The query parameters (besides the filter's) of the previous and the next page of the
+    page that begins at ``start`` (None: the first) after the pages ``trail`` remembers;
+    None where there is no such page. The next page remembers this one's start."""
+    previous = None
+    if trail:
+        *before, back_to = trail
+        previous = ([("after", back_to.encode())] if back_to else []) + (
+            [("back", encode_trail(before))] if before else []
+        )
+    if following is None:
+        return previous, None
+    return previous, [("after", following.encode()), ("back", encode_trail([*trail, start]))]
+
+
 @dataclass(frozen=True)
 class JobFilter:
     """The jobs list's filters; empty ones select everything."""

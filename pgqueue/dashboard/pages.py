@@ -66,12 +66,7 @@ def routes(site: Site) -> list[Route]:
             selection=selection,
             all_states=data.ALL_STATES,
             after=query.get("after"),
-            # the next page remembers this one's start; the previous page is the last start
-            # remembered, with the ones before it
-            next_back=data.encode_trail([*trail, after]),
-            previous=trail[-1].encode() if trail and trail[-1] else None,
-            previous_back=data.encode_trail(trail[:-1]),
-            has_previous=bool(trail),
+            links=data.page_links(trail, after, page.next),
             now=dt.datetime.now(dt.timezone.utc),
         )
 
